@@ -1,0 +1,234 @@
+"""The eager Tensor: every op runs at once and, when a gradient is wanted, leaves a tape entry.
+
+The tape is the graph of `_ctx` links from outputs back to inputs; `backward()` walks it once in
+reverse topological order, calls each op's vjp rule and frees the links it has used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numpy as np
+
+from trainctl.autograd.ops import Op, Operand
+from trainctl.backend import CPU, Device, device_of, get_device, to_host
+from trainctl.errors import TrainctlError
+
+DEFAULT_DTYPE = np.dtype(np.float32)
+_grad_enabled = True
+_FREED = "freed"
+
+
+class AutogradError(TrainctlError):
+    """Misuse of the tape, such as a second backward through a freed graph."""
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Run ops without recording them (evaluation, optimizer updates, vjp rules)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class Tensor(Operand):
+    """An array on a device, with an optional gradient and a link to the op that made it."""
+
+    __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "__weakref__")
+
+    def __init__(self, data: Any, dtype: Any = None, device: str | Device | None = None,
+                 requires_grad: bool = False) -> None:
+        if isinstance(data, Tensor):
+            data = data.data
+        target = get_device(device) if device is not None else _device_of_data(data)
+        if dtype is None and _is_python_float(data):
+            dtype = DEFAULT_DTYPE
+        self.data = target.asarray(data, dtype=dtype)
+        self.device = target
+        self.requires_grad = requires_grad
+        self.grad: Tensor | None = None
+        self._ctx: Any = None
+
+    @classmethod
+    def _wrap(cls, data: Any, device: Device, ctx: Any = None, requires_grad: bool = False) -> Tensor:
+        """Fast constructor for op outputs: no conversion, no checks."""
+        t = cls.__new__(cls)
+        t.data, t.device, t.requires_grad, t.grad, t._ctx = data, device, requires_grad, None, ctx
+        return t
+
+    @staticmethod
+    def _apply(op: type[Op], inputs: tuple, attrs: dict) -> Tensor:
+        device = None
+        arrays = []
+        needs_grad = False
+        for x in inputs:
+            if isinstance(x, Tensor):
+                if device is None:
+                    device = x.device
+                elif x.device is not device:
+                    raise TrainctlError(f"{op.name}: operands on {device} and {x.device}")
+                arrays.append(x.data)
+                needs_grad = needs_grad or x.requires_grad
+            else:
+                arrays.append(x)
+        out = op.forward(device.xp, *arrays, **attrs)
+        if isinstance(out, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
+            out = np.asarray(out)
+        if needs_grad and _grad_enabled and op.differentiable:
+            return Tensor._wrap(out, device, (op, inputs, attrs), True)
+        return Tensor._wrap(out, device)
+
+    # ------------------------------------------------------------ properties and conversion
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    def numpy(self) -> np.ndarray:
+        """A host NumPy array (a copy when the tensor lives on a GPU)."""
+        return to_host(self.data)
+
+    def item(self) -> float | int | bool:
+        if self.data.size != 1:
+            raise AutogradError(f"item() needs a single value, tensor has shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self) -> Tensor:
+        """The same data, cut off from the tape."""
+        return Tensor._wrap(self.data, self.device)
+
+    def to(self, device: str | Device) -> Tensor:
+        target = get_device(device)
+        if target is self.device:
+            return self
+        return Tensor._wrap(target.asarray(self.data), target, requires_grad=self.requires_grad)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __bool__(self) -> bool:
+        return bool(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({self.numpy()!r}, device={self.device}{grad})"
+
+    # ------------------------------------------------------------ autograd
+
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into the `.grad` of every leaf that requires it.
+
+        `grad` is the upstream gradient; it may be left out only for a single-value tensor.
+        """
+        if not self.requires_grad:
+            raise AutogradError("backward() on a tensor that does not require grad")
+        if grad is None:
+            if self.size != 1:
+                raise AutogradError(
+                    f"backward() without a gradient needs a single-value tensor, got {self.shape}"
+                )
+            grad = self.device.xp.ones(self.shape, dtype=self.dtype)
+        upstream = grad if isinstance(grad, Tensor) else Tensor(grad, self.dtype, self.device)
+        if upstream.shape != self.shape:
+            raise AutogradError(f"backward() gradient {upstream.shape} != tensor {self.shape}")
+
+        grads: dict[int, Tensor] = {id(self): upstream.detach()}
+        with no_grad():
+            for node in reversed(_topological_order(self)):
+                g = grads.pop(id(node))
+                op, inputs, attrs = node._ctx
+                thunks = op.vjp(g, node, *inputs, **attrs)
+                for x, thunk in zip(inputs, thunks):
+                    if isinstance(x, Tensor) and x.requires_grad:
+                        _accumulate(x, thunk(), grads, op)
+                if not retain_graph:
+                    node._ctx = _FREED
+
+
+def _accumulate(x: Tensor, gx: Tensor, grads: dict[int, Tensor], op: type[Op]) -> None:
+    if gx.shape != x.shape:
+        raise AutogradError(f"vjp of {op.name} gave gradient {gx.shape} for input {x.shape}")
+    if x._ctx is None:
+        x.grad = gx if x.grad is None else x.grad + gx
+    elif id(x) in grads:
+        grads[id(x)] = grads[id(x)] + gx
+    else:
+        grads[id(x)] = gx
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors with a tape entry, each after all its inputs (iterative: deep graphs are fine).
+
+    A node is marked when it is expanded, not when it is pushed, so a tensor used by two
+    consumers is placed after both have been reached.
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        if node._ctx is _FREED:
+            raise AutogradError(
+                "backward() through a graph that was already freed: "
+                "pass retain_graph=True to the first backward()"
+            )
+        visited.add(id(node))
+        stack.append((node, True))
+        for x in node._ctx[1]:
+            if isinstance(x, Tensor) and x._ctx is not None and id(x) not in visited:
+                stack.append((x, False))
+    return order
+
+
+def _is_python_float(data: Any) -> bool:
+    if isinstance(data, float):
+        return True
+    if isinstance(data, (list, tuple)):
+        return np.asarray(data).dtype == np.float64
+    return False
+
+
+def _device_of_data(data: Any) -> Device:
+    if isinstance(data, (np.ndarray, np.generic, list, tuple, int, float, bool)):
+        return CPU
+    return device_of(data)
+
+
+# ---------------------------------------------------------------- constructors
+
+
+def tensor(data: Any, dtype: Any = None, device: str | Device | None = None,
+           requires_grad: bool = False) -> Tensor:
+    """A tensor from a list, scalar or array; Python floats become float32 by default."""
+    return Tensor(data, dtype, device, requires_grad)
+
+
+def zeros(shape: tuple[int, ...], dtype: Any = DEFAULT_DTYPE, device: str | Device = "cpu",
+          requires_grad: bool = False) -> Tensor:
+    target = get_device(device)
+    return Tensor._wrap(target.xp.zeros(shape, dtype=dtype), target, requires_grad=requires_grad)
+
+
+def ones(shape: tuple[int, ...], dtype: Any = DEFAULT_DTYPE, device: str | Device = "cpu",
+         requires_grad: bool = False) -> Tensor:
+    target = get_device(device)
+    return Tensor._wrap(target.xp.ones(shape, dtype=dtype), target, requires_grad=requires_grad)
