@@ -1,0 +1,71 @@
+"""The CLI scaffold: help, version, devices, and that help stays free of heavy imports."""
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import trainctl
+from trainctl.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_devices_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "devices" in result.output
+    assert "--version" in result.output
+
+
+def test_no_arguments_shows_help() -> None:
+    result = runner.invoke(app, [])
+    assert "Usage" in result.output
+    assert "devices" in result.output
+
+
+def test_version_prints_package_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"trainctl {trainctl.__version__}"
+
+
+def test_help_imports_neither_cupy_nor_numpy() -> None:
+    code = (
+        "import sys\n"
+        "import trainctl.cli\n"
+        "from typer.testing import CliRunner\n"
+        "result = CliRunner().invoke(trainctl.cli.app, ['--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "assert 'devices' in result.output, result.output\n"
+        "heavy = sorted(m for m in ('cupy', 'numpy') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_python_dash_m_runs_the_app() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainctl", "--version"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"trainctl {trainctl.__version__}"
+
+
+def test_devices_lists_cpu_and_cuda_with_backend_status() -> None:
+    backend = pytest.importorskip("trainctl.backend")
+    import numpy as np
+
+    # Wide enough that Rich does not wrap the status onto a second line.
+    result = runner.invoke(app, ["devices"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    cpu_rows = [line for line in lines if " cpu " in line]
+    cuda_rows = [line for line in lines if " cuda " in line]
+    assert len(cpu_rows) == 1, result.output
+    assert np.__version__ in cpu_rows[0]
+    assert len(cuda_rows) == 1, result.output
+    # The cuda row shows exactly what the backend reports, brackets and all.
+    assert backend.cuda_status() in cuda_rows[0]
