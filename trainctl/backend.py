@@ -57,7 +57,9 @@ def _cuda_device() -> Device:
     try:
         import cupy
     except ImportError as exc:
-        raise DeviceError(f"device 'cuda' needs CuPy, which is not installed: {GPU_EXTRA_HINT}") from exc
+        raise DeviceError(
+            f"device 'cuda' needs CuPy, which is not installed: {GPU_EXTRA_HINT}"
+        ) from exc
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CuPy raises its own CUDARuntimeError subclasses

@@ -15,3 +15,7 @@ class ShapeError(TrainctlError):
 
 class StateDictError(TrainctlError):
     """A state dict whose names or shapes do not match the module or optimizer."""
+
+
+class OptimizerError(TrainctlError):
+    """An optimizer or LR schedule set up with values out of range or names that do not exist."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 import builtins
 import math
 import re
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -41,6 +42,7 @@ class Operand:
     """
 
     __slots__ = ()
+    __array_ufunc__ = None  # `np.float32(2) * x` and `array * x` defer to our reflected operators
     shape: tuple[int, ...]
     dtype: np.dtype
 
@@ -52,40 +54,99 @@ class Operand:
     def size(self) -> int:
         return math.prod(self.shape)
 
-    def __add__(self, other): return add(self, other)
-    def __radd__(self, other): return add(other, self)
-    def __sub__(self, other): return sub(self, other)
-    def __rsub__(self, other): return sub(other, self)
-    def __mul__(self, other): return mul(self, other)
-    def __rmul__(self, other): return mul(other, self)
-    def __truediv__(self, other): return div(self, other)
-    def __rtruediv__(self, other): return div(other, self)
-    def __matmul__(self, other): return matmul(self, other)
-    def __rmatmul__(self, other): return matmul(other, self)
-    def __neg__(self): return neg(self)
-    def __pow__(self, exponent): return pow(self, exponent)
-    def __gt__(self, other): return greater(self, other)
-    def __ge__(self, other): return greater_equal(self, other)
-    def __lt__(self, other): return greater(other, self)
-    def __le__(self, other): return greater_equal(other, self)
-    def __getitem__(self, index): return getitem(self, index)
+    def __add__(self, other):
+        return add(self, other)
 
-    def sum(self, axis=None, keepdims=False): return sum(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return max(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return mean(self, axis, keepdims)
-    def reshape(self, *shape): return reshape(self, shape[0] if len(shape) == 1 else shape)
-    def transpose(self, *axes): return transpose(self, axes[0] if len(axes) == 1 else axes or None)
-    def exp(self): return exp(self)
-    def log(self): return log(self)
-    def sqrt(self): return sqrt(self)
-    def tanh(self): return tanh(self)
-    def sigmoid(self): return sigmoid(self)
-    def relu(self): return relu(self)
-    def abs(self): return abs(self)
-    def astype(self, dtype): return cast(self, dtype)
+    def __radd__(self, other):
+        return add(other, self)
+
+    def __sub__(self, other):
+        return sub(self, other)
+
+    def __rsub__(self, other):
+        return sub(other, self)
+
+    def __mul__(self, other):
+        return mul(self, other)
+
+    def __rmul__(self, other):
+        return mul(other, self)
+
+    def __truediv__(self, other):
+        return div(self, other)
+
+    def __rtruediv__(self, other):
+        return div(other, self)
+
+    def __matmul__(self, other):
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul(other, self)
+
+    def __neg__(self):
+        return neg(self)
+
+    def __pow__(self, exponent):
+        return pow(self, exponent)
+
+    def __gt__(self, other):
+        return greater(self, other)
+
+    def __ge__(self, other):
+        return greater_equal(self, other)
+
+    def __lt__(self, other):
+        return greater(other, self)
+
+    def __le__(self, other):
+        return greater_equal(other, self)
+
+    def __getitem__(self, index):
+        return getitem(self, index)
+
+    def sum(self, axis=None, keepdims=False):
+        return sum(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return max(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return mean(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        return reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return transpose(self, axes[0] if len(axes) == 1 else axes or None)
+
+    def exp(self):
+        return exp(self)
+
+    def log(self):
+        return log(self)
+
+    def sqrt(self):
+        return sqrt(self)
+
+    def tanh(self):
+        return tanh(self)
+
+    def sigmoid(self):
+        return sigmoid(self)
+
+    def relu(self):
+        return relu(self)
+
+    def abs(self):
+        return abs(self)
+
+    def astype(self, dtype):
+        return cast(self, dtype)
 
     @property
-    def T(self): return transpose(self)
+    def T(self):
+        return transpose(self)
 
 
 class Op:
@@ -149,6 +210,11 @@ def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(a % ndim for a in axes))
 
 
+def _axis(axis: int, ndim: int) -> int:
+    """One axis, made non-negative; out of range is an error, not a silent wrap."""
+    return normalize_axes(int(axis), ndim)[0]
+
+
 def _reduced(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
     if keepdims:
         return tuple(1 if i in axes else n for i, n in enumerate(shape))
@@ -194,7 +260,12 @@ class Mul(Op):
 
 class Div(Op):
     forward = staticmethod(lambda xp, a, b: xp.divide(a, b))
-    infer = staticmethod(_broadcast)
+
+    @staticmethod
+    def infer(a, b):
+        shape, dtype = _broadcast(a, b)
+        # True division of integers or bools gives float64, as in NumPy.
+        return Spec(shape, dtype if np.issubdtype(dtype, np.inexact) else np.dtype(np.float64))
 
     @staticmethod
     def vjp(g, out, a, b):
@@ -309,7 +380,7 @@ class Pow(Op):
     """x ** exponent for a constant exponent."""
 
     forward = staticmethod(lambda xp, x, exponent: xp.power(x, exponent))
-    infer = staticmethod(lambda x, exponent: _same(x))
+    infer = staticmethod(lambda x, exponent: Spec(_shape(x), _dtype(x, exponent)))
 
     @staticmethod
     def vjp(g, out, x, exponent):
@@ -327,7 +398,12 @@ class Cast(Op):
 
 class Sum(Op):
     forward = staticmethod(lambda xp, x, axes, keepdims: xp.sum(x, axis=axes, keepdims=keepdims))
-    infer = staticmethod(lambda x, axes, keepdims: Spec(_reduced(x.shape, axes, keepdims), x.dtype))
+
+    @staticmethod
+    def infer(x, axes, keepdims):
+        # NumPy sums bools and small integers in the default integer type.
+        dtype = np.zeros(0, x.dtype).sum().dtype
+        return Spec(_reduced(x.shape, axes, keepdims), dtype)
 
     @staticmethod
     def vjp(g, out, x, axes, keepdims):
@@ -380,7 +456,11 @@ class BroadcastTo(Op):
 
 
 def _broadcast_exact(x: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if np.broadcast_shapes(tuple(x.shape), shape) != shape:
+    try:
+        fits = np.broadcast_shapes(tuple(x.shape), shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
         raise ShapeError(f"cannot broadcast {tuple(x.shape)} to {shape}")
     return shape
 
@@ -419,9 +499,11 @@ class Concatenate(Op):
         first = tuple(xs[0].shape)
         for x in xs[1:]:
             if len(x.shape) != len(first) or any(
-                a != b for i, (a, b) in enumerate(zip(x.shape, first)) if i != axis
+                a != b for i, (a, b) in enumerate(zip(x.shape, first, strict=False)) if i != axis
             ):
-                raise ShapeError(f"cannot concatenate {[tuple(x.shape) for x in xs]} on axis {axis}")
+                raise ShapeError(
+                    f"cannot concatenate {[tuple(x.shape) for x in xs]} on axis {axis}"
+                )
         size = builtins.sum(x.shape[axis] for x in xs)
         return Spec(first[:axis] + (size,) + first[axis + 1 :], _dtype(*xs))
 
@@ -433,7 +515,7 @@ class Concatenate(Op):
         def piece(start, stop):
             return lambda: getitem(g, lead + (slice(int(start), int(stop)),))
 
-        return tuple(piece(a, b) for a, b in zip(bounds[:-1], bounds[1:]))
+        return tuple(piece(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=False))
 
 
 # ---------------------------------------------------------------- linear algebra and images
@@ -448,7 +530,12 @@ class Matmul(Op):
     def infer(a, b):
         if len(a.shape) < 2 or len(b.shape) < 2 or a.shape[-1] != b.shape[-2]:
             raise ShapeError(f"matmul of {tuple(a.shape)} and {tuple(b.shape)}: inner sizes differ")
-        batch = np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2]))
+        try:
+            batch = np.broadcast_shapes(tuple(a.shape[:-2]), tuple(b.shape[:-2]))
+        except ValueError:
+            raise ShapeError(
+                f"matmul of {tuple(a.shape)} and {tuple(b.shape)}: batch shapes do not broadcast"
+            ) from None
         return Spec(batch + (a.shape[-2], b.shape[-1]), _dtype(a, b))
 
     @staticmethod
@@ -485,6 +572,7 @@ class Im2col(Op):
 
     @staticmethod
     def forward(xp, x, kh, kw, stride, padding):
+        _patches_shape(x.shape, kh, kw, stride, padding)  # a window that does not fit is an error
         return xp.ascontiguousarray(_window_view(xp, _pad_hw(xp, x, padding), kh, kw, stride))
 
     @staticmethod
@@ -544,8 +632,12 @@ class MaxPool2d(Op):
 
     @staticmethod
     def infer(x, kernel, stride):
+        if len(x.shape) != 4:
+            raise ShapeError(f"images must be 4-d NHWC, got shape {tuple(x.shape)}")
         n, h, w, c = x.shape
-        return Spec((n, _conv_out(h, kernel, stride, 0), _conv_out(w, kernel, stride, 0), c), x.dtype)
+        return Spec(
+            (n, _conv_out(h, kernel, stride, 0), _conv_out(w, kernel, stride, 0), c), x.dtype
+        )
 
     @staticmethod
     def vjp(g, out, x, kernel, stride):
@@ -644,7 +736,9 @@ class OneHot(Op):
     def forward(xp, labels, classes, dtype):
         return (labels[..., None] == xp.arange(classes)).astype(dtype)
 
-    infer = staticmethod(lambda labels, classes, dtype: Spec(tuple(labels.shape) + (classes,), dtype))
+    infer = staticmethod(
+        lambda labels, classes, dtype: Spec(tuple(labels.shape) + (classes,), dtype)
+    )
 
 
 # ---------------------------------------------------------------- embedding and dropout
@@ -693,29 +787,79 @@ class Dropout(Op):
         return x * keep * (1.0 / (1.0 - p))
 
     infer = staticmethod(lambda x, p, key: _same(x))
-    vjp = staticmethod(lambda g, out, x, p, key: (lambda: dropout(g, p, key),))
+    # The mask is drawn in x's dtype: a gradient of another dtype would draw a different one.
+    vjp = staticmethod(lambda g, out, x, p, key: (lambda: dropout(cast(g, x.dtype), p, key),))
 
 
 # ---------------------------------------------------------------- the ops as functions
 
 
-def add(a, b): return apply(Add, a, b)
-def sub(a, b): return apply(Sub, a, b)
-def mul(a, b): return apply(Mul, a, b)
-def div(a, b): return apply(Div, a, b)
-def maximum(a, b): return apply(Maximum, a, b)
-def greater(a, b): return apply(Greater, a, b)
-def greater_equal(a, b): return apply(GreaterEqual, a, b)
-def equal(a, b): return apply(Equal, a, b)
-def where(cond, a, b): return apply(Where, cond, a, b)
-def neg(x): return apply(Neg, x)
-def exp(x): return apply(Exp, x)
-def log(x): return apply(Log, x)
-def sqrt(x): return apply(Sqrt, x)
-def tanh(x): return apply(Tanh, x)
-def sigmoid(x): return apply(Sigmoid, x)
-def relu(x): return apply(Relu, x)
-def abs(x): return apply(Abs, x)
+def add(a, b):
+    return apply(Add, a, b)
+
+
+def sub(a, b):
+    return apply(Sub, a, b)
+
+
+def mul(a, b):
+    return apply(Mul, a, b)
+
+
+def div(a, b):
+    return apply(Div, a, b)
+
+
+def maximum(a, b):
+    return apply(Maximum, a, b)
+
+
+def greater(a, b):
+    return apply(Greater, a, b)
+
+
+def greater_equal(a, b):
+    return apply(GreaterEqual, a, b)
+
+
+def equal(a, b):
+    return apply(Equal, a, b)
+
+
+def where(cond, a, b):
+    return apply(Where, cond, a, b)
+
+
+def neg(x):
+    return apply(Neg, x)
+
+
+def exp(x):
+    return apply(Exp, x)
+
+
+def log(x):
+    return apply(Log, x)
+
+
+def sqrt(x):
+    return apply(Sqrt, x)
+
+
+def tanh(x):
+    return apply(Tanh, x)
+
+
+def sigmoid(x):
+    return apply(Sigmoid, x)
+
+
+def relu(x):
+    return apply(Relu, x)
+
+
+def abs(x):
+    return apply(Abs, x)
 
 
 def pow(x, exponent: float):
@@ -746,7 +890,7 @@ def reshape(x, shape):
 
 
 def transpose(x, axes=None):
-    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(_axis(a, x.ndim) for a in axes)
     if sorted(axes) != list(range(x.ndim)):
         raise ShapeError(f"transpose axes {axes} are not a permutation of {x.ndim} axes")
     return apply(Transpose, x, axes=axes)
@@ -765,14 +909,18 @@ def getitem(x, index):
     return apply(Getitem, x, index=index)
 
 
-def unslice(x, shape, index): return apply(Unslice, x, shape=tuple(shape), index=index)
+def unslice(x, shape, index):
+    return apply(Unslice, x, shape=tuple(shape), index=index)
 
 
 def concatenate(xs, axis: int = 0):
-    return apply(Concatenate, *xs, axis=axis % xs[0].ndim)
+    return apply(Concatenate, *xs, axis=_axis(axis, xs[0].ndim))
 
 
-def matmul(a, b): return apply(Matmul, a, b)
+def matmul(a, b):
+    if len(_shape(a)) < 2 or len(_shape(b)) < 2:  # NumPy's 1-d promotion has no vjp rule here
+        raise ShapeError(f"matmul needs 2 or more dims, got shapes {_shape(a)} and {_shape(b)}")
+    return apply(Matmul, a, b)
 
 
 def im2col(x, kh: int, kw: int, stride: int = 1, padding: int = 0):
@@ -791,8 +939,12 @@ def max_pool2d_grad(g, x, out, kernel: int, stride: int):
     return apply(MaxPool2dGrad, g, x, out, kernel=kernel, stride=stride)
 
 
-def softmax(x, axis: int = -1): return apply(Softmax, x, axis=axis % x.ndim)
-def log_softmax(x, axis: int = -1): return apply(LogSoftmax, x, axis=axis % x.ndim)
+def softmax(x, axis: int = -1):
+    return apply(Softmax, x, axis=_axis(axis, x.ndim))
+
+
+def log_softmax(x, axis: int = -1):
+    return apply(LogSoftmax, x, axis=_axis(axis, x.ndim))
 
 
 def softmax_cross_entropy(logits, labels, smoothing: float = 0.0):
@@ -803,9 +955,16 @@ def one_hot(labels, classes: int, dtype=np.float32):
     return apply(OneHot, labels, classes=classes, dtype=np.dtype(dtype))
 
 
-def gather_rows(table, indices): return apply(GatherRows, table, indices)
-def scatter_add_rows(x, indices, rows: int): return apply(ScatterAddRows, x, indices, rows=rows)
-def dropout(x, p: float, key: tuple[int, int]): return apply(Dropout, x, p=float(p), key=key)
+def gather_rows(table, indices):
+    return apply(GatherRows, table, indices)
+
+
+def scatter_add_rows(x, indices, rows: int):
+    return apply(ScatterAddRows, x, indices, rows=rows)
+
+
+def dropout(x, p: float, key: tuple[int, int]):
+    return apply(Dropout, x, p=float(p), key=key)
 
 
 # ---------------------------------------------------------------- composites

@@ -7,13 +7,14 @@ reverse topological order, calls each op's vjp rule and frees the links it has u
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from trainctl.autograd.ops import Op, Operand
 from trainctl.backend import CPU, Device, device_of, get_device, to_host
-from trainctl.errors import TrainctlError
+from trainctl.errors import DeviceError, TrainctlError
 
 DEFAULT_DTYPE = np.dtype(np.float32)
 _grad_enabled = True
@@ -44,8 +45,13 @@ class Tensor(Operand):
 
     __slots__ = ("data", "device", "requires_grad", "grad", "_ctx", "__weakref__")
 
-    def __init__(self, data: Any, dtype: Any = None, device: str | Device | None = None,
-                 requires_grad: bool = False) -> None:
+    def __init__(
+        self,
+        data: Any,
+        dtype: Any = None,
+        device: str | Device | None = None,
+        requires_grad: bool = False,
+    ) -> None:
         if isinstance(data, Tensor):
             data = data.data
         target = get_device(device) if device is not None else _device_of_data(data)
@@ -58,7 +64,9 @@ class Tensor(Operand):
         self._ctx: Any = None
 
     @classmethod
-    def _wrap(cls, data: Any, device: Device, ctx: Any = None, requires_grad: bool = False) -> Tensor:
+    def _wrap(
+        cls, data: Any, device: Device, ctx: Any = None, requires_grad: bool = False
+    ) -> Tensor:
         """Fast constructor for op outputs: no conversion, no checks."""
         t = cls.__new__(cls)
         t.data, t.device, t.requires_grad, t.grad, t._ctx = data, device, requires_grad, None, ctx
@@ -74,12 +82,16 @@ class Tensor(Operand):
                 if device is None:
                     device = x.device
                 elif x.device is not device:
-                    raise TrainctlError(f"{op.name}: operands on {device} and {x.device}")
+                    raise DeviceError(f"{op.name}: operands on {device} and {x.device}")
                 arrays.append(x.data)
                 needs_grad = needs_grad or x.requires_grad
             else:
                 arrays.append(x)
-        out = op.forward(device.xp, *arrays, **attrs)
+        try:
+            out = op.forward(device.xp, *arrays, **attrs)
+        except (ValueError, IndexError, TypeError):
+            op.infer(*inputs, **attrs)  # the shape rule explains bad operands with a ShapeError
+            raise
         if isinstance(out, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
             out = np.asarray(out)
         if needs_grad and _grad_enabled and op.differentiable:
@@ -147,15 +159,19 @@ class Tensor(Operand):
         if upstream.shape != self.shape:
             raise AutogradError(f"backward() gradient {upstream.shape} != tensor {self.shape}")
 
+        if self._ctx is None:  # a leaf: d(self)/d(self) is the identity
+            self.grad = _owned(upstream) if self.grad is None else self.grad + upstream
+            return
         grads: dict[int, Tensor] = {id(self): upstream.detach()}
         with no_grad():
             for node in reversed(_topological_order(self)):
-                g = grads.pop(id(node))
+                g = grads.pop(id(node), None)
                 op, inputs, attrs = node._ctx
-                thunks = op.vjp(g, node, *inputs, **attrs)
-                for x, thunk in zip(inputs, thunks):
-                    if isinstance(x, Tensor) and x.requires_grad:
-                        _accumulate(x, thunk(), grads, op)
+                if g is not None:  # None: reached only through non-differentiable inputs
+                    thunks = op.vjp(g, node, *inputs, **attrs)
+                    for x, thunk in zip(inputs, thunks, strict=False):
+                        if thunk is not None and isinstance(x, Tensor) and x.requires_grad:
+                            _accumulate(x, thunk(), grads, op)
                 if not retain_graph:
                     node._ctx = _FREED
 
@@ -164,11 +180,17 @@ def _accumulate(x: Tensor, gx: Tensor, grads: dict[int, Tensor], op: type[Op]) -
     if gx.shape != x.shape:
         raise AutogradError(f"vjp of {op.name} gave gradient {gx.shape} for input {x.shape}")
     if x._ctx is None:
-        x.grad = gx if x.grad is None else x.grad + gx
+        x.grad = _owned(gx) if x.grad is None else x.grad + gx
     elif id(x) in grads:
         grads[id(x)] = grads[id(x)] + gx
     else:
         grads[id(x)] = gx
+
+
+def _owned(g: Tensor) -> Tensor:
+    """A writable copy: a vjp may return a read-only broadcast view, or the very array it gave
+    another leaf (`a + b`), and optimizers may update `.grad` in place."""
+    return Tensor._wrap(g.data.copy(), g.device)
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
@@ -216,19 +238,28 @@ def _device_of_data(data: Any) -> Device:
 # ---------------------------------------------------------------- constructors
 
 
-def tensor(data: Any, dtype: Any = None, device: str | Device | None = None,
-           requires_grad: bool = False) -> Tensor:
+def tensor(
+    data: Any, dtype: Any = None, device: str | Device | None = None, requires_grad: bool = False
+) -> Tensor:
     """A tensor from a list, scalar or array; Python floats become float32 by default."""
     return Tensor(data, dtype, device, requires_grad)
 
 
-def zeros(shape: tuple[int, ...], dtype: Any = DEFAULT_DTYPE, device: str | Device = "cpu",
-          requires_grad: bool = False) -> Tensor:
+def zeros(
+    shape: tuple[int, ...],
+    dtype: Any = DEFAULT_DTYPE,
+    device: str | Device = "cpu",
+    requires_grad: bool = False,
+) -> Tensor:
     target = get_device(device)
     return Tensor._wrap(target.xp.zeros(shape, dtype=dtype), target, requires_grad=requires_grad)
 
 
-def ones(shape: tuple[int, ...], dtype: Any = DEFAULT_DTYPE, device: str | Device = "cpu",
-         requires_grad: bool = False) -> Tensor:
+def ones(
+    shape: tuple[int, ...],
+    dtype: Any = DEFAULT_DTYPE,
+    device: str | Device = "cpu",
+    requires_grad: bool = False,
+) -> Tensor:
     target = get_device(device)
     return Tensor._wrap(target.xp.ones(shape, dtype=dtype), target, requires_grad=requires_grad)

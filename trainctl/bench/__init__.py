@@ -1,0 +1,1 @@
+"""Benchmarks of training steps: timing with warm-up, medians and percentiles."""

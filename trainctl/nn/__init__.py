@@ -1,0 +1,57 @@
+"""Neural-network building blocks: Module, layers, initialisers and losses.
+
+Everything is composed of the primitives in `trainctl.autograd.ops`, so eager and graph mode
+run the same layer code.
+"""
+
+from trainctl.nn import functional, init
+from trainctl.nn.layers import (
+    GELU,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Embedding,
+    Flatten,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Residual,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from trainctl.nn.losses import binary_cross_entropy_with_logits, cross_entropy, mse_loss
+from trainctl.nn.module import Module, Parameter
+
+__all__ = [
+    "GELU",
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv2d",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "LayerNorm",
+    "LeakyReLU",
+    "Linear",
+    "MaxPool2d",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Residual",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "functional",
+    "init",
+    "mse_loss",
+]

@@ -1,0 +1,81 @@
+"""Loss functions, composed of primitives; `reduction` is "mean", "sum" or "none"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trainctl.autograd import ops
+from trainctl.autograd.tensor import Tensor
+from trainctl.errors import ShapeError
+
+Operand = ops.Operand
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(per_element: Operand, reduction: str) -> Operand:
+    if reduction == "mean":
+        return per_element.mean()
+    if reduction == "sum":
+        return per_element.sum()
+    if reduction == "none":
+        return per_element
+    raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+
+
+def _as_operand(value: Any, like: Operand, dtype: Any = None) -> Operand:
+    """Wrap host data (labels, targets) as a tensor on the device of `like` (eager only)."""
+    if isinstance(value, Operand):
+        return value
+    return Tensor(value, dtype=dtype, device=like.device)
+
+
+def cross_entropy(
+    logits: Operand,
+    labels: Any,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> Operand:
+    """Softmax cross entropy of (N, C) logits against (N,) integer labels, fused and stable.
+
+    With label smoothing e the target is (1 - e) * one_hot + e / C, as in PyTorch.
+    """
+    labels = _as_operand(labels, logits)
+    if logits.ndim != 2 or tuple(labels.shape) != (logits.shape[0],):
+        raise ShapeError(
+            f"cross_entropy needs (N, C) logits and (N,) labels, "
+            f"got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ShapeError(f"cross_entropy labels must be integers, got {labels.dtype}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    return _reduce(ops.softmax_cross_entropy(logits, labels, label_smoothing), reduction)
+
+
+def mse_loss(pred: Operand, target: Any, reduction: str = "mean") -> Operand:
+    """(pred - target)^2; the shapes must match (no silent broadcasting)."""
+    target = _as_operand(target, pred, pred.dtype)
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ShapeError(
+            f"mse_loss: prediction {tuple(pred.shape)} != target {tuple(target.shape)}"
+        )
+    diff = pred - target
+    return _reduce(diff * diff, reduction)
+
+
+def binary_cross_entropy_with_logits(
+    logits: Operand, targets: Any, reduction: str = "mean"
+) -> Operand:
+    """-y log sigmoid(x) - (1 - y) log(1 - sigmoid(x)) in the stable form
+    relu(x) - x*y + log(1 + exp(-|x|)): no exp of a positive number, so no overflow."""
+    targets = _as_operand(targets, logits, logits.dtype)
+    if tuple(logits.shape) != tuple(targets.shape):
+        raise ShapeError(
+            f"binary_cross_entropy_with_logits: logits {tuple(logits.shape)} != "
+            f"targets {tuple(targets.shape)}"
+        )
+    x = logits
+    per_element = ops.relu(x) - x * targets + ops.log(1.0 + ops.exp(-ops.abs(x)))
+    return _reduce(per_element, reduction)
