@@ -1,18 +1,49 @@
 """The `trainctl` command line: thin Typer commands that call the library and render with Rich.
 
 Heavy modules (NumPy, CuPy, the engine) are imported inside the commands that need them,
-so `trainctl --help` stays fast and never touches the GPU stack.
+so `trainctl --help` stays fast and never touches the GPU stack. A TrainctlError raised by any
+command becomes its message on stderr and its exit code (2 for bad input, 1 for a run that
+failed, e.g. a non-finite loss) in one place, `_App.invoke`.
 """
 
+from pathlib import Path
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from trainctl import __version__
+from trainctl.errors import TrainctlError
+
+EXIT_USER_ERROR = 2
+
+
+class _App(TyperGroup):
+    """The command group: user errors are messages, not tracebacks (unless --debug)."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TrainctlError as exc:
+            if ctx.params.get("debug"):
+                raise
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
+
 
 app = typer.Typer(
     name="trainctl",
+    cls=_App,
     rich_markup_mode="rich",
     no_args_is_help=True,
     add_completion=False,
+)
+
+_OVERRIDES = typer.Option(
+    [],
+    "--set",
+    metavar="KEY=VALUE",
+    help="Override one config value, e.g. --set optimizer.lr=0.1 (repeatable; the value is YAML).",
 )
 
 
@@ -30,6 +61,9 @@ def main(
         help="Print the version and exit.",
         callback=_print_version,
         is_eager=True,
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of an error instead of its message."
     ),
 ) -> None:
     """Train neural networks on trainctl's own autograd engine (NumPy on CPU, CuPy on GPU).
@@ -58,3 +92,201 @@ def devices() -> None:
     # Text, not a markup string: the status may hold brackets, as in 'trainctl[gpu]'.
     table.add_row("cuda", Text(backend.cuda_status()))
     Console().print(table)
+
+
+@app.command()
+def validate(
+    config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config file."),
+    overrides: list[str] = _OVERRIDES,
+) -> None:
+    """Check a config without training: every problem at once, with file, line and key.
+
+    Checks the schema and every name against the known layers, losses, metrics, data sets,
+    transforms, optimizers and schedules; exits 0 when the config is valid, 2 when not.
+
+    Example: [bold]trainctl validate configs/mnist_mlp.yaml --set optimizer.lr=0.1[/bold]
+    """
+    from trainctl.config import load_config, summary
+
+    loaded = load_config(config, overrides)
+    typer.echo(f"{config} is valid: {summary(loaded)}")
+
+
+@app.command("config")
+def show_config(
+    config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config file."),
+    overrides: list[str] = _OVERRIDES,
+) -> None:
+    """Print the config as trainctl reads it: overrides applied, every default filled in.
+
+    Example: [bold]trainctl config configs/digits_mlp.yaml --set data.batch_size=128[/bold]
+    """
+    from trainctl.config import dump_config, load_config
+
+    typer.echo(dump_config(load_config(config, overrides)), nl=False)
+
+
+@app.command()
+def train(
+    config: str = typer.Argument(
+        None, metavar="[CONFIG]", help="The YAML config (optional with --resume)."
+    ),
+    overrides: list[str] = _OVERRIDES,
+    resume: Path = typer.Option(
+        None,
+        "--resume",
+        metavar="RUN_DIR",
+        help="Continue this run folder from its last checkpoint.",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="With --resume and a CONFIG: accept a config that differs from the run's.",
+    ),
+    name: str = typer.Option(None, "--name", help="Run name (default: the config's name)."),
+    run_dir: Path = typer.Option(
+        None, "--run-dir", help="Write the run into exactly this (new or empty) folder."
+    ),
+    runs_root: Path = typer.Option(
+        Path("runs"), "--runs-root", help="Where run folders are created."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final result."),
+) -> None:
+    """Train a model described by a YAML config; everything goes into a new run folder.
+
+    Shows a progress bar on a terminal and one line per logged step otherwise. Ctrl-C (or
+    SIGTERM) finishes the current step, writes a checkpoint and prints the resume command.
+
+    Example: [bold]trainctl train configs/digits_mlp.yaml --set optimizer.lr=0.1[/bold]
+    """
+    import sys
+
+    from trainctl.config import load_config
+    from trainctl.train.progress import make_reporter
+    from trainctl.train.trainer import TrainOptions
+    from trainctl.train.trainer import train as run_training
+
+    loaded = load_config(config, overrides) if config else None
+    if loaded is None and overrides:
+        raise typer.BadParameter("--set needs a CONFIG (a resumed run keeps its own config)")
+    options = TrainOptions(
+        runs_root, run_dir, name, resume, force, command=["trainctl", *sys.argv[1:]]
+    )
+    reporter = make_reporter(quiet)
+    try:
+        result = run_training(loaded, options, reporter)
+    finally:
+        reporter.close()
+    summary = result.summary
+    final = summary.get("final", {}).get("val") or {
+        "train loss": summary.get("final", {}).get("train_loss")
+    }
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if isinstance(v, float))
+    typer.echo(
+        f"{result.status}: {summary['steps']} steps in {summary['duration_s']:.1f}s"
+        f"{', ' + scores if scores else ''}; run folder {result.run.path}"
+    )
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+@app.command("eval")
+def evaluate(
+    run: Path = typer.Argument(..., metavar="RUN_DIR", help="A run folder made by trainctl train."),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", "-c", help="best, last, or the path of a checkpoint file."
+    ),
+    split: str = typer.Option("test", "--split", "-s", help="test, val or train."),
+    overrides: list[str] = _OVERRIDES,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Score a run's checkpoint on one split: loss, metrics and (classes) a confusion matrix.
+
+    Writes eval-<split>.json into the run folder.
+
+    Example: [bold]trainctl eval runs/digits-mlp-20261123-101500 --split test[/bold]
+    """
+    import json
+
+    from rich.console import Console
+
+    from trainctl.render import confusion_table, scores_table
+    from trainctl.train.scoring import score_run
+
+    score = score_run(run, checkpoint, split, overrides)
+    if as_json:
+        typer.echo(json.dumps(score.as_dict(), indent=2))
+        return
+    console = Console()
+    title = (
+        f"{score.run.path.name}: {split} split, {score.result.samples} samples, "
+        f"checkpoint {score.checkpoint.name} (step {score.checkpoint_step})"
+    )
+    console.print(scores_table(title, {"loss": score.result.loss, **score.scores}))
+    if score.confusion is not None and len(score.confusion) <= 20:
+        console.print(confusion_table(score.confusion))
+    console.print(f"wrote {score.report_path}", markup=False, highlight=False)
+
+
+runs_app = typer.Typer(
+    help="List training runs, or show one.", invoke_without_command=True, no_args_is_help=False
+)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback()
+def runs_list(
+    ctx: typer.Context,
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where run folders live."),
+) -> None:
+    """List runs: name, status, steps, best metric, duration, mode and device.
+
+    Example: [bold]trainctl runs[/bold], then [bold]trainctl runs show RUN_NAME[/bold]
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = runs_root
+        return
+    from rich.console import Console
+
+    from trainctl.render import runs_table
+    from trainctl.train.rundir import list_runs
+
+    rows = []
+    for folder in list_runs(runs_root):
+        try:
+            rows.append((folder.path.name, folder.read_summary()))
+        except TrainctlError as exc:
+            rows.append((folder.path.name, {"status": f"unreadable: {exc}"}))
+    if not rows:
+        typer.echo(f"no runs in {runs_root}")
+        return
+    Console().print(runs_table(rows))
+
+
+@runs_app.command("show")
+def runs_show(
+    ctx: typer.Context,
+    run: str = typer.Argument(
+        ..., metavar="RUN", help="A run folder, or its name under the runs root."
+    ),
+) -> None:
+    """Print a run's summary and its training loss curve.
+
+    Example: [bold]trainctl runs show runs/digits-mlp-20261123-101500[/bold]
+    """
+    from rich.console import Console
+
+    from trainctl.render import loss_curve, summary_table
+    from trainctl.train.metrics_log import read_metrics
+    from trainctl.train.rundir import RunFolder
+
+    path = Path(run)
+    if not path.exists() and ctx.obj is not None:
+        path = Path(ctx.obj) / run
+    folder = RunFolder.open(path)
+    console = Console()
+    console.print(summary_table(folder.read_summary()))
+    records = read_metrics(folder.metrics_path) if folder.metrics_path.exists() else []
+    points = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
+    console.print("training loss", style="bold")
+    console.print(loss_curve(points), markup=False, highlight=False)

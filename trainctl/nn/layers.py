@@ -114,6 +114,14 @@ class AvgPool2d(_Pool2d):
         return F.avg_pool2d(x, self.kernel_size, self.stride)
 
 
+class GlobalAvgPool2d(Module):
+    """(N, H, W, C) -> (N, C): the mean of each channel over the whole image."""
+
+    def forward(self, x: Operand) -> Operand:
+        _check(self, x, x.ndim == 4, "(N, H, W, C) (NHWC)")
+        return x.mean(axis=(1, 2))
+
+
 class Flatten(Module):
     """(N, ...) -> (N, everything else): the batch axis is kept."""
 

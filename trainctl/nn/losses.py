@@ -1,7 +1,11 @@
-"""Loss functions, composed of primitives; `reduction` is "mean", "sum" or "none"."""
+"""Loss functions, composed of primitives; `reduction` is "mean", "sum" or "none".
+
+`LOSSES` declares the ones a config can name, with their arguments and the task they serve.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,6 +13,7 @@ import numpy as np
 from trainctl.autograd import ops
 from trainctl.autograd.tensor import Tensor
 from trainctl.errors import ShapeError
+from trainctl.spec import Arg, Entry
 
 Operand = ops.Operand
 REDUCTIONS = ("mean", "sum", "none")
@@ -79,3 +84,32 @@ def binary_cross_entropy_with_logits(
     x = logits
     per_element = ops.relu(x) - x * targets + ops.log(1.0 + ops.exp(-ops.abs(x)))
     return _reduce(per_element, reduction)
+
+
+@dataclass(frozen=True)
+class LossEntry(Entry):
+    """A loss a config can name; `task` says what targets it compares the outputs with:
+    "classification" (integer labels), "binary" (0/1 targets) or "regression" (values)."""
+
+    task: str = "classification"
+
+
+LOSSES: dict[str, LossEntry] = {
+    entry.name: entry
+    for entry in (
+        LossEntry(
+            "cross_entropy",
+            {
+                "label_smoothing": Arg(
+                    "float", 0.0, "mix 1 - e one-hot with e / classes", low=0, high=1
+                )
+            },
+            "softmax cross entropy of logits against class labels",
+            "classification",
+        ),
+        LossEntry("mse", {}, "mean squared error against target values", "regression"),
+        LossEntry(
+            "bce_with_logits", {}, "binary cross entropy of logits against 0/1 targets", "binary"
+        ),
+    )
+}

@@ -6,6 +6,9 @@ Eager use, PyTorch style::
               schedule=make_schedule("cosine", 0.1, total_steps=900, warmup_steps=100))
     loss.backward(); opt.step(); opt.zero_grad()
 
+A config names them instead: `OPTIMIZER_ENTRIES` and `SCHEDULE_ENTRIES` declare the arguments
+of each (the config loader checks user values against them).
+
 Each optimizer is a pure update rule plus a small eager loop, so graph mode can append the
 update to a traced training step without running any of the eager code:
 
@@ -24,6 +27,12 @@ update to a traced training step without running any of the eager code:
   correct, and a checkpoint resumes identically in either mode.
 """
 
+from trainctl.optim.entries import (
+    OPTIMIZER_ENTRIES,
+    SCHEDULE_ENTRIES,
+    optimizer_conflicts,
+    schedule_conflicts,
+)
 from trainctl.optim.optimizers import (
     OPTIMIZERS,
     SGD,
@@ -47,7 +56,9 @@ from trainctl.optim.schedules import (
 
 __all__ = [
     "OPTIMIZERS",
+    "OPTIMIZER_ENTRIES",
     "SCHEDULES",
+    "SCHEDULE_ENTRIES",
     "SGD",
     "Adam",
     "AdamW",
@@ -62,4 +73,6 @@ __all__ = [
     "StepLR",
     "make_optimizer",
     "make_schedule",
+    "optimizer_conflicts",
+    "schedule_conflicts",
 ]

@@ -1,0 +1,172 @@
+"""The training loop through its Python API: run folders, exact resume, stops and failures."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainctl.config import parse_config
+from trainctl.train.checkpoint import load_checkpoint
+from trainctl.train.events import read_scalars
+from trainctl.train.metrics_log import read_metrics
+from trainctl.train.progress import QuietReporter, Reporter
+from trainctl.train.trainer import ResumeError, TrainingError, TrainOptions, train
+
+# Dropout, BatchNorm, augmentation and a schedule: every kind of state a resume must restore.
+CONFIG = """
+name: resume-check
+seed: 3
+data:
+  dataset: digits
+  batch_size: 32
+  val_split: 0.1
+  test_split: 0.1
+  transforms: [random_flip]
+model:
+  layers:
+    - flatten
+    - linear: {out: 32}
+    - batch_norm
+    - relu
+    - dropout: {p: 0.2}
+    - linear: {out: 10}
+optimizer: {name: adam, lr: 0.01}
+schedule: {name: cosine, warmup_steps: 5}
+train: {max_steps: 40, log_every: 1, eval_every: 10, checkpoint_every: 15}
+"""
+
+
+def config(text: str = CONFIG, *overrides: str):
+    return parse_config(text, "test.yaml", overrides)
+
+
+def run_train(cfg, tmp_path: Path, reporter: Reporter | None = None, **options):
+    return train(cfg, TrainOptions(runs_root=tmp_path / "runs", **options),
+                 reporter or QuietReporter())  # fmt: skip
+
+
+def train_losses(run_dir: Path) -> list[tuple[int, float]]:
+    records = read_metrics(run_dir / "metrics.jsonl")
+    return [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
+
+
+class SignalAtStep(QuietReporter):
+    """Sends a signal to this very process after a given number of steps."""
+
+    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
+        super().__init__()
+        self.step, self.signum, self.count = step, signum, 0
+
+    def advanced(self, loss: float, lr: float, samples_per_s: float) -> None:
+        self.count += 1
+        if self.count == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_run_folder_holds_everything(tmp_path):
+    result = run_train(config(), tmp_path, command=["trainctl", "train", "test.yaml"])
+    run = result.run.path
+    assert result.status == "completed" and result.exit_code == 0
+    assert run.parent == tmp_path / "runs" and run.name.startswith("resume-check-")
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "train.log", "checkpoints"} <= names
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["steps"] == 40 and summary["seed"] == 3
+    assert summary["command"] == "trainctl train test.yaml"
+    assert summary["best"]["metric"] == "val/accuracy"
+    assert "numpy" in json.dumps(summary["versions"]).lower()
+    assert summary["step_time_ms"]["median"] > 0
+    losses = train_losses(run)
+    assert [step for step, _ in losses] == list(range(1, 41))
+    evals = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [10, 20, 30, 40]
+    assert all(0 <= r["accuracy"] <= 1 for r in evals)
+    best = load_checkpoint(run / "checkpoints" / "best.safetensors")
+    assert best.trainer_state["trainer"]["step"] == summary["best"]["step"]
+    last = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert last.trainer_state["trainer"]["step"] == 40
+    scalars = read_scalars(run / "tensorboard")
+    assert [step for step, _ in scalars["train/loss"]] == list(range(1, 41))
+    np.testing.assert_allclose([v for _, v in scalars["train/loss"]], [v for _, v in losses],
+                               rtol=1e-6)  # fmt: skip
+    assert len(scalars["val/accuracy"]) == 4
+    assert "train step 40" in (run / "train.log").read_text()
+
+
+def test_resume_after_sigint_reproduces_the_uninterrupted_losses(tmp_path):
+    straight = run_train(config(), tmp_path / "a")
+    expected = train_losses(straight.run.path)
+
+    stopped = run_train(config(), tmp_path / "b", reporter=SignalAtStep(17))
+    assert stopped.status == "interrupted" and stopped.exit_code == 130
+    assert stopped.resume_command.startswith("trainctl train --resume ")
+    summary = json.loads((stopped.run.path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps"] == 17
+
+    resumed = train(None, TrainOptions(resume=stopped.run.path), QuietReporter())
+    assert resumed.status == "completed" and resumed.run.path == stopped.run.path
+    got = train_losses(stopped.run.path)
+    assert [s for s, _ in got] == [s for s, _ in expected]
+    assert got == expected  # bit for bit: same batches, masks, statistics and schedule
+
+
+def test_resume_from_an_earlier_checkpoint_rewrites_later_history(tmp_path):
+    straight = run_train(config(), tmp_path / "a")
+    expected = train_losses(straight.run.path)
+    stopped = run_train(config(), tmp_path / "b", reporter=SignalAtStep(17))
+    run = stopped.run.path
+    # Pretend the process died after step 17 before its final checkpoint: restore step 15.
+    (run / "checkpoints" / "last.safetensors").unlink()
+    os.rename(run / "checkpoints" / "best.safetensors", run / "checkpoints" / "last.safetensors")
+    restored = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert restored.trainer_state["trainer"]["step"] < 17
+    train(None, TrainOptions(resume=run), QuietReporter())
+    assert train_losses(run) == expected
+
+
+def test_sigterm_stops_with_143(tmp_path):
+    result = run_train(config(), tmp_path, reporter=SignalAtStep(5, signal.SIGTERM))
+    assert result.status == "interrupted" and result.exit_code == 143
+    assert json.loads((result.run.path / "summary.json").read_text())["signal"] == "SIGTERM"
+
+
+def test_resume_with_a_changed_config_is_refused_unless_forced(tmp_path):
+    stopped = run_train(config(), tmp_path, reporter=SignalAtStep(5))
+    changed = config(CONFIG, "optimizer.lr=0.02", "seed=4")
+    with pytest.raises(ResumeError, match=r"optimizer\.lr.*seed|seed.*optimizer\.lr"):
+        train(changed, TrainOptions(resume=stopped.run.path), QuietReporter())
+    result = train(changed, TrainOptions(resume=stopped.run.path, force=True), QuietReporter())
+    assert result.status == "completed"
+
+
+def test_non_finite_loss_fails_the_run_and_keeps_the_last_checkpoint(tmp_path):
+    text = CONFIG.replace("{name: adam, lr: 0.01}", "{name: sgd, lr: 1.0e+30}")
+    with pytest.raises(TrainingError, match=r"step \d+: the loss is (nan|inf)"):
+        run_train(config(text, "train.checkpoint_every=1", "data.transforms=[]"), tmp_path)
+    run = next((tmp_path / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "loss is" in summary["error"]
+    last = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert all(np.isfinite(a).all() for a in last.model_state.values())
+
+
+def test_early_stopping_ends_the_run(tmp_path):
+    overrides = ["train.max_steps=400", "train.eval_every=2", "optimizer.lr=1.0e-9",
+                 "train.early_stopping={metric: loss, patience: 2, min_delta: 1.0}"]  # fmt: skip
+    result = run_train(config(CONFIG, *overrides), tmp_path)
+    summary = result.summary
+    assert summary["early_stopped"] is True
+    assert summary["steps"] == 6  # evaluations at 2 (first best), 4 and 6 (no improvement)
+    assert "early stopping at step 6" in (result.run.path / "train.log").read_text()
+
+
+def test_digits_mlp_quickstart_reaches_95_percent(tmp_path):
+    cfg_path = Path(__file__).parents[2] / "configs" / "digits_mlp.yaml"
+    from trainctl.config import load_config
+
+    result = run_train(load_config(cfg_path), tmp_path)
+    assert result.summary["final"]["val"]["accuracy"] > 0.95

@@ -1,0 +1,105 @@
+"""The typed schema of a run config: what the trainer reads.
+
+Named things (layers, losses, metrics, optimizers, transforms) carry every argument of their
+registry entry, defaults filled in. The defaults here are what a config that leaves a
+section out gets; `trainctl.config_check` builds these objects from a checked YAML file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class NamedConfig:
+    """A named thing (loss, metric, optimizer, transform) and all of its arguments."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One entry of model.layers; `layers` holds the body of a residual block."""
+
+    type: str
+    args: dict[str, Any] = field(default_factory=dict)
+    layers: list[LayerConfig] | None = None
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    layers: list[LayerConfig]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    path: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    val_split: float = 0.1
+    test_split: float = 0.1
+    shuffle: bool = True
+    transforms: list[NamedConfig] = field(default_factory=list)
+    prefetch: int = 2
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = "constant"
+    args: dict[str, Any] = field(default_factory=dict)
+    warmup_steps: int = 0
+    warmup_start_factor: float = 0.0
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    metric: str = "loss"
+    mode: Literal["min", "max", "auto"] = "auto"
+    patience: int = 5
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int | None = 10
+    max_steps: int | None = None
+    log_every: int = 50
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    early_stopping: EarlyStoppingConfig | None = None
+    grad_clip: float | None = None
+    drop_last: bool = False
+    best_metric: str | None = None
+
+
+def default_loss() -> NamedConfig:
+    return NamedConfig("cross_entropy", {"label_smoothing": 0.0})
+
+
+def default_optimizer() -> NamedConfig:
+    args = {"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "dampening": 0.0}
+    return NamedConfig("sgd", args)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A whole run. `source` (the file it came from) is not part of its dict form."""
+
+    name: str
+    seed: int = 0
+    mode: Literal["eager", "graph"] = "eager"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig
+    loss: NamedConfig = field(default_factory=default_loss)
+    metrics: list[NamedConfig] = field(default_factory=lambda: [NamedConfig("accuracy")])
+    optimizer: NamedConfig = field(default_factory=default_optimizer)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str = field(default="<string>", compare=False)

@@ -1,0 +1,225 @@
+"""Models from a list of layer specs, with input sizes inferred from the data (lazy layers).
+
+A config says `linear: {out: 128}`, never `in_features`: `build_model` walks the list with the
+shape of one sample, builds each layer for the shape that reaches it, and finds the shape it
+passes on by running it once on a single zero sample. `LAYERS` declares the arguments of
+every layer type; the config loader validates against it and the README's reference is made
+from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from trainctl.autograd.tensor import Tensor, no_grad
+from trainctl.errors import ShapeError, TrainctlError
+from trainctl.nn import layers
+from trainctl.nn.init import WEIGHT_INITS
+from trainctl.nn.module import Module
+from trainctl.spec import Arg, Entry
+
+Shape = tuple[int, ...]
+
+
+class ModelError(TrainctlError):
+    """A layer list that cannot be built for the data it is given."""
+
+
+class LayerSpec(Protocol):
+    """What build_model reads of a config's layer entry."""
+
+    type: str
+    args: Mapping[str, Any]
+    layers: Sequence[LayerSpec] | None
+
+
+@dataclass(frozen=True)
+class LayerEntry(Entry):
+    """A layer type: its arguments and how to build it for the shape of one input sample."""
+
+    build: Callable[..., Module] | None = None
+
+
+def _features(shape: Shape) -> int:
+    if len(shape) != 1:
+        raise ShapeError(
+            f"needs (features,) input, got samples of shape {shape}; add flatten first"
+        )
+    return shape[0]
+
+
+def _channels(shape: Shape) -> int:
+    if len(shape) != 3:
+        raise ShapeError(f"needs (H, W, C) image input, got samples of shape {shape}")
+    return shape[2]
+
+
+def _linear(shape: Shape, out: int, bias: bool, init: str) -> Module:
+    return layers.Linear(_features(shape), out, bias=bias, init=init)
+
+
+def _conv2d(
+    shape: Shape, out: int, kernel: int, stride: int, padding: int, bias: bool, init: str
+) -> Module:
+    return layers.Conv2d(_channels(shape), out, kernel, stride, padding, bias=bias, init=init)
+
+
+def _batch_norm(shape: Shape, eps: float, momentum: float) -> Module:
+    if len(shape) == 1:
+        return layers.BatchNorm1d(shape[0], eps, momentum)
+    return layers.BatchNorm2d(_channels(shape), eps, momentum)
+
+
+def _images(make: Callable[[], Module]) -> Callable[..., Module]:
+    def build(shape: Shape, **args: Any) -> Module:
+        _channels(shape)
+        return make(**args)
+
+    return build
+
+
+_INIT = Arg("str", "kaiming_uniform", "weight initialiser", choices=tuple(WEIGHT_INITS))
+_POSITIVE = {"low": 1}
+
+
+def _entry(name: str, help: str, build: Callable[..., Module], **args: Arg) -> LayerEntry:
+    return LayerEntry(name, args, help, build)
+
+
+LAYERS: dict[str, LayerEntry] = {
+    entry.name: entry
+    for entry in (
+        _entry(
+            "linear", "fully connected: y = x W + b over the last axis", _linear,
+            out=Arg("int", help="output features", **_POSITIVE),
+            bias=Arg("bool", True, "learn a bias"),
+            init=_INIT,
+        ),
+        _entry(
+            "conv2d", "2-d convolution of NHWC images, square kernel", _conv2d,
+            out=Arg("int", help="output channels", **_POSITIVE),
+            kernel=Arg("int", 3, "kernel size", **_POSITIVE),
+            stride=Arg("int", 1, "stride", **_POSITIVE),
+            padding=Arg("int", 0, "zero padding on each side", low=0),
+            bias=Arg("bool", True, "learn a bias"),
+            init=_INIT,
+        ),
+        _entry(
+            "max_pool2d", "maximum over kernel x kernel windows",
+            _images(lambda kernel, stride: layers.MaxPool2d(kernel, stride)),
+            kernel=Arg("int", 2, "window size", **_POSITIVE),
+            stride=Arg("int", None, "stride (null: the window size)", nullable=True, low=1),
+        ),
+        _entry(
+            "avg_pool2d", "mean over kernel x kernel windows",
+            _images(lambda kernel, stride: layers.AvgPool2d(kernel, stride)),
+            kernel=Arg("int", 2, "window size", **_POSITIVE),
+            stride=Arg("int", None, "stride (null: the window size)", nullable=True, low=1),
+        ),
+        _entry(
+            "global_avg_pool", "mean of each channel over the image: (H, W, C) -> (C,)",
+            _images(layers.GlobalAvgPool2d),
+        ),
+        _entry("flatten", "(d1, d2, ...) -> (d1 * d2 * ...,) per sample",
+               lambda shape: layers.Flatten()),
+        _entry(
+            "dropout", "zero units with probability p while training",
+            lambda shape, p: layers.Dropout(p),
+            p=Arg("float", 0.5, "drop probability", low=0, high=1, high_open=True),
+        ),
+        _entry(
+            "batch_norm", "batch normalisation (1-d for features, 2-d for images)", _batch_norm,
+            eps=Arg("float", 1e-5, "added to the variance", low=0, low_open=True),
+            momentum=Arg("float", 0.1, "running statistics update rate", low=0, high=1),
+        ),
+        _entry(
+            "layer_norm", "normalise each sample over its last axis",
+            lambda shape, eps: layers.LayerNorm(shape[-1], eps),
+            eps=Arg("float", 1e-5, "added to the variance", low=0, low_open=True),
+        ),
+        _entry(
+            "embedding", "integer indices -> learned vectors",
+            lambda shape, num, dim: layers.Embedding(num, dim),
+            num=Arg("int", help="number of distinct indices", **_POSITIVE),
+            dim=Arg("int", help="vector size", **_POSITIVE),
+        ),
+        _entry("relu", "max(x, 0)", lambda shape: layers.ReLU()),
+        _entry(
+            "leaky_relu", "x if x > 0 else slope * x",
+            lambda shape, slope: layers.LeakyReLU(slope),
+            slope=Arg("float", 0.01, "slope for negative inputs"),
+        ),
+        _entry("gelu", "GELU (tanh approximation)", lambda shape: layers.GELU()),
+        _entry("tanh", "hyperbolic tangent", lambda shape: layers.Tanh()),
+        _entry("sigmoid", "logistic function", lambda shape: layers.Sigmoid()),
+        _entry(
+            "softmax", "softmax over an axis", lambda shape, axis: layers.Softmax(axis),
+            axis=Arg("int", -1, "the axis"),
+        ),
+        LayerEntry("residual", {}, "x + body(x): takes a nested list of layers, keeps the shape"),
+    )
+}  # fmt: skip
+
+
+def build_model(
+    specs: Sequence[LayerSpec],
+    input_shape: Shape,
+    input_dtype: Any = np.float32,
+    where: str = "model.layers",
+) -> layers.Sequential:
+    """A Sequential for samples of `input_shape`, parameters drawn from the default generator.
+
+    Errors name the layer by its position (`model.layers[2].conv2d`) and say which shape
+    reached it.
+    """
+    model, _ = _build_sequence(specs, tuple(input_shape), np.dtype(input_dtype), where)
+    return model
+
+
+def _build_sequence(
+    specs: Sequence[LayerSpec], shape: Shape, dtype: np.dtype, where: str
+) -> tuple[layers.Sequential, Shape]:
+    if not specs:
+        raise ModelError(f"{where}: expected a non-empty list of layers")
+    model = layers.Sequential()
+    for index, spec in enumerate(specs):
+        here = f"{where}[{index}].{spec.type}"
+        if spec.type == "residual":
+            body, out_shape = _build_sequence(spec.layers or [], shape, dtype, f"{here}.layers")
+            if out_shape != shape:
+                raise ModelError(
+                    f"{here}: the block turns samples of shape {shape} into {out_shape}; "
+                    "a residual block must keep the shape"
+                )
+            layer = layers.Residual(body)
+        else:
+            entry = LAYERS.get(spec.type)
+            if entry is None or entry.build is None:
+                raise ModelError(f"{here}: unknown layer type {spec.type!r}")
+            try:
+                layer = entry.build(shape, **spec.args)
+                out_shape = _output_shape(layer, shape, dtype)
+            except (ShapeError, ValueError) as exc:
+                raise ModelError(f"{here}: {exc}") from None
+        model.append(layer)
+        shape, dtype = out_shape, np.dtype(np.float32)
+    return model, shape
+
+
+def _output_shape(layer: Module, shape: Shape, dtype: np.dtype) -> Shape:
+    """Run `layer` once on one zero sample in eval mode (no gradient, no random draws)."""
+    layer.eval()
+    try:
+        with no_grad():
+            out = layer(Tensor(np.zeros((1, *shape), dtype=dtype)))
+    finally:
+        layer.train()
+    return tuple(out.shape[1:])
+
+
+def count_parameters(model: Module) -> int:
+    return sum(p.size for p in model.parameters())

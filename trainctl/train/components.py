@@ -1,0 +1,210 @@
+"""Everything a config describes, built and wired together: data, model, loss, optimizer, step.
+
+`train`, `eval`, `compare` and `graph` all start from `build_components(config)`, so a run
+is assembled the same way whichever command asks for it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trainctl import backend, nn
+from trainctl.autograd import Tensor, no_grad, ops
+from trainctl.config import Config, ConfigError, ConfigIssue
+from trainctl.data import DataSplits, Loader, load_splits
+from trainctl.nn.build import ModelError, build_model
+from trainctl.optim import OPTIMIZERS, Optimizer, make_optimizer, make_schedule
+from trainctl.train.step import Step, host_to_device, make_step
+
+Operand = ops.Operand
+LossFn = Callable[[Operand, Operand], Operand]
+
+# Losses whose targets are float arrays shaped like the outputs (class labels are converted).
+_DENSE_TARGET_LOSSES = ("mse", "bce_with_logits")
+
+
+@dataclass
+class Components:
+    config: Config
+    device: backend.Device
+    dtype: np.dtype
+    data: DataSplits
+    model: nn.Module
+    loss_fn: LossFn
+    optimizer: Optimizer
+    output_shape: tuple[int, ...]
+
+    def loader(
+        self, split: str, *, training: bool = False, batch_size: int | None = None
+    ) -> Loader:
+        """Batches of `split`; training shuffles, drops the last batch if asked and augments."""
+        data_config = self.config.data
+        dataset = getattr(self.data, split)
+        if training:
+            size = batch_size or data_config.batch_size
+        else:
+            size = batch_size or data_config.eval_batch_size or data_config.batch_size
+        return Loader(
+            dataset,
+            size,
+            shuffle=training and data_config.shuffle,
+            drop_last=training and self.config.train.drop_last,
+            seed=self.config.seed,
+            transforms=[(t.name, t.args) for t in data_config.transforms],
+            augment=training,
+            prefetch=data_config.prefetch,
+        )
+
+    def prepare_targets(self, targets: np.ndarray) -> np.ndarray:
+        """Targets in the form the loss takes: integer labels become one-hot (or a 0/1
+        column for a single binary logit) for losses that compare dense values."""
+        if self.config.loss.name not in _DENSE_TARGET_LOSSES:
+            return targets
+        if np.issubdtype(targets.dtype, np.integer):
+            classes = self.output_shape[-1]
+            if classes == 1:
+                return targets.reshape(-1, 1).astype(self.dtype)
+            return np.eye(classes, dtype=self.dtype)[targets]
+        return targets.reshape(len(targets), *self.output_shape).astype(self.dtype, copy=False)
+
+    def make_step(self, mode: str | None = None) -> Step:
+        return make_step(
+            mode or self.config.mode,
+            self.model,
+            self.loss_fn,
+            self.optimizer,
+            device=self.device,
+            dtype=self.dtype,
+            grad_clip=self.config.train.grad_clip,
+        )
+
+    def steps_per_epoch(self) -> int:
+        return self.loader("train", training=True).batches_per_epoch
+
+    def total_steps(self) -> int:
+        return planned_steps(self.config, self.steps_per_epoch())
+
+
+def planned_steps(config: Config, steps_per_epoch: int) -> int:
+    """The number of updates the run makes: epochs x batches, capped by max_steps."""
+    train = config.train
+    by_epochs = math.inf if train.epochs is None else train.epochs * steps_per_epoch
+    by_steps = math.inf if train.max_steps is None else train.max_steps
+    return int(min(by_epochs, by_steps))
+
+
+def make_loss_fn(name: str, args: dict[str, Any]) -> LossFn:
+    if name == "cross_entropy":
+        smoothing = args.get("label_smoothing", 0.0)
+        return lambda out, y: nn.cross_entropy(out, y, label_smoothing=smoothing)
+    if name == "mse":
+        return nn.mse_loss
+    if name == "bce_with_logits":
+        return nn.binary_cross_entropy_with_logits
+    raise ValueError(f"unknown loss {name!r}")
+
+
+def _config_error(config: Config, key: str, message: str) -> ConfigError:
+    return ConfigError([ConfigIssue(config.source, None, key, message)])
+
+
+def build_components(config: Config, *, with_data: DataSplits | None = None) -> Components:
+    """Seed the generators, load the data, build the model on its device, the optimizer."""
+    device = backend.get_device(config.device)
+    dtype = np.dtype(config.dtype)
+    backend.manual_seed(config.seed)
+    data_config = config.data
+    data = with_data or load_splits(
+        data_config.dataset,
+        data_config.options,
+        data_config.path,
+        data_config.val_split,
+        data_config.test_split,
+        config.seed,
+    )
+    train = data.train
+    try:
+        model = build_model(config.model.layers, train.inputs.shape[1:], train.inputs.dtype)
+    except ModelError as exc:
+        raise _config_error(config, "model.layers", str(exc).split(": ", 1)[-1]) from None
+    model.to(device, dtype)
+    output_shape = _output_shape(model, train.inputs, device, dtype)
+    _check_outputs(config, data, output_shape)
+
+    per_epoch = len(train) // data_config.batch_size
+    if not config.train.drop_last and len(train) % data_config.batch_size:
+        per_epoch += 1
+    steps = planned_steps(config, per_epoch)
+    optimizer = make_optimizer(
+        config.optimizer.name,
+        model.parameters(),
+        schedule=_schedule(config, steps),
+        **{k: v for k, v in config.optimizer.args.items() if k != "lr"},
+    )
+    return Components(
+        config, device, dtype, data, model,
+        make_loss_fn(config.loss.name, config.loss.args), optimizer, output_shape,
+    )  # fmt: skip
+
+
+def _schedule(config: Config, total_steps: int):
+    schedule = config.schedule
+    args = dict(schedule.args)
+    if schedule.name == "cosine" and args.get("total_steps") is None:
+        args["total_steps"] = max(1, total_steps - schedule.warmup_steps)
+    lr = config.optimizer.args.get("lr")
+    if lr is None:
+        lr = OPTIMIZERS[config.optimizer.name].default_lr
+    return make_schedule(
+        schedule.name,
+        lr,
+        warmup_steps=schedule.warmup_steps,
+        warmup_start_factor=schedule.warmup_start_factor,
+        **args,
+    )
+
+
+def _output_shape(model: nn.Module, inputs: np.ndarray, device, dtype) -> tuple[int, ...]:
+    model.eval()
+    with no_grad():
+        out = model(Tensor._wrap(host_to_device(inputs[:1], device, dtype), device))
+    model.train()
+    return tuple(out.shape[1:])
+
+
+def _check_outputs(config: Config, data: DataSplits, output_shape: tuple[int, ...]) -> None:
+    """The model's output must fit the loss and the data: classes, or target columns."""
+    loss = config.loss.name
+    if data.task == "classification":
+        classes = data.num_classes
+        if loss == "cross_entropy" and output_shape != (classes,):
+            raise _config_error(
+                config, "model.layers",
+                f"cross_entropy on {classes} classes needs a last layer with {classes} outputs, "
+                f"the model gives samples of shape {output_shape}",
+            )  # fmt: skip
+        if loss in _DENSE_TARGET_LOSSES and output_shape not in ((classes,), (1,)):
+            raise _config_error(
+                config, "model.layers",
+                f"{loss} on {classes} classes needs {classes} outputs (one-hot targets) or 1 "
+                f"(binary), the model gives samples of shape {output_shape}",
+            )  # fmt: skip
+    else:
+        if loss == "cross_entropy":
+            raise _config_error(
+                config, "loss",
+                f"cross_entropy needs class labels, but data set {data.name!r} is regression: "
+                "use mse",
+            )  # fmt: skip
+        target_shape = tuple(data.train.targets.shape[1:]) or (1,)
+        if output_shape != target_shape:
+            raise _config_error(
+                config, "model.layers",
+                f"the targets have shape {target_shape} per sample, the model gives "
+                f"{output_shape}: make the last layer linear with out: {target_shape[-1]}",
+            )  # fmt: skip

@@ -1,0 +1,232 @@
+"""Run folders: one directory per training run, created once and never reused.
+
+A run folder holds config.yaml (what makes a directory a run folder), metrics.jsonl,
+summary.json, train.log, checkpoints/ and tensorboard/. `RunFolder.create` names it
+`<name>-<UTC YYYYmmdd-HHMMSS>` and claims it with `os.mkdir`, which fails when the name is
+taken (by another run, a file, or a symlink, which is never followed), so the next suffix
+(-2, -3, ...) is tried: two processes starting in the same second get different folders.
+"""
+
+from __future__ import annotations
+
+import calendar
+import itertools
+import json
+import os
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trainctl.errors import RunFolderError
+from trainctl.train.atomic import (
+    atomic_write_json,
+    describe_os_error,
+    finite_or_null,
+    fsync_directory,
+)
+
+CHECKPOINT_TAGS = ("last", "best")
+MAX_NAME_LENGTH = 200  # leaves room for the timestamp and suffix in a 255-byte file name
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_STAMPED_NAME = re.compile(r".+-(?P<stamp>\d{8}-\d{6})(?:-(?P<suffix>\d+))?")
+_STAMP_FORMAT = "%Y%m%d-%H%M%S"
+
+
+def check_run_name(name: str) -> str:
+    """`name` if it is one safe path component, else a RunFolderError saying what is allowed."""
+    if (
+        not isinstance(name, str)
+        or _SAFE_NAME.fullmatch(name) is None
+        or name in (".", "..")
+        or len(name) > MAX_NAME_LENGTH
+    ):
+        raise RunFolderError(
+            f"run name {name!r} is not a safe folder name: expected 1 to {MAX_NAME_LENGTH} "
+            "letters, digits, '.', '_' or '-' (no '/', not '.' or '..')"
+        )
+    return name
+
+
+class RunFolder:
+    """The files of one run; get one with `create`, `create_at` or `open`."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, runs_root: Path | str, name: str, *, now: datetime | None = None) -> RunFolder:
+        """A new run folder `<runs_root>/<name>-<UTC time>[-N]`; `runs_root` is made if missing.
+
+        `now` (timezone-aware) fixes the time in the name; the current time by default.
+        """
+        check_run_name(name)
+        root = Path(runs_root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunFolderError(
+                f"cannot create the runs folder {root}: {describe_os_error(exc)}"
+            ) from exc
+        stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime(_STAMP_FORMAT)
+        for attempt in itertools.count(1):
+            path = root / (f"{name}-{stamp}" if attempt == 1 else f"{name}-{stamp}-{attempt}")
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise RunFolderError(f"cannot create {path}: {describe_os_error(exc)}") from exc
+            break
+        run = cls(path)
+        run._make_layout()
+        return run
+
+    @classmethod
+    def create_at(cls, path: Path | str) -> RunFolder:
+        """A run folder at exactly `path` (--run-dir), which must not exist or be empty."""
+        path = Path(path)
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            if not path.is_dir():
+                raise RunFolderError(
+                    f"cannot use {path} as a run folder: it exists and is not a directory"
+                ) from None
+            if any(path.iterdir()):
+                raise RunFolderError(
+                    f"cannot use {path} as a new run folder: it is not empty "
+                    "(pick a new folder, or resume that run with --resume)"
+                ) from None
+        except OSError as exc:
+            raise RunFolderError(f"cannot create {path}: {describe_os_error(exc)}") from exc
+        run = cls(path)
+        run._make_layout()
+        return run
+
+    @classmethod
+    def open(cls, path: Path | str) -> RunFolder:
+        """An existing run folder (for resume and eval): a directory holding config.yaml."""
+        run = cls(path)
+        if not run.path.is_dir():
+            found = "does not exist" if not run.path.exists() else "is not a directory"
+            raise RunFolderError(f"{run.path} is not a run folder: it {found}")
+        if not run.config_path.is_file():
+            raise RunFolderError(
+                f"{run.path} is not a run folder: it has no {run.config_path.name}"
+            )
+        return run
+
+    def _make_layout(self) -> None:
+        # Plain mkdir (not exist_ok): of two processes given the same empty --run-dir, the
+        # second fails here instead of sharing the folder.
+        try:
+            os.mkdir(self.checkpoints_dir)
+            os.mkdir(self.events_dir)
+            fsync_directory(self.path)
+            fsync_directory(self.path.parent)
+        except FileExistsError:
+            raise RunFolderError(f"{self.path} is already being used by another run") from None
+        except OSError as exc:
+            raise RunFolderError(f"cannot set up {self.path}: {describe_os_error(exc)}") from exc
+
+    # ------------------------------------------------------------ the files
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.path / "tensorboard"
+
+    def checkpoint_path(self, tag: str) -> Path:
+        """checkpoints/<tag>.safetensors for a tag in CHECKPOINT_TAGS ("last", "best")."""
+        if tag not in CHECKPOINT_TAGS:
+            raise RunFolderError(
+                f"unknown checkpoint {tag!r}: expected one of {', '.join(CHECKPOINT_TAGS)}"
+            )
+        return self.checkpoints_dir / f"{tag}.safetensors"
+
+    # ------------------------------------------------------------ summary.json
+
+    def read_summary(self) -> dict[str, Any]:
+        path = self.summary_path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RunFolderError(f"{path} does not exist (the run wrote no summary)") from None
+        except OSError as exc:
+            raise RunFolderError(f"cannot read {path}: {describe_os_error(exc)}") from exc
+        except UnicodeDecodeError as exc:
+            raise RunFolderError(f"{path} is not UTF-8 text: {exc.reason}") from exc
+        try:
+            summary = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RunFolderError(
+                f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from exc
+        if not isinstance(summary, dict):
+            raise RunFolderError(f"{path}: expected a JSON object, found {type(summary).__name__}")
+        return summary
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Replace summary.json atomically; NaN and infinite numbers are written as null."""
+        atomic_write_json(self.summary_path, finite_or_null(summary))
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunFolder) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+
+def list_runs(runs_root: Path | str) -> list[RunFolder]:
+    """The run folders under `runs_root` (those holding config.yaml), oldest first.
+
+    Age is the UTC time in a created folder's name (then its -N suffix); a folder made with
+    `create_at` has no time in its name, so its config.yaml's modification time stands in.
+    """
+    root = Path(runs_root)
+    if not root.exists():
+        return []
+    if not root.is_dir():
+        raise RunFolderError(f"the runs folder {root} is not a directory")
+    try:
+        candidates = [RunFolder(entry) for entry in root.iterdir() if entry.is_dir()]
+    except OSError as exc:
+        raise RunFolderError(f"cannot list {root}: {describe_os_error(exc)}") from exc
+    runs = [run for run in candidates if run.config_path.is_file()]
+    return sorted(runs, key=_creation_key)
+
+
+def _creation_key(run: RunFolder) -> tuple[float, int, str]:
+    match = _STAMPED_NAME.fullmatch(run.path.name)
+    if match is not None:
+        try:
+            parsed = time.strptime(match["stamp"], _STAMP_FORMAT)
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return float(calendar.timegm(parsed)), int(match["suffix"] or 1), run.path.name
+    return run.config_path.stat().st_mtime, 0, run.path.name

@@ -1,0 +1,479 @@
+"""The training loop: steps, logging, evaluation, checkpoints, early stopping, resume, signals.
+
+A run is a pure function of its config: the batches depend only on (seed, epoch, batch), the
+dropout masks on the default generator's counter, and a checkpoint stores every piece of
+state (weights, buffers, optimizer state and clock, generator, position in the data, early
+stopping, best metric). Resuming from a checkpoint therefore replays exactly the losses the
+uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainctl import backend
+from trainctl.config import Config, config_differences, dump_config, load_config
+from trainctl.errors import TrainctlError
+from trainctl.metrics import higher_is_better, metric_label
+from trainctl.train.atomic import atomic_write_text
+from trainctl.train.checkpoint import load_checkpoint, save_checkpoint
+from trainctl.train.components import Components, build_components
+from trainctl.train.environment import environment_info
+from trainctl.train.evaluation import evaluate_split
+from trainctl.train.events import EventWriter
+from trainctl.train.metrics_log import MetricsLog, repair_metrics, truncate_after_step
+from trainctl.train.progress import Reporter, format_record
+from trainctl.train.rundir import RunFolder
+
+EXIT_CODES = {"completed": 0, "failed": 1, "SIGINT": 130, "SIGTERM": 143}
+
+
+class TrainingError(TrainctlError):
+    """A run that cannot go on: a non-finite loss, a changed config on resume."""
+
+    exit_code = 1
+
+
+class ResumeError(TrainctlError):
+    """A resume that would not continue the same run."""
+
+
+@dataclass
+class TrainOptions:
+    runs_root: Path = Path("runs")
+    run_dir: Path | None = None
+    name: str | None = None
+    resume: Path | None = None
+    force: bool = False
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainerState:
+    """Where the run is; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # the next batch of `epoch`
+    best_value: float | None = None
+    best_step: int | None = None
+    stop_best: float | None = None  # early stopping: best monitored value so far
+    stale_evals: int = 0  # evaluations since it last improved
+    early_stopped: bool = False
+    train_seconds: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    run: RunFolder
+    status: str
+    exit_code: int
+    summary: dict[str, Any]
+    resume_command: str | None = None
+
+
+# ---------------------------------------------------------------- signals
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: the loop finishes the current step, checkpoints and stops.
+
+    A second Ctrl-C raises KeyboardInterrupt at once (the last checkpoint stays intact).
+    """
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.signal_name == "SIGINT" and name == "SIGINT":
+            raise KeyboardInterrupt
+        self.signal_name = name
+
+
+@contextlib.contextmanager
+def trapped_signals() -> Iterator[StopFlag]:
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {s: signal.signal(s, flag.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# ---------------------------------------------------------------- the run
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: Config,
+        components: Components,
+        run: RunFolder,
+        reporter: Reporter,
+        options: TrainOptions,
+    ) -> None:
+        self.config, self.components, self.run = config, components, run
+        self.reporter, self.options = reporter, options
+        self.step_fn = components.make_step()
+        self.loader = components.loader("train", training=True)
+        self.steps_per_epoch = self.loader.batches_per_epoch
+        self.total_steps = components.total_steps()
+        self.state = TrainerState()
+        self.best_label = self._best_label()
+        self.has_val = components.data.val is not None
+        self.summary: dict[str, Any] = {}
+        self.step_times: list[float] = []
+        self.log_file = open(run.log_path, "a", encoding="utf-8")  # noqa: SIM115
+        self.metrics = MetricsLog(run.metrics_path)
+        self.events = EventWriter(run.events_dir)
+
+    def _best_label(self) -> str:
+        if self.config.train.best_metric:
+            return self.config.train.best_metric
+        metrics = self.config.metrics
+        if metrics:
+            return metric_label(metrics[0].name, metrics[0].args)
+        return "loss"
+
+    # ------------------------------------------------------------ logging
+
+    def log(self, text: str) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.log_file.write(f"{stamp} {text}\n")
+        self.log_file.flush()
+
+    def say(self, text: str) -> None:
+        self.log(text)
+        self.reporter.message(text)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "trainer": asdict(self.state),
+            "generator": backend.default_generator.state_dict(),
+            "mode": self.config.mode,
+        }
+
+    def save(self, tag: str) -> None:
+        save_checkpoint(
+            self.run.checkpoint_path(tag),
+            self.components.model.state_dict(),
+            self.components.optimizer.state_dict(),
+            self.trainer_state(),
+        )
+
+    def restore(self, tag: str = "last") -> None:
+        checkpoint = load_checkpoint(self.run.checkpoint_path(tag))
+        self.components.model.load_state_dict(checkpoint.model_state)
+        self.components.optimizer.load_state_dict(checkpoint.optimizer_state)
+        saved = checkpoint.trainer_state
+        backend.default_generator.load_state_dict(saved["generator"])
+        self.state = TrainerState(**saved["trainer"])
+
+    def epoch_progress(self) -> float:
+        """Epochs done as a fraction (1.5: halfway through the second), for log records."""
+        return round(self.state.epoch + self.state.batch / self.steps_per_epoch, 3)
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> dict[str, Any] | None:
+        if not self.has_val:
+            return None
+        result = evaluate_split(self.components, self.step_fn, "val")
+        record = {"kind": "eval", "split": "val", "step": self.state.step,
+                  "epoch": self.epoch_progress(), **result.scalars()}  # fmt: skip
+        self.metrics.append(record)
+        self.events.scalars(self.state.step, {f"val/{k}": v for k, v in result.scalars().items()})
+        self.log(f"eval {format_record(record)}")
+        self.reporter.evaluated(record)
+        self.summary.setdefault("final", {})["val"] = result.scalars()
+        self._track_best(result.scalars())
+        self._track_early_stopping(result.scalars())
+        return record
+
+    def _track_best(self, scalars: dict[str, float]) -> None:
+        value = scalars.get(self.best_label)
+        if value is None:
+            return
+        better = self.state.best_value is None or (
+            value > self.state.best_value
+            if higher_is_better(self.best_label)
+            else value < self.state.best_value
+        )
+        if better:
+            self.state.best_value, self.state.best_step = float(value), self.state.step
+            self.save("best")
+
+    def _track_early_stopping(self, scalars: dict[str, float]) -> None:
+        rule = self.config.train.early_stopping
+        if rule is None or rule.metric not in scalars:
+            return
+        value = scalars[rule.metric]
+        maximise = higher_is_better(rule.metric) if rule.mode == "auto" else rule.mode == "max"
+        best = self.state.stop_best
+        improved = best is None or (
+            value > best + rule.min_delta if maximise else value < best - rule.min_delta
+        )
+        if improved:
+            self.state.stop_best, self.state.stale_evals = float(value), 0
+            return
+        self.state.stale_evals += 1
+        if self.state.stale_evals >= rule.patience:
+            self.state.early_stopped = True
+            self.say(
+                f"early stopping at step {self.state.step}: val {rule.metric} has not improved "
+                f"by more than {rule.min_delta:g} for {rule.patience} evaluations"
+            )
+
+    # ------------------------------------------------------------ the loop
+
+    def fit(self, stop: StopFlag) -> str:
+        """Train until the planned steps, early stopping or a signal; returns the outcome."""
+        train_config = self.config.train
+        window: list[float] = []
+        window_samples = 0
+        window_start = time.perf_counter()
+        epochs = train_config.epochs or math.ceil(self.total_steps / self.steps_per_epoch)
+        while self._more_to_do(stop):
+            state = self.state
+            self.reporter.epoch_started(state.epoch, epochs, self.steps_per_epoch, state.batch)
+            finished_epoch = True
+            with contextlib.closing(self.loader.epoch(state.epoch, state.batch)) as batches:
+                for inputs, targets in batches:
+                    lr = self.components.optimizer.lr
+                    started = time.perf_counter()
+                    loss = self.step_fn.train(inputs, self.components.prepare_targets(targets))
+                    elapsed = time.perf_counter() - started
+                    state.train_seconds += elapsed
+                    self.step_times.append(elapsed)
+                    state.step += 1
+                    state.batch += 1
+                    if not math.isfinite(loss):
+                        raise TrainingError(
+                            f"step {state.step}: the loss is {loss}; the run stops here and "
+                            "keeps its last good checkpoint (try a lower optimizer.lr or "
+                            "train.grad_clip)"
+                        )
+                    window.append(loss)
+                    window_samples += len(inputs)
+                    speed = window_samples / max(time.perf_counter() - window_start, 1e-9)
+                    self.reporter.advanced(loss, lr, speed)
+                    if state.step % train_config.log_every == 0 or state.step == self.total_steps:
+                        self._log_train(window, lr, speed)
+                        window, window_samples = [], 0
+                        window_start = time.perf_counter()
+                    if train_config.eval_every and state.step % train_config.eval_every == 0:
+                        self.evaluate()
+                    if (
+                        train_config.checkpoint_every
+                        and state.step % train_config.checkpoint_every == 0
+                    ):
+                        self.save("last")
+                    if stop or state.early_stopped or state.step >= self.total_steps:
+                        finished_epoch = state.batch >= self.steps_per_epoch
+                        break
+            self.reporter.epoch_finished()
+            if finished_epoch:
+                state.epoch += 1
+                state.batch = 0
+                if train_config.eval_every is None:
+                    self.evaluate()
+                if train_config.checkpoint_every is None:
+                    self.save("last")
+        if window:
+            self._log_train(window, self.components.optimizer.lr, 0.0)
+        self.save("last")
+        if not self.run.checkpoint_path("best").exists():
+            self.save("best")  # no validation split: the final weights are the best known
+        if stop:
+            return stop.signal_name or "SIGINT"
+        return "completed"
+
+    def _more_to_do(self, stop: StopFlag) -> bool:
+        return not stop and not self.state.early_stopped and self.state.step < self.total_steps
+
+    def _log_train(self, window: list[float], lr: float, speed: float) -> None:
+        record = {
+            "kind": "train",
+            "step": self.state.step,
+            "epoch": self.epoch_progress(),
+            "loss": float(np.mean(window)),
+            "lr": lr,
+            "samples_per_s": round(speed, 1) if speed else None,
+            "wall_time": time.time(),
+        }
+        self.metrics.append(record)
+        self.events.scalars(self.state.step, {"train/loss": record["loss"], "train/lr": lr})
+        self.log(f"train {format_record(record)}")
+        self.reporter.logged(record)
+        self.summary.setdefault("final", {})["train_loss"] = record["loss"]
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.events.close()
+        self.log_file.close()
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> TrainResult:
+    """Run (or resume) a training run; the run folder holds everything it produced."""
+    if options.resume is not None:
+        run = RunFolder.open(options.resume)
+        config = _resume_config(run, config, options.force)
+    elif config is None:
+        raise ResumeError("give a CONFIG to train, or --resume RUN_DIR to continue a run")
+    else:
+        run = _new_run(config, options)
+    components = build_components(config)
+    trainer = Trainer(config, components, run, reporter, options)
+    started = time.time()
+    summary = _initial_summary(run, config, options, components, started)
+    trainer.summary = summary
+    if options.resume is not None:
+        _prepare_resume(trainer, run)
+    else:
+        atomic_write_text(run.config_path, dump_config(config))
+    run.write_summary(summary)
+    trainer.say(
+        f"{'resuming' if options.resume else 'training'} {config.name} in {run.path} "
+        f"({config.mode} mode, {components.device}, {trainer.total_steps} steps, "
+        f"{trainer.steps_per_epoch} per epoch)"
+    )
+    try:
+        with trapped_signals() as stop:
+            outcome = trainer.fit(stop)
+    except KeyboardInterrupt:
+        outcome = "SIGINT"
+        trainer.say("stopped at once by a second Ctrl-C; the last checkpoint is kept")
+    except BaseException as exc:
+        summary.update(status="failed", error=str(exc), finished_at=_now())
+        _finish_summary(trainer, summary, started)
+        run.write_summary(summary)
+        trainer.log(f"failed: {exc}")
+        trainer.close()
+        raise
+    status = "completed" if outcome == "completed" else "interrupted"
+    summary.update(status=status, finished_at=_now())
+    resume_command = None
+    if status == "interrupted":
+        summary["signal"] = outcome
+        resume_command = f"trainctl train --resume {shlex.quote(str(run.path))}"
+        summary["resume_command"] = resume_command
+        trainer.say(f"interrupted by {outcome} at step {trainer.state.step}; resume with:")
+        trainer.say(f"  {resume_command}")
+    _finish_summary(trainer, summary, started)
+    run.write_summary(summary)
+    trainer.close()
+    return TrainResult(run, status, EXIT_CODES[outcome], summary, resume_command)
+
+
+def _new_run(config: Config, options: TrainOptions) -> RunFolder:
+    if options.run_dir is not None:
+        return RunFolder.create_at(options.run_dir)
+    return RunFolder.create(options.runs_root, options.name or config.name)
+
+
+def _resume_config(run: RunFolder, given: Config | None, force: bool) -> Config:
+    saved = load_config(run.config_path)
+    if given is None:
+        return saved
+    differences = config_differences(saved, given)
+    if differences and not force:
+        raise ResumeError(
+            f"{given.source} differs from the config of {run.path} in: "
+            f"{', '.join(differences)}; resume without CONFIG to continue as it was, "
+            "or pass --force to resume with the new values"
+        )
+    if differences:
+        atomic_write_text(run.config_path, dump_config(given))
+    return given
+
+
+def _prepare_resume(trainer: Trainer, run: RunFolder) -> None:
+    if not run.checkpoint_path("last").exists():
+        raise ResumeError(f"{run.path} has no checkpoint to resume from (checkpoints/last)")
+    trainer.restore("last")
+    repaired = repair_metrics(run.metrics_path)
+    if repaired:
+        trainer.log(f"resume: removed a torn last line ({repaired} bytes) from metrics.jsonl")
+    truncate_after_step(run.metrics_path, trainer.state.step)
+    trainer.events.restart_at(trainer.state.step + 1)
+    for stale in run.checkpoints_dir.glob(".*.tmp"):  # left by a SIGKILL mid-write
+        stale.unlink()
+    previous = run.read_summary()
+    trainer.summary["resumed_from_step"] = trainer.state.step
+    trainer.summary["started_at"] = previous.get("started_at", trainer.summary["started_at"])
+    trainer.summary["resumes"] = int(previous.get("resumes", 0)) + 1
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _initial_summary(
+    run: RunFolder, config: Config, options: TrainOptions, components: Components, started: float
+) -> dict[str, Any]:
+    return {
+        "status": "running",
+        "name": config.name,
+        "run_dir": str(run.path),
+        "mode": config.mode,
+        "device": str(components.device),
+        "dtype": config.dtype,
+        "seed": config.seed,
+        "dataset": components.data.name,
+        "data_source": components.data.source,
+        "parameters": sum(p.size for p in components.model.parameters()),
+        "command": shlex.join(options.command) if options.command else None,
+        "started_at": _now(),
+        "versions": environment_info(),
+    }
+
+
+def _finish_summary(trainer: Trainer, summary: dict[str, Any], started: float) -> None:
+    state = trainer.state
+    times = np.array(trainer.step_times) * 1e3
+    summary.update(
+        steps=state.step,
+        epochs_completed=state.epoch,
+        planned_steps=trainer.total_steps,
+        early_stopped=state.early_stopped,
+        duration_s=round(time.time() - started, 3),
+        train_seconds=round(state.train_seconds, 3),
+    )
+    if state.best_value is not None:
+        summary["best"] = {"metric": f"val/{trainer.best_label}", "value": state.best_value,
+                           "step": state.best_step}  # fmt: skip
+    if len(times):
+        summary["step_time_ms"] = {
+            "median": round(float(np.median(times)), 4),
+            "p90": round(float(np.percentile(times, 90)), 4),
+        }
+        waited = trainer.loader.wait_seconds
+        summary["data_wait_fraction"] = round(waited / max(waited + times.sum() / 1e3, 1e-9), 4)
+    graph = trainer.step_fn.stats()
+    if graph:
+        summary["graph"] = graph
