@@ -98,18 +98,38 @@ def devices() -> None:
 def validate(
     config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config file."),
     overrides: list[str] = _OVERRIDES,
+    build: bool = typer.Option(
+        False, "--build", help="Also load the data and build the model and optimizer."
+    ),
 ) -> None:
     """Check a config without training: every problem at once, with file, line and key.
 
     Checks the schema and every name against the known layers, losses, metrics, data sets,
-    transforms, optimizers and schedules; exits 0 when the config is valid, 2 when not.
+    transforms, optimizers and schedules; exits 0 when the config is valid, 2 when not. With
+    --build it also reads the data files and builds the model for them, which catches
+    layers that do not fit the data (and missing or corrupt files).
 
     Example: [bold]trainctl validate configs/mnist_mlp.yaml --set optimizer.lr=0.1[/bold]
     """
     from trainctl.config import load_config, summary
 
     loaded = load_config(config, overrides)
+    if not build:
+        typer.echo(f"{config} is valid: {summary(loaded)}")
+        return
+    from trainctl.nn.build import count_parameters
+    from trainctl.train.components import build_components
+
+    parts = build_components(loaded)
+    data = parts.data
+    sizes = ", ".join(
+        f"{len(getattr(data, s))} {s}" for s in ("train", "val", "test") if getattr(data, s)
+    )
     typer.echo(f"{config} is valid: {summary(loaded)}")
+    typer.echo(
+        f"built: {count_parameters(parts.model):,} parameters, samples {data.input_shape} -> "
+        f"outputs {parts.output_shape}; {data.name}: {sizes}"
+    )
 
 
 @app.command("config")
@@ -218,11 +238,13 @@ def evaluate(
         typer.echo(json.dumps(score.as_dict(), indent=2))
         return
     console = Console()
-    title = (
+    console.print(
         f"{score.run.path.name}: {split} split, {score.result.samples} samples, "
-        f"checkpoint {score.checkpoint.name} (step {score.checkpoint_step})"
+        f"checkpoint {score.checkpoint.name} (step {score.checkpoint_step})",
+        markup=False,
+        highlight=False,
     )
-    console.print(scores_table(title, {"loss": score.result.loss, **score.scores}))
+    console.print(scores_table({"loss": score.result.loss, **score.scores}))
     if score.confusion is not None and len(score.confusion) <= 20:
         console.print(confusion_table(score.confusion))
     console.print(f"wrote {score.report_path}", markup=False, highlight=False)

@@ -34,34 +34,44 @@ from trainctl.spec import Arg, ArgError, Entry, describe
 
 # Plain fields, as Args (defaults from the schema): one way to check a value and to word
 # what was expected.
-_TOP_ARGS = {
+TOP_ARGS = {
     "seed": Arg("int", Config.seed, "seed of every random draw", low=0),
     "mode": Arg("str", Config.mode, "how a step runs", choices=("eager", "graph")),
     "device": Arg("str", Config.device, "where it runs", choices=("cpu", "cuda", "auto")),
     "dtype": Arg("str", Config.dtype, "parameter dtype", choices=("float32", "float64")),
 }
-_DATA_ARGS = {
+DATA_ARGS = {
     "path": Arg("str", DataConfig.path, "where the data set's files are", nullable=True),
     "batch_size": Arg("int", DataConfig.batch_size, "training batch size", low=1),
     "eval_batch_size": Arg(
         "int", DataConfig.eval_batch_size, "null: batch_size", low=1, nullable=True
     ),
     "val_split": Arg(
-        "float", DataConfig.val_split, "fraction held out", low=0, high=1, high_open=True
+        "float",
+        DataConfig.val_split,
+        "fraction of train held out for validation",
+        low=0,
+        high=1,
+        high_open=True,
     ),
     "test_split": Arg(
-        "float", DataConfig.test_split, "fraction held out", low=0, high=1, high_open=True
+        "float",
+        DataConfig.test_split,
+        "fraction held out for test (data sets without one)",
+        low=0,
+        high=1,
+        high_open=True,
     ),
     "shuffle": Arg("bool", DataConfig.shuffle, "reshuffle every epoch"),
     "prefetch": Arg("int", DataConfig.prefetch, "batches prepared ahead", low=0),
 }
-_SCHEDULE_ARGS = {
+SCHEDULE_ARGS = {
     "warmup_steps": Arg("int", ScheduleConfig.warmup_steps, "updates of linear warmup", low=0),
     "warmup_start_factor": Arg(
         "float", ScheduleConfig.warmup_start_factor, "warmup starts at this * lr", low=0, high=1
     ),
 }
-_TRAIN_ARGS = {
+TRAIN_ARGS = {
     "epochs": Arg("int", TrainConfig.epochs, "passes over the training set", low=1, nullable=True),
     "max_steps": Arg(
         "int", TrainConfig.max_steps, "caps the number of updates", low=1, nullable=True
@@ -77,7 +87,7 @@ _TRAIN_ARGS = {
     "drop_last": Arg("bool", TrainConfig.drop_last, "skip a last partial batch"),
     "best_metric": Arg("str", TrainConfig.best_metric, "picks the best checkpoint", nullable=True),
 }
-_EARLY_STOPPING_ARGS = {
+EARLY_STOPPING_ARGS = {
     "metric": Arg("str", EarlyStoppingConfig.metric, "validation metric watched"),
     "mode": Arg(
         "str",
@@ -335,7 +345,7 @@ class _Checker:
     def config(self) -> Config:
         top = self.doc.data
         self.unknown_keys(top, (), _TOP_KEYS, "a top-level key")
-        plain, _ = self.values(top, (), _TOP_ARGS)
+        plain, _ = self.values(top, (), TOP_ARGS)
         data = self.data(self.section(top, ("data",)))
         model = self.model(top)
         loss, loss_ok = self.loss(top.get("loss"))
@@ -343,7 +353,7 @@ class _Checker:
         optimizer, optimizer_ok = self.optimizer(top.get("optimizer"))
         train = self.train(self.section(top, ("train",)), metrics)
         lr = optimizer.args.get("lr") if optimizer_ok else None
-        schedule = self.schedule(top.get("schedule"), lr, train)
+        schedule = self.schedule(top.get("schedule"), lr)
         return Config(
             name=self.run_name(top),
             **plain,
@@ -368,7 +378,7 @@ class _Checker:
     def data(self, section: dict[str, Any]) -> DataConfig:
         path = ("data",)
         self.unknown_keys(section, path, _DATA_KEYS, "a key of data")
-        plain, _ = self.values(section, path, _DATA_ARGS)
+        plain, _ = self.values(section, path, DATA_ARGS)
         dataset = section.get("dataset", DataConfig.dataset)
         entry = self.lookup(self.reg.datasets, dataset, path + ("dataset",), "data set")
         options: dict[str, Any] = {}
@@ -466,13 +476,13 @@ class _Checker:
                 self.issue(path + (key,), exc.expected, _found(exc.found))
         return optimizer, ok
 
-    def schedule(self, value: Any, lr: float | None, train: TrainConfig) -> ScheduleConfig:
+    def schedule(self, value: Any, lr: float | None) -> ScheduleConfig:
         path = ("schedule",)
         if value is None:
             return ScheduleConfig()
-        warmup, _ = self.values(value if isinstance(value, dict) else {}, path, _SCHEDULE_ARGS)
+        warmup, _ = self.values(value if isinstance(value, dict) else {}, path, SCHEDULE_ARGS)
         parsed = self.flat_named(
-            value, path, self.reg.schedules, "schedule", "constant", tuple(_SCHEDULE_ARGS)
+            value, path, self.reg.schedules, "schedule", "constant", tuple(SCHEDULE_ARGS)
         )
         if parsed is None:
             return ScheduleConfig(**warmup)
@@ -480,20 +490,12 @@ class _Checker:
         if ok and lr is not None:
             for key, exc in self.reg.schedule_conflicts(schedule.name, schedule.args, lr):
                 self.issue(path + (key,), exc.expected, _found(exc.found))
-        steps, warmup_steps = train.max_steps, warmup["warmup_steps"]
-        whole_run = schedule.name == "cosine" and schedule.args.get("total_steps") is None
-        if whole_run and steps is not None and warmup_steps >= steps:
-            expected = (
-                f"fewer warmup steps than train.max_steps = {steps}, so that cosine with "
-                "total_steps: null has updates left to decay over"
-            )
-            self.issue(path + ("warmup_steps",), expected, str(warmup_steps))
         return ScheduleConfig(schedule.name, schedule.args, **warmup)
 
     def train(self, section: dict[str, Any], metrics: list[NamedConfig]) -> TrainConfig:
         path = ("train",)
         self.unknown_keys(section, path, _TRAIN_KEYS, "a key of train")
-        plain, _ = self.values(section, path, _TRAIN_ARGS)
+        plain, _ = self.values(section, path, TRAIN_ARGS)
         if plain["epochs"] is None and plain["max_steps"] is None:
             expected = "epochs or max_steps to be set (the run needs an end)"
             self.issue(path + ("epochs",), expected, "both null")
@@ -515,8 +517,8 @@ class _Checker:
         if value is None or value is False:
             return None
         section = {} if value is True else self.section(train, path)
-        self.unknown_keys(section, path, tuple(_EARLY_STOPPING_ARGS), "a key of early_stopping")
-        plain, _ = self.values(section, path, _EARLY_STOPPING_ARGS)
+        self.unknown_keys(section, path, tuple(EARLY_STOPPING_ARGS), "a key of early_stopping")
+        plain, _ = self.values(section, path, EARLY_STOPPING_ARGS)
         known = self.metric_choice(plain["metric"], path + ("metric",), choices)
         if known and plain["mode"] == "auto":
             metric = labels.get(plain["metric"])

@@ -23,8 +23,8 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def scores_table(title: str, scores: dict[str, Any]) -> Table:
-    table = Table(title=title)
+def scores_table(scores: dict[str, Any]) -> Table:
+    table = Table()
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     for key, value in scores.items():
@@ -59,7 +59,8 @@ def best_text(summary: dict[str, Any]) -> str:
     best = summary.get("best")
     if not best:
         return "-"
-    return f"{best['metric']} {_number(best['value'])} @ {best['step']}"
+    metric = str(best["metric"]).removeprefix("val/")
+    return f"{metric} {_number(best['value'])} @ {best['step']}"
 
 
 _STATUS_STYLE = {
@@ -73,8 +74,12 @@ _STATUS_STYLE = {
 def runs_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> Table:
     """One row per run: (folder name, summary dict)."""
     table = Table(title="Runs")
-    for column in ("run", "status", "steps", "best", "duration", "mode", "device"):
-        table.add_column(column, justify="right" if column in ("steps", "duration") else "left")
+    for column in ("run", "status", "steps", "best (val)", "duration", "mode", "device"):
+        table.add_column(
+            column,
+            justify="right" if column in ("steps", "duration") else "left",
+            no_wrap=column in ("run", "best (val)"),
+        )
     for name, summary in rows:
         status = str(summary.get("status", "?"))
         table.add_row(

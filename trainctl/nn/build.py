@@ -26,7 +26,15 @@ Shape = tuple[int, ...]
 
 
 class ModelError(TrainctlError):
-    """A layer list that cannot be built for the data it is given."""
+    """A layer list that cannot be built for the data it is given.
+
+    `where` is the dotted key of the layer (`model.layers[2].conv2d`), `indices` its position
+    at each nesting level, so the config can point at the line it came from.
+    """
+
+    def __init__(self, where: str, indices: tuple[int, ...], message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where, self.indices, self.message = where, indices, message
 
 
 class LayerSpec(Protocol):
@@ -176,35 +184,38 @@ def build_model(
     Errors name the layer by its position (`model.layers[2].conv2d`) and say which shape
     reached it.
     """
-    model, _ = _build_sequence(specs, tuple(input_shape), np.dtype(input_dtype), where)
+    model, _ = _build_sequence(specs, tuple(input_shape), np.dtype(input_dtype), where, ())
     return model
 
 
 def _build_sequence(
-    specs: Sequence[LayerSpec], shape: Shape, dtype: np.dtype, where: str
+    specs: Sequence[LayerSpec], shape: Shape, dtype: np.dtype, where: str, indices: tuple[int, ...]
 ) -> tuple[layers.Sequential, Shape]:
     if not specs:
-        raise ModelError(f"{where}: expected a non-empty list of layers")
+        raise ModelError(where, indices, "expected a non-empty list of layers")
     model = layers.Sequential()
     for index, spec in enumerate(specs):
-        here = f"{where}[{index}].{spec.type}"
+        here, position = f"{where}[{index}].{spec.type}", (*indices, index)
         if spec.type == "residual":
-            body, out_shape = _build_sequence(spec.layers or [], shape, dtype, f"{here}.layers")
+            body, out_shape = _build_sequence(
+                spec.layers or [], shape, dtype, f"{here}.layers", position
+            )
             if out_shape != shape:
                 raise ModelError(
-                    f"{here}: the block turns samples of shape {shape} into {out_shape}; "
-                    "a residual block must keep the shape"
-                )
+                    here, position,
+                    f"the block turns samples of shape {shape} into {out_shape}; "
+                    "a residual block must keep the shape",
+                )  # fmt: skip
             layer = layers.Residual(body)
         else:
             entry = LAYERS.get(spec.type)
             if entry is None or entry.build is None:
-                raise ModelError(f"{here}: unknown layer type {spec.type!r}")
+                raise ModelError(here, position, f"unknown layer type {spec.type!r}")
             try:
                 layer = entry.build(shape, **spec.args)
                 out_shape = _output_shape(layer, shape, dtype)
             except (ShapeError, ValueError) as exc:
-                raise ModelError(f"{here}: {exc}") from None
+                raise ModelError(here, position, str(exc)) from None
         model.append(layer)
         shape, dtype = out_shape, np.dtype(np.float32)
     return model, shape

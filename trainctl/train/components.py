@@ -109,8 +109,18 @@ def make_loss_fn(name: str, args: dict[str, Any]) -> LossFn:
     raise ValueError(f"unknown loss {name!r}")
 
 
-def _config_error(config: Config, key: str, message: str) -> ConfigError:
-    return ConfigError([ConfigIssue(config.source, None, key, message)])
+def _config_error(config: Config, key: str, message: str, line: int | None = None) -> ConfigError:
+    return ConfigError([ConfigIssue(config.source, line, key, message)])
+
+
+def _layer_line(config: Config, indices: tuple[int, ...]) -> int | None:
+    """The line of the layer at `indices` (one index per nesting level) in the config file."""
+    layers, line = config.model.layers, None
+    for index in indices:
+        if layers is None or index >= len(layers):
+            break
+        line, layers = layers[index].line, layers[index].layers
+    return line
 
 
 def build_components(config: Config, *, with_data: DataSplits | None = None) -> Components:
@@ -131,7 +141,8 @@ def build_components(config: Config, *, with_data: DataSplits | None = None) -> 
     try:
         model = build_model(config.model.layers, train.inputs.shape[1:], train.inputs.dtype)
     except ModelError as exc:
-        raise _config_error(config, "model.layers", str(exc).split(": ", 1)[-1]) from None
+        line = _layer_line(config, exc.indices)
+        raise _config_error(config, exc.where, exc.message, line) from None
     model.to(device, dtype)
     output_shape = _output_shape(model, train.inputs, device, dtype)
     _check_outputs(config, data, output_shape)
@@ -177,34 +188,40 @@ def _output_shape(model: nn.Module, inputs: np.ndarray, device, dtype) -> tuple[
     return tuple(out.shape[1:])
 
 
+def _last_layer_error(config: Config, message: str) -> ConfigError:
+    layers = config.model.layers
+    key = f"model.layers[{len(layers) - 1}].{layers[-1].type}"
+    return _config_error(config, key, message, layers[-1].line)
+
+
 def _check_outputs(config: Config, data: DataSplits, output_shape: tuple[int, ...]) -> None:
     """The model's output must fit the loss and the data: classes, or target columns."""
     loss = config.loss.name
     if data.task == "classification":
         classes = data.num_classes
         if loss == "cross_entropy" and output_shape != (classes,):
-            raise _config_error(
-                config, "model.layers",
+            raise _last_layer_error(
+                config,
                 f"cross_entropy on {classes} classes needs a last layer with {classes} outputs, "
                 f"the model gives samples of shape {output_shape}",
-            )  # fmt: skip
+            )
         if loss in _DENSE_TARGET_LOSSES and output_shape not in ((classes,), (1,)):
-            raise _config_error(
-                config, "model.layers",
+            raise _last_layer_error(
+                config,
                 f"{loss} on {classes} classes needs {classes} outputs (one-hot targets) or 1 "
                 f"(binary), the model gives samples of shape {output_shape}",
-            )  # fmt: skip
-    else:
-        if loss == "cross_entropy":
-            raise _config_error(
-                config, "loss",
-                f"cross_entropy needs class labels, but data set {data.name!r} is regression: "
-                "use mse",
-            )  # fmt: skip
-        target_shape = tuple(data.train.targets.shape[1:]) or (1,)
-        if output_shape != target_shape:
-            raise _config_error(
-                config, "model.layers",
-                f"the targets have shape {target_shape} per sample, the model gives "
-                f"{output_shape}: make the last layer linear with out: {target_shape[-1]}",
-            )  # fmt: skip
+            )
+        return
+    if loss == "cross_entropy":
+        raise _config_error(
+            config,
+            "loss",
+            f"cross_entropy needs class labels, but data set {data.name!r} is regression: use mse",
+        )
+    target_shape = tuple(data.train.targets.shape[1:]) or (1,)
+    if output_shape != target_shape:
+        raise _last_layer_error(
+            config,
+            f"the targets have shape {target_shape} per sample, the model gives "
+            f"{output_shape}: make the last layer linear with out: {target_shape[-1]}",
+        )

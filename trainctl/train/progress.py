@@ -29,7 +29,8 @@ def format_record(record: dict[str, Any]) -> str:
         if key in skip or value is None:
             continue
         label = "samples/s" if key == "samples_per_s" else key
-        parts.append(f"{label} {_format_value(value)}")
+        text = f"{value:.2f}" if key == "epoch" else _format_value(value)
+        parts.append(f"{label} {text}")
     return " ".join(parts)
 
 
@@ -49,6 +50,10 @@ class Reporter:
 
     def message(self, text: str) -> None:
         self.console.print(text, markup=False)
+
+    def notice(self, text: str) -> None:
+        """What must be said even with --quiet (an interruption and how to resume)."""
+        self.message(text)
 
     def epoch_started(self, epoch: int, epochs: int | None, batches: int, start: int) -> None:
         pass
@@ -70,7 +75,13 @@ class Reporter:
 
 
 class QuietReporter(Reporter):
-    """Only what the trainer insists on saying (the final line, the resume command)."""
+    """Only notices (an interruption, the resume command); the CLI adds the final line."""
+
+    def message(self, text: str) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        self.console.print(text, markup=False)
 
     def logged(self, record: dict[str, Any]) -> None:
         pass

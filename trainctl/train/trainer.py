@@ -143,6 +143,7 @@ class Trainer:
         self.has_val = components.data.val is not None
         self.summary: dict[str, Any] = {}
         self.step_times: list[float] = []
+        self.last_eval_step: int | None = None
         self.log_file = open(run.log_path, "a", encoding="utf-8")  # noqa: SIM115
         self.metrics = MetricsLog(run.metrics_path)
         self.events = EventWriter(run.events_dir)
@@ -162,9 +163,9 @@ class Trainer:
         self.log_file.write(f"{stamp} {text}\n")
         self.log_file.flush()
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, notice: bool = False) -> None:
         self.log(text)
-        self.reporter.message(text)
+        (self.reporter.notice if notice else self.reporter.message)(text)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -200,6 +201,7 @@ class Trainer:
     def evaluate(self) -> dict[str, Any] | None:
         if not self.has_val:
             return None
+        self.last_eval_step = self.state.step
         result = evaluate_split(self.components, self.step_fn, "val")
         record = {"kind": "eval", "split": "val", "step": self.state.step,
                   "epoch": self.epoch_progress(), **result.scalars()}  # fmt: skip
@@ -303,6 +305,8 @@ class Trainer:
                     self.save("last")
         if window:
             self._log_train(window, self.components.optimizer.lr, 0.0)
+        if not stop and self.last_eval_step != self.state.step:
+            self.evaluate()  # the run's final metrics are always measured on its final weights
         self.save("last")
         if not self.run.checkpoint_path("best").exists():
             self.save("best")  # no validation split: the final weights are the best known
@@ -363,11 +367,13 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
         f"{trainer.steps_per_epoch} per epoch)"
     )
     try:
-        with trapped_signals() as stop:
+        # A diverging run is caught by the loss check with its step number; NumPy's overflow
+        # warnings along the way would only bury that message.
+        with trapped_signals() as stop, np.errstate(all="ignore"):
             outcome = trainer.fit(stop)
     except KeyboardInterrupt:
         outcome = "SIGINT"
-        trainer.say("stopped at once by a second Ctrl-C; the last checkpoint is kept")
+        trainer.say("stopped at once by a second Ctrl-C; the last checkpoint is kept", True)
     except BaseException as exc:
         summary.update(status="failed", error=str(exc), finished_at=_now())
         _finish_summary(trainer, summary, started)
@@ -382,8 +388,8 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
         summary["signal"] = outcome
         resume_command = f"trainctl train --resume {shlex.quote(str(run.path))}"
         summary["resume_command"] = resume_command
-        trainer.say(f"interrupted by {outcome} at step {trainer.state.step}; resume with:")
-        trainer.say(f"  {resume_command}")
+        trainer.say(f"interrupted by {outcome} at step {trainer.state.step}; resume with:", True)
+        trainer.say(f"  {resume_command}", True)
     _finish_summary(trainer, summary, started)
     run.write_summary(summary)
     trainer.close()

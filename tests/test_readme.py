@@ -1,0 +1,46 @@
+"""The README stays true: its config reference is the registries', its commands exist."""
+
+import re
+import shlex
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from trainctl.cli import app
+from trainctl.reference import BEGIN, END, config_reference
+
+README = (Path(__file__).parents[1] / "README.md").read_text()
+
+
+def test_config_reference_is_generated_from_the_registries():
+    start, stop = README.index(BEGIN), README.index(END) + len(END)
+    assert README[start:stop] + "\n" == config_reference(), (
+        "README config reference is stale: regenerate it with `python -m trainctl.reference`"
+    )
+
+
+def test_set_up_section_is_the_two_commands_ci_runs():
+    block = README.split("## Set up", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.strip().splitlines() if line.strip()]
+    assert lines == [
+        "pip install -e . && trainctl train configs/digits_mlp.yaml",
+        "pip install -e '.[test]' && pytest",
+    ]
+    ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
+    assert "pip install -e '.[test]'" in ci and "pytest" in ci
+
+
+def test_every_command_in_the_readme_parses():
+    """Each `$ trainctl ...` example names a real command with options it accepts."""
+    commands = re.findall(r"^\$ (trainctl .+)$", README, flags=re.MULTILINE)
+    assert len(commands) >= 8
+    runner = CliRunner()
+    for command in commands:
+        args = shlex.split(command)[1:]
+        words = [a for a in args if not a.startswith("-")]
+        path = [w for w in words[:2] if w in ("train", "eval", "runs", "validate", "config",
+                                                 "devices", "show")]  # fmt: skip
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (command, result.output)
+        for option in (a.split("=")[0] for a in args if a.startswith("--")):
+            assert option in result.output, (command, option)
