@@ -7,7 +7,9 @@ first time a CUDA device is asked for, never at start-up.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -115,14 +117,19 @@ class Generator:
         self.seed = int(seed)
         self.counter = 0
 
-    def next_key(self) -> tuple[int, int]:
+    def next_key(self) -> Any:
+        """The key of the next device draw (dropout); symbolic while graph mode traces."""
+        key = self._take_key()
+        return key if _key_hook is None else _key_hook(self, key)
+
+    def _take_key(self) -> tuple[int, int]:
         key = (self.seed, self.counter)
         self.counter += 1
         return key
 
     def host_rng(self) -> np.random.Generator:
         """A NumPy generator for the next draw (initialisers, shuffling)."""
-        return np.random.default_rng(self.next_key())
+        return np.random.default_rng(self._take_key())
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "counter": self.counter}
@@ -131,13 +138,30 @@ class Generator:
         self.seed, self.counter = int(state["seed"]), int(state["counter"])
 
 
-def uniform(xp: ModuleType, key: tuple[int, int], shape: tuple[int, ...], dtype: Any) -> Any:
-    """Uniform [0, 1) numbers for `key`, drawn on the device of `xp`."""
+_key_hook: Callable[[Generator, tuple[int, int]], Any] | None = None
+
+
+@contextlib.contextmanager
+def intercept_keys(hook: Callable[[Generator, tuple[int, int]], Any]) -> Iterator[None]:
+    """Route every `next_key()` through `hook(generator, key)`: graph mode's tracer turns the
+    keys into symbolic ones (the counter becomes a runtime input of the compiled step)."""
+    global _key_hook
+    previous, _key_hook = _key_hook, hook
+    try:
+        yield
+    finally:
+        _key_hook = previous
+
+
+def uniform(
+    xp: ModuleType, key: tuple[int, int], shape: tuple[int, ...], dtype: Any, out: Any = None
+) -> Any:
+    """Uniform [0, 1) numbers for `key`, drawn on the device of `xp` (into `out` if given)."""
     if xp is np:
-        return np.random.default_rng(key).random(shape, dtype=np.dtype(dtype))
+        return np.random.default_rng(key).random(shape, dtype=np.dtype(dtype), out=out)
     seed, counter = key
     mixed = (seed * 0x9E3779B97F4A7C15 + counter) % (1 << 63)
-    return xp.random.default_rng(mixed).random(shape, dtype=dtype)
+    return xp.random.default_rng(mixed).random(shape, dtype=dtype, out=out)
 
 
 default_generator = Generator(0)

@@ -312,3 +312,142 @@ def runs_show(
     points = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
     console.print("training loss", style="bold")
     console.print(loss_curve(points), markup=False, highlight=False)
+
+
+def _int_list(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        message = f"{option} takes integers separated by commas, got {text!r}"
+        raise typer.BadParameter(message) from None
+
+
+@app.command()
+def compare(
+    config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config to benchmark."),
+    overrides: list[str] = _OVERRIDES,
+    steps: int = typer.Option(60, "--steps", help="Timed steps per mode (and batch size)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed steps after the first one."),
+    rounds: int = typer.Option(4, "--rounds", help="Alternating rounds the steps are split in."),
+    batch_sizes: str = typer.Option(
+        None, "--batch-sizes", help="Sweep batch sizes, e.g. 16,64,256,1024."
+    ),
+    modes: str = typer.Option("eager,graph", "--modes", help="Modes to run, e.g. eager,graph."),
+    with_peer: str = typer.Option(
+        None, "--with", metavar="PEER", help="Add a peer framework: torch (needs PyTorch)."
+    ),
+    eval_too: bool = typer.Option(False, "--eval", help="Also time the forward-only path."),
+    profile: bool = typer.Option(
+        False, "--profile", help="Add a per-op eager profile (a separate, labelled pass)."
+    ),
+    loss_rtol: float = typer.Option(1e-6, "--loss-rtol", help="Tolerance on every step's loss."),
+    param_atol: float = typer.Option(
+        1e-5, "--param-atol", help="Tolerance on the final parameters."
+    ),
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where the report goes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON report to stdout."),
+) -> None:
+    """Benchmark the config's training step in eager and graph mode, side by side.
+
+    Same seed, weights and batches for every mode; rounds alternate between modes; reports
+    step-time median/p10/p90, trace and compile time, peak memory, op and node counts, the
+    speedup with its spread, and whether the modes agree (exit code 1 when they do not).
+    Writes runs/compare-<name>-<time>/ with compare.json, compare.md and compare.png.
+
+    Example: [bold]trainctl compare configs/digits_mlp.yaml --batch-sizes 16,64,256[/bold]
+    """
+    import shlex
+    import sys
+
+    from rich.console import Console
+
+    from trainctl.bench.compare import CompareOptions, DisagreementError
+    from trainctl.bench.compare import compare as run_compare
+    from trainctl.bench.report import report_json, rich_report, save_report
+    from trainctl.config import load_config
+
+    if with_peer not in (None, "torch"):
+        raise typer.BadParameter(f"--with takes torch, got {with_peer!r}")
+    options = CompareOptions(
+        steps=steps,
+        warmup=warmup,
+        rounds=rounds,
+        batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+        modes=[m.strip() for m in modes.split(",") if m.strip()],
+        eval=eval_too,
+        profile=profile,
+        with_torch=with_peer == "torch",
+        loss_rtol=loss_rtol,
+        param_atol=param_atol,
+    )
+    loaded = load_config(config, overrides)
+    report = run_compare(loaded, options)
+    command = shlex.join(["trainctl", *sys.argv[1:]])
+    folder, chart_note = save_report(report, runs_root, command)
+    if as_json:
+        typer.echo(report_json({**report, "report_dir": str(folder)}))
+    else:
+        console = Console()
+        console.print(rich_report(report))
+        if chart_note:
+            console.print(chart_note, markup=False, highlight=False)
+        console.print(f"wrote {folder}/compare.json, compare.md", markup=False, highlight=False)
+    if not report["ok"]:
+        raise DisagreementError(f"the modes disagree beyond tolerance: see {folder / 'compare.md'}")
+
+
+@app.command()
+def graph(
+    config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config."),
+    overrides: list[str] = _OVERRIDES,
+    stage: str = typer.Option(
+        "optimized", "--stage", help="traced (as recorded) or optimized (after the passes)."
+    ),
+    fmt: str = typer.Option(
+        "text", "--format", help="text (IR, one node per line), dot (Graphviz) or code (Python)."
+    ),
+    disable: str = typer.Option(
+        None, "--disable", metavar="PASSES", help="Passes to skip, e.g. fuse,cse (debugging)."
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="Write to this file instead."),
+) -> None:
+    """Show the training step's static graph: IR, Graphviz DOT or the generated Python.
+
+    A header gives the node count before and after every optimization pass, the number of
+    preallocated buffers and their bytes. Nothing is trained.
+
+    Example: [bold]trainctl graph configs/digits_mlp.yaml --format code[/bold]
+    """
+    from trainctl.config import load_config
+    from trainctl.train.components import build_components
+    from trainctl.train.step import render_graph
+
+    loaded = load_config(config, overrides)
+    parts = build_components(loaded)
+    train = parts.data.train
+    batch = min(loaded.data.batch_size, len(train))
+    targets = parts.prepare_targets(train.targets[:batch])
+    text = render_graph(
+        parts.model,
+        parts.loss_fn,
+        parts.optimizer,
+        (batch, *train.inputs.shape[1:]),
+        targets.shape,
+        targets.dtype,
+        device=parts.device,
+        dtype=parts.dtype,
+        inputs_dtype=train.inputs.dtype,
+        grad_clip=loaded.train.grad_clip,
+        stage=stage,
+        fmt=fmt,
+        disabled_passes=[p.strip() for p in (disable or "").split(",") if p.strip()],
+    )
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    from trainctl.train.atomic import atomic_write_text
+
+    atomic_write_text(output, text)
+    typer.echo(f"wrote {output}")

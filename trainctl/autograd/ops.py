@@ -43,6 +43,7 @@ class Operand:
 
     __slots__ = ()
     __array_ufunc__ = None  # `np.float32(2) * x` and `array * x` defer to our reflected operators
+    _symbolic = False  # graph values set it: an op with any symbolic operand is recorded
     shape: tuple[int, ...]
     dtype: np.dtype
 
@@ -165,11 +166,21 @@ REGISTRY: dict[str, type[Op]] = {}
 
 
 def apply(op: type[Op], *inputs: Any, **attrs: Any) -> Any:
-    """Run or record `op` on `inputs`, whichever the kind of the operands asks for."""
+    """Run or record `op` on `inputs`, whichever the kind of the operands asks for.
+
+    A symbolic operand wins over eager ones (`tensor @ traced` is recorded, the tensor becomes a
+    constant of the graph); otherwise the first operand decides.
+    """
+    first = None
     for x in inputs:
         if isinstance(x, Operand):
-            return x._apply(op, inputs, attrs)
-    raise TypeError(f"{op.name} needs at least one tensor operand, got {inputs!r}")
+            if x._symbolic:
+                return x._apply(op, inputs, attrs)
+            if first is None:
+                first = x
+    if first is None:
+        raise TypeError(f"{op.name} needs at least one tensor operand, got {inputs!r}")
+    return first._apply(op, inputs, attrs)
 
 
 # ---------------------------------------------------------------- shape and dtype helpers

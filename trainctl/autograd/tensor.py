@@ -7,7 +7,8 @@ reverse topological order, calls each op's vjp rule and frees the links it has u
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from trainctl.errors import DeviceError, TrainctlError
 
 DEFAULT_DTYPE = np.dtype(np.float32)
 _grad_enabled = True
+_op_observer: Callable[[type[Op], float], None] | None = None
 _FREED = "freed"
 
 
@@ -38,6 +40,30 @@ def no_grad() -> Iterator[None]:
 
 def is_grad_enabled() -> bool:
     return _grad_enabled
+
+
+@contextlib.contextmanager
+def observe_ops(callback: Callable[[type[Op], float], None]) -> Iterator[None]:
+    """Call `callback(op, seconds)` after each op runs eagerly, backward ops included.
+
+    For op counts and per-op profiles (`trainctl compare --profile`); the device is
+    synchronized around each op, so only use it in a pass whose step times are not reported.
+    """
+    global _op_observer
+    previous, _op_observer = _op_observer, callback
+    try:
+        yield
+    finally:
+        _op_observer = previous
+
+
+def _observed_forward(op: type[Op], device: Device, arrays: list, attrs: dict) -> Any:
+    device.synchronize()
+    started = time.perf_counter()
+    out = op.forward(device.xp, *arrays, **attrs)
+    device.synchronize()
+    _op_observer(op, time.perf_counter() - started)
+    return out
 
 
 class Tensor(Operand):
@@ -88,7 +114,10 @@ class Tensor(Operand):
             else:
                 arrays.append(x)
         try:
-            out = op.forward(device.xp, *arrays, **attrs)
+            if _op_observer is None:
+                out = op.forward(device.xp, *arrays, **attrs)
+            else:
+                out = _observed_forward(op, device, arrays, attrs)
         except (ValueError, IndexError, TypeError):
             op.infer(*inputs, **attrs)  # the shape rule explains bad operands with a ShapeError
             raise

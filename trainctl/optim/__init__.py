@@ -18,9 +18,11 @@ update to a traced training step without running any of the eager code:
   `opt.state_names` to an operand of the parameter's shape and dtype; all state starts at zero.
 - `opt.step_scalars()` gives the host floats the NEXT update needs (`lr` from the schedule, and
   e.g. Adam's `bias_correction1/2`), without mutating anything. Graph mode feeds them in as
-  runtime inputs every step (0-d arrays of the parameter's dtype: a float64 input would promote
-  float32 parameters). Hyperparameters (momentum, betas, eps, weight_decay, nesterov...) are
-  attributes read at trace time, i.e. frozen into a compiled step.
+  runtime inputs every step, as Python floats: a trace sees them as `HostScalar`s (weakly
+  typed, like the numbers eager mode passes), so `lr / bias_correction1` is computed on the
+  host in both modes and never promotes float32 parameters. Hyperparameters (momentum, betas,
+  eps, weight_decay, nesterov...) are attributes read at trace time, i.e. frozen into a
+  compiled step.
 - After running an update, graph mode writes the results back the way `opt.step()` does:
   `param.data = new_param`, `opt.state[index] = {name: Tensor}` for the parameter's index in
   `opt.params`, then `opt.step_count += 1`. `state_dict()`, `lr` and the schedule then stay

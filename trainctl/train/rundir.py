@@ -56,10 +56,18 @@ class RunFolder:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, runs_root: Path | str, name: str, *, now: datetime | None = None) -> RunFolder:
+    def create(
+        cls,
+        runs_root: Path | str,
+        name: str,
+        *,
+        now: datetime | None = None,
+        layout: bool = True,
+    ) -> RunFolder:
         """A new run folder `<runs_root>/<name>-<UTC time>[-N]`; `runs_root` is made if missing.
 
         `now` (timezone-aware) fixes the time in the name; the current time by default.
+        `layout=False` leaves out the checkpoint and event folders (a `compare` report).
         """
         check_run_name(name)
         root = Path(runs_root)
@@ -80,7 +88,8 @@ class RunFolder:
                 raise RunFolderError(f"cannot create {path}: {describe_os_error(exc)}") from exc
             break
         run = cls(path)
-        run._make_layout()
+        if layout:
+            run._make_layout()
         return run
 
     @classmethod

@@ -7,16 +7,32 @@ and must leave the model, the optimizer and the generators in the same state.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from trainctl.autograd import Tensor, no_grad, ops
+from trainctl.autograd.compile import Program, compile_graph
+from trainctl.autograd.graph import (
+    Graph,
+    TracingError,
+    Value,
+    format_graph,
+    gradients,
+    graph_to_dot,
+    tracing,
+)
+from trainctl.autograd.passes import FlatState, PassRecord, check_pass_names, optimize
 from trainctl.backend import Device, to_host
 from trainctl.errors import TrainctlError
 from trainctl.nn import Module
 from trainctl.optim import Optimizer
+
+log = logging.getLogger("trainctl.graph")
 
 Operand = ops.Operand
 LossFn = Callable[[Operand, Operand], Operand]
@@ -110,6 +126,366 @@ class EagerStep(Step):
         return np.array(out.numpy(), copy=True)
 
 
+@dataclass
+class _Compiled:
+    """One traced and compiled signature: its program and how its state slots bind."""
+
+    signature: tuple
+    graph: Graph
+    program: Program
+    passes: list[PassRecord]
+    nodes_traced: int
+    params: list[tuple[Tensor, Any]] = field(default_factory=list)
+    buffers: list[tuple[list[tuple[Module, str]], Any]] = field(default_factory=list)
+    optimizer_state: dict[int, dict[str, Any]] = field(default_factory=dict)
+    updated: list[int] | None = None  # training: indices of the parameters the step updates
+
+
+class GraphStep(Step):
+    """The step traced once per input signature, optimized, compiled and replayed.
+
+    The step owns one array per state slot (parameters, buffers, optimizer state) that every
+    compiled signature reads and updates in place; tensors that someone else rebound (a
+    checkpoint load, an eager step) are copied in before a replay, and after it the model and
+    the optimizer point at the owned arrays, exactly as `opt.step()` would have left them.
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        loss_fn: LossFn,
+        optimizer: Optimizer,
+        *,
+        device: Device,
+        dtype: np.dtype,
+        grad_clip: float | None = None,
+        disabled_passes: Sequence[str] = (),
+        plan_memory: bool = True,
+    ) -> None:
+        super().__init__(model, loss_fn, optimizer, device=device, dtype=dtype, grad_clip=grad_clip)
+        check_pass_names(disabled_passes)
+        self.disabled_passes, self.plan_memory = tuple(disabled_passes), plan_memory
+        self._compiled: dict[tuple, _Compiled] = {}
+        self._by_key: dict[tuple, _Compiled] = {}
+        self._arrays: dict[str, Any] = {}
+        self._installed: dict[int, dict[str, Tensor]] = {}  # optimizer entries this step made
+        self.traces = 0
+        self._trace_seconds = self._compile_seconds = 0.0
+
+    # ------------------------------------------------------------ the step
+
+    def train(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+        compiled = self._lookup("train", inputs, targets)
+        if not self.model.training:
+            self.model.train()
+        self._load(compiled, inputs, targets)
+        scalars = self.optimizer.step_scalars()
+        args = [scalars[name] for name in compiled.program.scalar_names]
+        for generator, _ in compiled.graph.generators:
+            args += [generator.seed, generator.counter]
+        (loss,) = compiled.program.function(*args)
+        self._store(compiled)
+        return float(loss)
+
+    def evaluate(self, inputs: np.ndarray) -> np.ndarray:
+        compiled = self._lookup("eval", inputs)
+        if self.model.training:
+            self.model.eval()
+        self._load(compiled, inputs)
+        (out,) = compiled.program.function()
+        return np.array(to_host(out), copy=True)
+
+    def _lookup(self, kind: str, *batch: Any) -> _Compiled:
+        """The compiled step for these arrays: a dict hit on their shapes and dtypes as they
+        come; on a miss, the signature they cast to (float data -> the step's dtype)."""
+        key = (kind, *((x.shape, x.dtype) for x in batch))
+        compiled = self._by_key.get(key)
+        if compiled is None:
+            signature = (kind, *(part for x in batch for part in self._signature(x)))
+            compiled = self._compiled.get(signature) or self._build(signature)
+            self._by_key[key] = compiled
+        return compiled
+
+    def _signature(self, array: Any) -> tuple:
+        dtype = np.dtype(array.dtype)
+        return (tuple(array.shape), self.dtype if np.issubdtype(dtype, np.floating) else dtype)
+
+    def _load(self, compiled: _Compiled, *batch: Any) -> None:
+        """Copy the batch in, and any state someone rebound since the last replay."""
+        xp = self.device.xp
+        for target, array in zip(compiled.program.inputs, batch, strict=True):
+            if xp is np:
+                np.copyto(target, array, casting="unsafe")
+            else:
+                target.set(np.ascontiguousarray(to_host(array), dtype=target.dtype))
+        for param, owned in compiled.params:
+            if param.data is not owned:
+                xp.copyto(owned, param.data)
+                param.data = owned
+        for places, owned in compiled.buffers:
+            module, key = places[0]
+            current = module.__dict__[key].data
+            if current is not owned:
+                xp.copyto(owned, current)
+        state = self.optimizer.state
+        for index, slots in compiled.optimizer_state.items():
+            entry = state.get(index)
+            if entry is not None and entry is self._installed.get(index):
+                continue  # the entry this step left, still holding its arrays
+            for name, owned in slots.items():
+                if entry is None:
+                    owned.fill(0)
+                elif entry[name].data is not owned:
+                    xp.copyto(owned, entry[name].data)
+
+    def _store(self, compiled: _Compiled) -> None:
+        """Point the model and the optimizer at the updated arrays, as opt.step() would."""
+        for places, owned in compiled.buffers:
+            for module, key in places:
+                if module.__dict__[key].data is not owned:
+                    setattr(module, key, Tensor._wrap(owned, self.device))
+        if compiled.updated is None:
+            return
+        state = self.optimizer.state
+        for index in compiled.updated:
+            entry = state.get(index)
+            if entry is None or entry is not self._installed.get(index):
+                slots = compiled.optimizer_state.get(index, {})
+                entry = {name: Tensor._wrap(owned, self.device) for name, owned in slots.items()}
+                state[index] = self._installed[index] = entry
+        self.optimizer.step_count += 1
+        for generator, draws in compiled.graph.generators:
+            generator.counter += draws
+
+    # ------------------------------------------------------------ tracing and compiling
+
+    def _build(self, signature: tuple) -> _Compiled:
+        what = "training" if signature[0] == "train" else "evaluation"
+        log.debug("graph mode: tracing the %s step for input signature %s", what, signature[1:])
+        start = time.perf_counter()
+        graph, updated = self._trace(signature)
+        traced = time.perf_counter()
+        optimized, records, program = self._compile(graph)
+        self.traces += 1
+        self._trace_seconds += traced - start
+        self._compile_seconds += time.perf_counter() - traced
+        compiled = _Compiled(signature, optimized, program, records, len(graph.nodes))
+        for name, source in _slots(optimized):
+            owned = self._arrays[name]
+            kind = name.split(":", 1)[0]
+            if kind == "param":
+                compiled.params.append((source, owned))
+            elif kind == "buffer":
+                compiled.buffers.append((source, owned))
+            else:
+                index, state_name = source
+                compiled.optimizer_state.setdefault(index, {})[state_name] = owned
+        compiled.updated = updated
+        self._compiled[signature] = compiled
+        return compiled
+
+    def _trace(self, signature: tuple) -> tuple[Graph, list[int] | None]:
+        """The traced graph, and for training the indices of the parameters it updates."""
+        if signature[0] == "train":
+            return self._trace_train(*signature[1:])
+        return self._trace_eval(*signature[1:]), None
+
+    def _compile(self, graph: Graph) -> tuple[Graph, list[PassRecord], Program]:
+        optimized, records = optimize(graph, self.disabled_passes)
+        for slot in optimized.state:
+            if isinstance(slot.source, FlatState):
+                self._flat_arrays(slot)
+            elif slot.name not in self._arrays:
+                value = slot.value
+                self._arrays[slot.name] = self.device.xp.empty(value.shape, value.dtype)
+        return optimized, records, compile_graph(optimized, self._arrays, self.plan_memory)
+
+    def _flat_arrays(self, slot: Any) -> None:
+        """One array for a flat slot, its members views of it. Members that had arrays of
+        their own (a signature compiled before, e.g. evaluation) move in, and the programs
+        built on the old arrays are dropped: they are traced again when next used."""
+        if slot.name in self._arrays:
+            return
+        flat = self.device.xp.empty(slot.value.shape, slot.value.dtype)
+        moved = False
+        for member in slot.source.members:
+            view = flat[member.offset : member.offset + int(np.prod(member.shape))]
+            view = view.reshape(member.shape)
+            if member.name in self._arrays:
+                self.device.xp.copyto(view, self._arrays[member.name])
+                moved = True
+            self._arrays[member.name] = view
+        self._arrays[slot.name] = flat
+        if moved:
+            self._compiled.clear()
+            self._by_key.clear()
+
+    def _trace_train(self, x_shape, x_dtype, y_shape, y_dtype) -> tuple[Graph, list[int]]:
+        model, optimizer = self.model, self.optimizer
+        with tracing(self.device, model) as tracer:
+            graph = tracer.graph
+            x = graph.add_input("inputs", ops.Spec(x_shape, x_dtype))
+            y = graph.add_input("targets", ops.Spec(y_shape, y_dtype))
+            params = [
+                tracer.add_parameter(f"optimizer.{i}", p) for i, p in enumerate(optimizer.params)
+            ]
+            model.train()
+            loss = self.loss_fn(model(x), y)
+            if not isinstance(loss, Value):
+                raise TracingError("the loss function must return a value computed from the model")
+            graph.outputs["loss"] = loss
+            grads = gradients(loss, params)
+            active = [
+                (i, p, g)
+                for i, (p, g) in enumerate(zip(params, grads, strict=True))
+                if g is not None
+            ]
+            with no_grad():
+                if self.grad_clip is not None and active:
+                    clipped = clip_by_global_norm([g for _, _, g in active], self.grad_clip)
+                    active = [(i, p, g) for (i, p, _), g in zip(active, clipped, strict=True)]
+                scalars = {
+                    name: graph.add_scalar(name, value)
+                    for name, value in optimizer.step_scalars().items()
+                }
+                for index, param, grad in active:
+                    spec = ops.Spec(param.shape, param.dtype)
+                    state = {
+                        name: graph.add_state(f"opt:{index}.{name}", spec, (index, name))
+                        for name in optimizer.state_names
+                    }
+                    new_param, new_state = optimizer.update_rule(param, grad, state, **scalars)
+                    self._set_output(graph, param.name, param, new_param)
+                    for name, value in new_state.items():
+                        self._set_output(graph, f"opt:{index}.{name}", state[name], value)
+        return graph, [index for index, _, _ in active]
+
+    @staticmethod
+    def _set_output(graph: Graph, name: str, old: Value, new: Any) -> None:
+        if new is old:
+            return
+        if not isinstance(new, Value) or new.shape != old.shape or new.dtype != old.dtype:
+            found = f"{new.dtype}{list(new.shape)}" if isinstance(new, Value) else repr(new)
+            raise TracingError(
+                f"the update of {name} must keep {old.dtype}{list(old.shape)}, got {found}"
+            )
+        graph.outputs[name] = new
+
+    def _trace_eval(self, x_shape, x_dtype) -> Graph:
+        with tracing(self.device, self.model) as tracer:
+            x = tracer.graph.add_input("inputs", ops.Spec(x_shape, x_dtype))
+            self.model.eval()
+            with no_grad():
+                out = self.model(x)
+            if not isinstance(out, Value):
+                raise TracingError("the model must return a value computed from its input")
+            tracer.graph.outputs["output"] = out
+        return tracer.graph
+
+    def stats(self) -> dict[str, Any]:
+        """Trace and compile seconds, node counts before/after each pass, buffers and bytes."""
+        return {
+            "traces": self.traces,
+            "trace_seconds": self._trace_seconds,
+            "compile_seconds": self._compile_seconds,
+            "signatures": [
+                {
+                    "kind": c.signature[0],
+                    "shapes": [list(part) for part in c.signature[1::2]],
+                    "nodes_traced": c.nodes_traced,
+                    "nodes_optimized": len(c.graph.nodes),
+                    "passes": [
+                        {"name": r.name, "before": r.nodes_before, "after": r.nodes_after}
+                        for r in c.passes
+                    ],
+                    "buffers": c.program.buffers,
+                    "buffer_bytes": c.program.buffer_bytes,
+                }
+                for c in self._compiled.values()
+            ],
+        }
+
+
+def _slots(graph: Graph) -> list[tuple[str, Any]]:
+    """(name, source) of every state slot, the members of flat slots one by one."""
+    slots = []
+    for slot in graph.state:
+        if isinstance(slot.source, FlatState):
+            slots += [(member.name, member.source) for member in slot.source.members]
+        else:
+            slots.append((slot.name, slot.source))
+    return slots
+
+
+STAGES = ("traced", "optimized")
+FORMATS = ("text", "dot", "code")
+
+
+def render_graph(
+    model: Module,
+    loss_fn: LossFn,
+    optimizer: Optimizer,
+    inputs_shape: Sequence[int],
+    targets_shape: Sequence[int],
+    targets_dtype: Any,
+    *,
+    device: Device,
+    dtype: Any,
+    inputs_dtype: Any = None,
+    grad_clip: float | None = None,
+    stage: str = "optimized",
+    fmt: str = "text",
+    disabled_passes: Sequence[str] = (),
+) -> str:
+    """The training step's graph as `trainctl graph` prints it: IR text, Graphviz DOT or the
+    generated Python source, under a header of node counts per pass, buffers and bytes.
+
+    `stage="traced"` shows the graph as recorded (its code: one forward call per node);
+    nothing runs and the model, optimizer and generators are left as they were.
+    """
+    if stage not in STAGES:
+        raise StepError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
+    if fmt not in FORMATS:
+        raise StepError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    step = GraphStep(
+        model,
+        loss_fn,
+        optimizer,
+        device=device,
+        dtype=dtype,
+        grad_clip=grad_clip,
+        disabled_passes=disabled_passes,
+        plan_memory=stage == "optimized",
+    )
+    inputs_dtype = np.dtype(inputs_dtype or dtype)
+    signature = (
+        "train",
+        tuple(inputs_shape),
+        step.dtype if np.issubdtype(inputs_dtype, np.floating) else inputs_dtype,
+        tuple(targets_shape),
+        np.dtype(targets_dtype),
+    )
+    traced, _ = step._trace(signature)
+    optimized, records, program = step._compile(traced)
+    shown = optimized if stage == "optimized" else traced
+    if stage == "traced":
+        program = compile_graph(traced, step._arrays, plan_memory=False)
+    header = [
+        f"training step of {type(model).__name__}: inputs {signature[2]}{list(signature[1])}, "
+        f"targets {signature[4]}{list(signature[3])}, {device}",
+        f"traced: {len(traced.nodes)} nodes",
+        *(f"pass {r.name}: {r.nodes_before} -> {r.nodes_after} nodes" for r in records),
+        f"optimized: {len(optimized.nodes)} nodes",
+        f"buffers: {program.buffers}, {program.buffer_bytes} bytes"
+        + ("" if stage == "optimized" else " (the traced stage allocates as it runs)"),
+    ]
+    if fmt == "code":
+        return "\n".join("# " + line for line in header) + "\n" + program.source
+    body = format_graph(shown) if fmt == "text" else graph_to_dot(shown)
+    comment = "# " if fmt == "text" else "// "
+    return "\n".join(comment + line for line in header) + "\n" + body + "\n"
+
+
 def make_step(
     mode: str,
     model: Module,
@@ -119,15 +495,28 @@ def make_step(
     device: Device,
     dtype: np.dtype,
     grad_clip: float | None = None,
+    disabled_passes: Sequence[str] = (),
+    plan_memory: bool = True,
 ) -> Step:
-    """The training step of `model` in `mode` ("eager" or "graph")."""
+    """The training step of `model` in `mode` ("eager" or "graph").
+
+    `disabled_passes` and `plan_memory=False` switch graph-mode optimizations off for
+    debugging; eager mode has none.
+    """
     if mode == "eager":
-        cls: type[Step] = EagerStep
-    elif mode == "graph":
-        raise StepError("mode 'graph' is not available yet: use mode 'eager'")
-    else:
-        raise StepError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
-    return cls(model, loss_fn, optimizer, device=device, dtype=dtype, grad_clip=grad_clip)
+        return EagerStep(model, loss_fn, optimizer, device=device, dtype=dtype, grad_clip=grad_clip)
+    if mode == "graph":
+        return GraphStep(
+            model,
+            loss_fn,
+            optimizer,
+            device=device,
+            dtype=dtype,
+            grad_clip=grad_clip,
+            disabled_passes=disabled_passes,
+            plan_memory=plan_memory,
+        )
+    raise StepError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
 
 
 def _check_placement(model: Module, device: Device, dtype: np.dtype) -> None:

@@ -1,0 +1,159 @@
+"""`trainctl compare`: the report's shape, the sweep, the agreement check that catches a
+wrong graph, and the peer column."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trainctl.autograd import passes
+from trainctl.autograd.graph import Node
+from trainctl.bench.compare import bootstrap_ratio
+from trainctl.cli import app
+
+ROOT = Path(__file__).parents[2]
+DIGITS = ROOT / "configs" / "digits_mlp.yaml"
+QUICK = ["--steps", "8", "--warmup", "1", "--rounds", "2"]
+runner = CliRunner()
+
+
+def compare(tmp_path: Path, *args: str):
+    result = runner.invoke(
+        app, ["compare", str(DIGITS), *QUICK, "--runs-root", str(tmp_path), "--json", *args]
+    )
+    report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
+    return result, report
+
+
+def test_report_schema_and_files(tmp_path):
+    result, report = compare(tmp_path, "--eval", "--profile")
+    assert result.exit_code == 0, result.output
+    assert report["ok"] is True and report["name"] == "digits-mlp"
+    assert report["options"]["steps"] == 8 and report["machine"]["cpu_count"] >= 1
+    (row,) = report["results"]
+    assert row["batch_size"] == 32
+    eager, graph = row["modes"]["eager"], row["modes"]["graph"]
+    for details in (eager, graph):
+        assert set(details["step_ms"]) >= {"median", "p10", "p90", "count"}
+        assert details["step_ms"]["count"] == 8 and len(details["samples_ms"]) == 8
+        assert (
+            details["step_ms"]["p10"] <= details["step_ms"]["median"] <= details["step_ms"]["p90"]
+        )
+        assert details["samples_per_s"] > 0 and details["first_step_ms"] > 0
+        assert details["peak_step_bytes"] > 0 and details["eval_ms"]["median"] > 0
+    assert eager["ops_per_step"] == sum(eager["ops_by_name"].values()) > 10
+    assert graph["traces"] >= 1 and graph["trace_compile_s"] > 0
+    assert graph["nodes_optimized"] <= graph["nodes_traced"]
+    assert [p["name"] for p in graph["passes"]] == list(passes.PIPELINE)
+    speed = row["speedup"]["graph_vs_eager"]
+    low, high = speed["bootstrap_90"]
+    assert low <= high and speed["ratio"] > 0
+    agreement = row["agreement"]["graph"]
+    assert agreement["ok"] is True and agreement["max_loss_rel_diff"] <= 1e-6
+    profile = row["profile"]
+    assert profile["op_compute_ms"] + profile["framework_overhead_ms"] == pytest.approx(
+        profile["step_ms"], rel=1e-2
+    )
+    assert {op["op"] for op in profile["ops"]} >= {"matmul", "softmax_cross_entropy"}
+    folder = Path(report["report_dir"])
+    assert folder.parent == tmp_path and folder.name.startswith("compare-digits-mlp-")
+    saved = json.loads((folder / "compare.json").read_text())
+    assert saved["results"][0]["batch_size"] == 32 and saved["command"].startswith("trainctl ")
+    markdown = (folder / "compare.md").read_text()
+    assert "## Batch size 32" in markdown and "graph vs eager" in markdown
+
+
+def test_batch_size_sweep_gives_one_row_each(tmp_path):
+    result, report = compare(tmp_path, "--batch-sizes", "8,64")
+    assert result.exit_code == 0, result.output
+    assert [r["batch_size"] for r in report["results"]] == [8, 64]
+    assert all(r["agreement"]["graph"]["ok"] for r in report["results"])
+
+
+def test_single_mode_has_no_pairs(tmp_path):
+    result, report = compare(tmp_path, "--modes", "eager")
+    assert result.exit_code == 0, result.output
+    (row,) = report["results"]
+    assert list(row["modes"]) == ["eager"] and row["speedup"] == {} and row["agreement"] == {}
+
+
+def _perturbed_fuse(graph):
+    """The real last pass, then one float literal nudged: a wrong graph that still runs."""
+    graph = passes.fuse_elementwise(graph)
+    nodes = list(graph.nodes)
+    for i, node in enumerate(nodes):
+        for j, x in enumerate(node.inputs):
+            if type(x) is float and x not in (0.0, 1.0):
+                inputs = node.inputs[:j] + (x * 1.01,) + node.inputs[j + 1 :]
+                nodes[i] = Node(node.op, inputs, node.attrs, node.out)
+                return graph.with_nodes(nodes, graph.outputs)
+    raise AssertionError("no float literal to perturb")
+
+
+def test_disagreement_is_caught_and_fails_the_command(tmp_path, monkeypatch):
+    monkeypatch.setitem(passes.PASSES, "fuse", _perturbed_fuse)
+    result, report = compare(tmp_path)
+    assert result.exit_code == 1
+    assert report["ok"] is False
+    agreement = report["results"][0]["agreement"]["graph"]
+    assert agreement["ok"] is False and agreement["first_step_beyond_tolerance"] is not None
+    assert "the modes disagree beyond tolerance" in result.stderr
+
+
+def test_rich_output_shows_the_table_chart_and_verdict(tmp_path):
+    result = runner.invoke(
+        app, ["compare", str(DIGITS), *QUICK, "--runs-root", str(tmp_path)],
+        env={"COLUMNS": "160"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "step median ms" in result.output and "graph vs eager:" in result.output
+    assert "median step time" in result.output and "█" in result.output
+    assert "agree" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "--steps and --rounds must be >= 1"),
+        (["--modes", "eager,lazy"], "--modes takes a list of eager, graph"),
+        (["--batch-sizes", "8,x"], "--batch-sizes takes integers"),
+        (["--with", "jax"], "--with takes torch"),
+    ],
+)
+def test_bad_options_are_clear_errors(tmp_path, args, message):
+    result = runner.invoke(app, ["compare", str(DIGITS), "--runs-root", str(tmp_path), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_bootstrap_interval_brackets_the_ratio():
+    slow = [10.0 + 0.1 * (i % 7) for i in range(50)]
+    fast = [2.0 + 0.05 * (i % 5) for i in range(50)]
+    low, high = bootstrap_ratio(slow, fast, seed=0)
+    assert low <= (sorted(slow)[25] / sorted(fast)[25]) <= high
+    assert 4.5 < low <= high < 5.5
+
+
+def test_with_torch_adds_a_checked_peer_column(tmp_path):
+    pytest.importorskip("torch")
+    result, report = compare(tmp_path, "--with", "torch")
+    assert result.exit_code == 0, result.output
+    row = report["results"][0]
+    torch_column = row["modes"]["torch"]
+    assert torch_column["step_ms"]["count"] == 8 and torch_column["version"]
+    assert torch_column["peak_step_bytes"] is None  # tracemalloc cannot see torch's allocator
+    agreement = row["agreement"]["torch"]
+    assert agreement["comparable"] is True and agreement["ok"] is True
+    assert agreement["max_loss_rel_diff"] < 1e-5
+    assert "torch_vs_eager" in row["speedup"]
+
+
+def test_with_torch_when_torch_is_missing_is_a_clean_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)
+    result = runner.invoke(
+        app, ["compare", str(DIGITS), *QUICK, "--runs-root", str(tmp_path), "--with", "torch"]
+    )
+    assert result.exit_code == 2
+    assert "--with torch needs PyTorch, which is not installed: pip install torch" in result.output
+    assert "Traceback" not in result.output
