@@ -47,6 +47,16 @@ _OVERRIDES = typer.Option(
 )
 
 
+def _command_line(command: str, *arguments: str | None) -> list[str]:
+    """The command as typed, for the records of a run; when trainctl is driven from Python
+    (tests, notebooks) sys.argv is someone else's, so the command and its arguments stand in."""
+    import sys
+
+    if Path(sys.argv[0]).name in ("trainctl", "__main__.py"):
+        return ["trainctl", *sys.argv[1:]]
+    return ["trainctl", command, *(a for a in arguments if a)]
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"trainctl {__version__}")
@@ -179,7 +189,6 @@ def train(
 
     Example: [bold]trainctl train configs/digits_mlp.yaml --set optimizer.lr=0.1[/bold]
     """
-    import sys
 
     from trainctl.config import load_config
     from trainctl.train.progress import make_reporter
@@ -190,7 +199,7 @@ def train(
     if loaded is None and overrides:
         raise typer.BadParameter("--set needs a CONFIG (a resumed run keeps its own config)")
     options = TrainOptions(
-        runs_root, run_dir, name, resume, force, command=["trainctl", *sys.argv[1:]]
+        runs_root, run_dir, name, resume, force, command=_command_line("train", config)
     )
     reporter = make_reporter(quiet)
     try:
@@ -359,7 +368,6 @@ def compare(
     Example: [bold]trainctl compare configs/digits_mlp.yaml --batch-sizes 16,64,256[/bold]
     """
     import shlex
-    import sys
 
     from rich.console import Console
 
@@ -384,7 +392,7 @@ def compare(
     )
     loaded = load_config(config, overrides)
     report = run_compare(loaded, options)
-    command = shlex.join(["trainctl", *sys.argv[1:]])
+    command = shlex.join(_command_line("compare", config))
     folder, chart_note = save_report(report, runs_root, command)
     if as_json:
         typer.echo(report_json({**report, "report_dir": str(folder)}))
