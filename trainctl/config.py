@@ -27,6 +27,7 @@ from trainctl.config_check import Registries, check_document, load_registries
 from trainctl.config_schema import (
     Config,
     DataConfig,
+    DebugConfig,
     EarlyStoppingConfig,
     LayerConfig,
     ModelConfig,
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "DataConfig",
+    "DebugConfig",
     "EarlyStoppingConfig",
     "LayerConfig",
     "ModelConfig",
@@ -136,6 +138,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
             **{f.name: getattr(train, f.name) for f in fields(TrainConfig)},
             "early_stopping": None if early is None else asdict(early),
         },
+        "debug": asdict(config.debug),
     }
     return copy.deepcopy(result)
 

@@ -20,6 +20,7 @@ from typing import Any
 from trainctl.config_schema import (
     Config,
     DataConfig,
+    DebugConfig,
     EarlyStoppingConfig,
     LayerConfig,
     ModelConfig,
@@ -98,9 +99,18 @@ EARLY_STOPPING_ARGS = {
     "patience": Arg("int", EarlyStoppingConfig.patience, "evaluations without improvement", low=1),
     "min_delta": Arg("float", EarlyStoppingConfig.min_delta, "smallest change that counts", low=0),
 }
+DEBUG_ARGS = {
+    "check_numerics": Arg(
+        "bool",
+        DebugConfig.check_numerics,
+        "check every op's output for NaN/Inf and name the first (slow; like "
+        "tf.debugging.check_numerics)",
+    ),
+}
 _TOP_KEYS = tuple(f.name for f in fields(Config) if f.name != "source")
 _DATA_KEYS = tuple(f.name for f in fields(DataConfig))
 _TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
+_DEBUG_KEYS = tuple(f.name for f in fields(DebugConfig))
 _RUN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 _NESTED_LAYERS = "residual"  # the one layer type whose value is a list of layers
 
@@ -354,6 +364,7 @@ class _Checker:
         train = self.train(self.section(top, ("train",)), metrics)
         lr = optimizer.args.get("lr") if optimizer_ok else None
         schedule = self.schedule(top.get("schedule"), lr)
+        debug = self.debug(self.section(top, ("debug",)))
         return Config(
             name=self.run_name(top),
             **plain,
@@ -364,6 +375,7 @@ class _Checker:
             optimizer=optimizer,
             schedule=schedule,
             train=train,
+            debug=debug,
             source=self.doc.source,
         )
 
@@ -491,6 +503,12 @@ class _Checker:
             for key, exc in self.reg.schedule_conflicts(schedule.name, schedule.args, lr):
                 self.issue(path + (key,), exc.expected, _found(exc.found))
         return ScheduleConfig(schedule.name, schedule.args, **warmup)
+
+    def debug(self, section: dict[str, Any]) -> DebugConfig:
+        path = ("debug",)
+        self.unknown_keys(section, path, _DEBUG_KEYS, "a key of debug")
+        plain, _ = self.values(section, path, DEBUG_ARGS)
+        return DebugConfig(**plain)
 
     def train(self, section: dict[str, Any], metrics: list[NamedConfig]) -> TrainConfig:
         path = ("train",)

@@ -77,6 +77,11 @@ class TrainConfig:
     best_metric: str | None = None
 
 
+@dataclass(frozen=True)
+class DebugConfig:
+    check_numerics: bool = False
+
+
 def default_loss() -> NamedConfig:
     return NamedConfig("cross_entropy", {"label_smoothing": 0.0})
 
@@ -102,4 +107,5 @@ class Config:
     optimizer: NamedConfig = field(default_factory=default_optimizer)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
     source: str = field(default="<string>", compare=False)

@@ -61,6 +61,7 @@ def config_reference() -> str:
         ("`schedule` (besides the schedule's own arguments)", "schedule.", schema.SCHEDULE_ARGS),
         ("`train`", "train.", schema.TRAIN_ARGS),
         ("`train.early_stopping`", "train.early_stopping.", schema.EARLY_STOPPING_ARGS),
+        ("`debug`", "debug.", schema.DEBUG_ARGS),
     ]
     sections = [
         ("Layers (`model.layers`)", registries.layers, "layer"),
