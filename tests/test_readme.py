@@ -4,6 +4,7 @@ import re
 import shlex
 from pathlib import Path
 
+import typer
 from typer.testing import CliRunner
 
 from trainctl.cli import app
@@ -35,11 +36,18 @@ def test_every_command_in_the_readme_parses():
     commands = re.findall(r"^\$ (trainctl .+)$", README, flags=re.MULTILINE)
     assert len(commands) >= 8
     runner = CliRunner()
+    group = typer.main.get_command(app)
     for command in commands:
         args = shlex.split(command)[1:]
-        words = [a for a in args if not a.startswith("-")]
-        path = [w for w in words[:2] if w in ("train", "eval", "runs", "validate", "config",
-                                                 "devices", "show")]  # fmt: skip
+        path = []  # the command (and subcommand) names at the front, e.g. ["runs", "show"]
+        node = group
+        for word in args:
+            children = getattr(node, "commands", {})
+            if word not in children:
+                break
+            path.append(word)
+            node = children[word]
+        assert path, f"{command}: no such trainctl command"
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (command, result.output)
         for option in (a.split("=")[0] for a in args if a.startswith("--")):
