@@ -157,3 +157,20 @@ def test_with_torch_when_torch_is_missing_is_a_clean_error(tmp_path, monkeypatch
     assert result.exit_code == 2
     assert "--with torch needs PyTorch, which is not installed: pip install torch" in result.output
     assert "Traceback" not in result.output
+
+
+def test_png_chart_when_matplotlib_is_installed(tmp_path):
+    pytest.importorskip("matplotlib")
+    result, report = compare(tmp_path, "--batch-sizes", "8,16")
+    assert result.exit_code == 0, result.output
+    png = Path(report["report_dir"]) / "compare.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_without_matplotlib_the_chart_is_skipped_with_a_reason(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    result = runner.invoke(app, ["compare", str(DIGITS), *QUICK, "--runs-root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "matplotlib is not installed" in result.output
+    (folder,) = tmp_path.iterdir()
+    assert not (folder / "compare.png").exists() and (folder / "compare.json").exists()
