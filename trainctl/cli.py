@@ -27,8 +27,15 @@ class _App(TyperGroup):
         except TrainctlError as exc:
             if ctx.params.get("debug"):
                 raise
-            typer.echo(str(exc), err=True)
+            typer.echo(_printable(str(exc)), err=True)
             raise typer.Exit(getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
+
+
+def _printable(message: str) -> str:
+    """`message` with every character a terminal would act on (escape sequences, a NUL, line
+    breaks other than the ones between issues) written as a Python escape such as \\x1b:
+    a message quotes file names and contents, and stays one line per problem."""
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in message)
 
 
 app = typer.Typer(
@@ -171,7 +178,11 @@ def train(
     force: bool = typer.Option(
         False,
         "--force",
-        help="With --resume and a CONFIG: accept a config that differs from the run's.",
+        help=(
+            "Go ahead anyway: with a model that needs more memory than is free, with more "
+            "than a billion steps, or (with --resume and a CONFIG) with a config that differs "
+            "from the run's."
+        ),
     ),
     name: str = typer.Option(None, "--name", help="Run name (default: the config's name)."),
     run_dir: Path = typer.Option(
@@ -185,7 +196,9 @@ def train(
     """Train a model described by a YAML config; everything goes into a new run folder.
 
     Shows a progress bar on a terminal and one line per logged step otherwise. Ctrl-C (or
-    SIGTERM) finishes the current step, writes a checkpoint and prints the resume command.
+    SIGTERM) finishes the current step (or drops an evaluation under way), writes a checkpoint
+    and prints the resume command. A run that needs more memory than the device has free is
+    refused before anything is allocated (--force to try anyway).
 
     Example: [bold]trainctl train configs/digits_mlp.yaml --set optimizer.lr=0.1[/bold]
     """
@@ -272,6 +285,9 @@ def runs_list(
 ) -> None:
     """List runs: name, status, steps, best metric, duration, mode and device.
 
+    A run whose summary.json cannot be read is listed as unreadable, with one line saying why
+    on stderr, and the exit code is 2.
+
     Example: [bold]trainctl runs[/bold], then [bold]trainctl runs show RUN_NAME[/bold]
     """
     if ctx.invoked_subcommand is not None:
@@ -279,19 +295,23 @@ def runs_list(
         return
     from rich.console import Console
 
+    from trainctl.errors import RunFolderError
     from trainctl.render import runs_table
     from trainctl.train.rundir import list_runs
 
-    rows = []
+    rows, damaged = [], []
     for folder in list_runs(runs_root):
         try:
             rows.append((folder.path.name, folder.read_summary()))
         except TrainctlError as exc:
-            rows.append((folder.path.name, {"status": f"unreadable: {exc}"}))
+            rows.append((folder.path.name, {"status": "unreadable"}))
+            damaged.append(str(exc))
     if not rows:
         typer.echo(f"no runs in {runs_root}")
         return
     Console().print(runs_table(rows))
+    if damaged:  # listed all the same; the exit code tells a script that some are damaged
+        raise RunFolderError("\n".join(damaged))
 
 
 @runs_app.command("show")
@@ -305,6 +325,8 @@ def runs_show(
 
     Example: [bold]trainctl runs show runs/digits-mlp-20261123-101500[/bold]
     """
+    import os.path
+
     from rich.console import Console
 
     from trainctl.render import loss_curve, summary_table
@@ -312,13 +334,13 @@ def runs_show(
     from trainctl.train.rundir import RunFolder
 
     path = Path(run)
-    if not path.exists() and ctx.obj is not None:
+    if not os.path.exists(path) and ctx.obj is not None:  # False, not an error, for any name
         path = Path(ctx.obj) / run
     folder = RunFolder.open(path)
     console = Console()
     console.print(summary_table(folder.read_summary()))
     records = read_metrics(folder.metrics_path) if folder.metrics_path.exists() else []
-    points = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
+    points = [(r.get("step"), r.get("loss")) for r in records if r.get("kind") == "train"]
     console.print("training loss", style="bold")
     console.print(loss_curve(points), markup=False, highlight=False)
 

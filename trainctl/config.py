@@ -35,7 +35,13 @@ from trainctl.config_schema import (
     ScheduleConfig,
     TrainConfig,
 )
-from trainctl.config_yaml import KeyPath, apply_overrides, format_key, read_document
+from trainctl.config_yaml import (
+    KeyPath,
+    apply_overrides,
+    format_key,
+    override_origin,
+    read_document,
+)
 from trainctl.errors import ConfigError, ConfigIssue
 
 __all__ = [
@@ -63,17 +69,23 @@ __all__ = [
 
 # ---------------------------------------------------------------- loading
 
+MAX_CONFIG_BYTES = 1 << 20  # configs are a few kilobytes; YAML reads about 1 MB a second
+
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """The Config in the YAML file at `path`, with `--set` overrides applied; ConfigError
     lists every problem."""
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
+        with open(path, "rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)  # /dev/zero, or a huge file, is not read whole
+    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         issue = ConfigIssue(source, None, "", f"cannot read the file: {reason}")
         raise ConfigError([issue]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        message = f"expected a config of at most {MAX_CONFIG_BYTES:,} bytes, found a larger file"
+        raise ConfigError([ConfigIssue(source, None, "", message)])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -91,7 +103,7 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
     apply_overrides(doc, tuple(overrides))
     config = check_document(doc, load_registries())
     if doc.issues:
-        rank = {f"--set {override}": index for index, override in enumerate(overrides)}
+        rank = {override_origin(override): index for index, override in enumerate(overrides)}
         raise ConfigError(sorted(doc.issues, key=lambda i: (rank.get(i.file, -1), i.line or 0)))
     return config
 

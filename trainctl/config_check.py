@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainctl.config_schema import (
+    MAX_RUN_NAME_LENGTH,
     Config,
     DataConfig,
     DebugConfig,
@@ -29,8 +30,9 @@ from trainctl.config_schema import (
     TrainConfig,
     default_loss,
     default_optimizer,
+    is_run_name,
 )
-from trainctl.config_yaml import Document, KeyPath
+from trainctl.config_yaml import Document, KeyPath, quote_key
 from trainctl.spec import Arg, ArgError, Entry, describe
 
 # Plain fields, as Args (defaults from the schema): one way to check a value and to word
@@ -111,7 +113,6 @@ _TOP_KEYS = tuple(f.name for f in fields(Config) if f.name != "source")
 _DATA_KEYS = tuple(f.name for f in fields(DataConfig))
 _TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 _DEBUG_KEYS = tuple(f.name for f in fields(DebugConfig))
-_RUN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 _NESTED_LAYERS = "residual"  # the one layer type whose value is a list of layers
 
 
@@ -167,7 +168,8 @@ def check_document(doc: Document, registries: Registries) -> Config:
 
 def _default_name(source: str) -> str:
     """The file's stem, made into a safe run name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).stem).strip("-.") or "run"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).stem)[:MAX_RUN_NAME_LENGTH]
+    return name.strip("-.") or "run"
 
 
 def _did_you_mean(word: Any, choices: Iterable[str]) -> str:
@@ -191,7 +193,8 @@ def _flow(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_flow(item) for item in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{key}: {_flow(item)}" for key, item in value.items()) + "}"
+        pairs = (f"{quote_key(key)}: {_flow(item)}" for key, item in value.items())
+        return "{" + ", ".join(pairs) + "}"
     return describe(value)
 
 
@@ -324,7 +327,7 @@ class _Checker:
             # `- linear:` with `out: 10` on the next line, level with `linear` instead of under it
             self.issue(path, f"the arguments of {names[0]} indented under it", "them beside it")
         else:
-            found = f"a mapping with the keys {', '.join(item)}"
+            found = f"a mapping with the keys {', '.join(map(quote_key, item))}"
             self.issue(path, f"one {kind} per list item (- name: {{arguments}})", found)
 
     def item_arguments(self, entry: Entry, raw: Any, path: KeyPath) -> dict[str, Any]:
@@ -381,10 +384,16 @@ class _Checker:
 
     def run_name(self, top: Mapping[str, Any]) -> str:
         name = top.get("name")
-        if "name" not in top or (isinstance(name, str) and _RUN_NAME.match(name)):
+        if "name" not in top or is_run_name(name):
             return name if "name" in top else _default_name(self.doc.source)
-        hint = " (write it in quotes)" if isinstance(name, (int, float)) else ""
-        self.issue(("name",), "a run name of letters, digits, '.', '_' and '-'", _found(name), hint)
+        if isinstance(name, (int, float)):
+            hint = " (write it in quotes)"
+        elif isinstance(name, str) and len(name) > MAX_RUN_NAME_LENGTH:
+            hint = f" ({len(name)} characters; at most {MAX_RUN_NAME_LENGTH})"
+        else:
+            hint = " (a folder name, so not '.' or '..')" if name in (".", "..") else ""
+        expected = "a run name of letters, digits, '.', '_' and '-'"
+        self.issue(("name",), expected, _found(name), hint)
         return _default_name(self.doc.source)
 
     def data(self, section: dict[str, Any]) -> DataConfig:

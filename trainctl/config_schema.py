@@ -7,8 +7,23 @@ section out gets; `trainctl.config_check` builds these objects from a checked YA
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+MAX_RUN_NAME_LENGTH = 200  # leaves room for a timestamp and suffix in a 255-byte file name
+_RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def is_run_name(name: Any) -> bool:
+    """Whether `name` is safe as one folder name: 1 to MAX_RUN_NAME_LENGTH letters, digits,
+    '.', '_' or '-', and not '.' or '..' (which would name a folder that exists already)."""
+    return (
+        isinstance(name, str)
+        and _RUN_NAME.fullmatch(name) is not None
+        and name not in (".", "..")
+        and len(name) <= MAX_RUN_NAME_LENGTH
+    )
 
 
 @dataclass(frozen=True)

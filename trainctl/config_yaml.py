@@ -5,6 +5,11 @@ line of every key is kept, duplicate keys are refused (PyYAML silently keeps the
 tag SafeLoader cannot construct is one issue rather than a stop. `Document.issue` turns a
 key path into a `ConfigIssue` naming the file and line, or the `--set` override the value
 came from.
+
+Hostile documents are bounded: nesting deeper than MAX_DEPTH levels (which would exhaust
+Python's stack) and aliases or merge keys that repeat more than MAX_REPEATED_VALUES values
+in all (a "billion laughs" expands a few hundred bytes into billions of values) are one
+issue each, found before the work or memory grows.
 """
 
 from __future__ import annotations
@@ -21,16 +26,36 @@ from trainctl.spec import describe
 
 KeyPath = tuple[str | int, ...]
 
+MAX_DEPTH = 100  # levels of nested mappings and lists; real configs use fewer than 10
+MAX_REPEATED_VALUES = 10_000  # values aliases and merge keys may repeat, in all
+
 _MAP_TAG, _SEQ_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 _KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)$")
+_PLAIN_KEY = re.compile(r"[^\s.\[\]'\"]+")
 
 
 def format_key(path: KeyPath) -> str:
-    """('model', 'layers', 2, 'linear') -> 'model.layers[2].linear'."""
+    """('model', 'layers', 2, 'linear') -> 'model.layers[2].linear'.
+
+    A key that would not read back as one part (a dot, a bracket, a space, a line break, an
+    unprintable character) is quoted, as in `train['max steps']`: a message stays one line.
+    """
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif quote_key(part) != part:
+            text += f"[{part!r}]"
+        else:
+            text += f".{part}" if text else part
     return text
+
+
+def quote_key(key: str) -> str:
+    """`key` as it is, or quoted when it holds a dot, bracket, quote, space or a character
+    that is not printable (a line break would split a one-line message)."""
+    return key if _PLAIN_KEY.fullmatch(key) and key.isprintable() else repr(key)
 
 
 def parse_key(text: str) -> KeyPath | None:
@@ -95,7 +120,7 @@ def read_document(text: str, source: str) -> Document:
         )
         return doc
     doc.lines[()] = root.start_mark.line + 1
-    doc.data = _Builder(doc).value(root, ())
+    doc.data = _Builder(doc).build(root, ())
     if not isinstance(doc.data, dict) and not doc.issues:
         message = f"expected a mapping of settings at the top level, found {describe(doc.data)}"
         doc.issues.append(ConfigIssue(source, doc.lines[()], "", message))
@@ -108,7 +133,7 @@ def apply_overrides(doc: Document, overrides: list[str] | tuple[str, ...]) -> No
     The value is YAML (`0.1`, `[]`, `{out: 64}`), read like the file itself.
     """
     for override in overrides:
-        origin = f"--set {override}"
+        origin = override_origin(override)
         key_text, equals, value_text = override.partition("=")
         path = parse_key(key_text.strip()) if equals else None
         if path is None:
@@ -119,7 +144,7 @@ def apply_overrides(doc: Document, overrides: list[str] | tuple[str, ...]) -> No
             continue
         value_doc = Document(origin)
         node = _compose(value_text, value_doc)
-        value = None if node is None else _Builder(value_doc).value(node, path)
+        value = None if node is None else _Builder(value_doc).build(node, path)
         for issue in value_doc.issues:
             doc.issues.append(ConfigIssue(origin, None, format_key(path), issue.message))
         written = None if value_doc.issues else _set(doc, path, value, origin)
@@ -127,6 +152,13 @@ def apply_overrides(doc: Document, overrides: list[str] | tuple[str, ...]) -> No
             doc.lines = {p: line for p, line in doc.lines.items() if p[: len(written)] != written}
             doc.origins = {p: o for p, o in doc.origins.items() if p[: len(written)] != written}
             doc.origins[written] = origin
+
+
+def override_origin(override: str) -> str:
+    """'--set key=value', the name of an override in messages; quoted when it holds a line
+    break or another unprintable character (a quoted argument can), so a message stays one
+    line."""
+    return f"--set {override if override.isprintable() else repr(override)}"
 
 
 def _set(doc: Document, path: KeyPath, value: Any, origin: str) -> KeyPath | None:
@@ -172,10 +204,32 @@ def _cannot_enter(parent: Any, part: str | int, where: KeyPath) -> str:
     return ""
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose composer stops at MAX_DEPTH levels: it recurses once per level, so a
+    file of 100,000 `[` would otherwise end in a RecursionError."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    problem=f"expected at most {MAX_DEPTH} levels of nested mappings and "
+                    "lists, found more",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def _compose(text: str, doc: Document) -> Node | None:
     """The node tree of `text`, or None with an issue for a YAML syntax error."""
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(part for part in (exc.context, exc.problem) if part)
@@ -183,21 +237,55 @@ def _compose(text: str, doc: Document) -> Node | None:
         doc.issues.append(ConfigIssue(doc.source, line, "", f"invalid YAML: {problem}"))
     except yaml.reader.ReaderError as exc:
         line = text[: exc.position].count("\n") + 1
-        doc.issues.append(
-            ConfigIssue(
-                doc.source, line, "", f"invalid YAML: character {exc.character!r} is not allowed"
-            )
-        )
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        message = f"invalid YAML: the character U+{character:04X} is not allowed in YAML text"
+        doc.issues.append(ConfigIssue(doc.source, line, "", message))
     return None
 
 
+class _Stop(Exception):
+    """A document too deep or too repetitive to build; the issue is already recorded."""
+
+
 class _Builder:
-    """Walks a node tree into plain values, recording lines and issues in a Document."""
+    """Walks a node tree into plain values, recording lines and issues in a Document.
+
+    A node built a second time is one an alias (or a merge key) repeats: those repeats are
+    counted against MAX_REPEATED_VALUES, and the depth of the values built (aliases nest
+    without the composer seeing it) against MAX_DEPTH.
+    """
 
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.constructor = yaml.SafeLoader("")
         self.open: set[int] = set()  # nodes being built: an alias back to one is a cycle
+        self.built: set[int] = set()
+        self.repeated = 0
+        self.merged_sizes: dict[int, int | None] = {}  # None while being counted
+
+    def build(self, node: Node, path: KeyPath) -> Any:
+        """The plain value of `node`; None when the document is too deep or too repetitive."""
+        try:
+            return self.value(node, path)
+        except _Stop:
+            return None
+
+    def _repeat(self, node: Node, path: KeyPath, count: int) -> None:
+        self.repeated += count
+        if self.repeated > MAX_REPEATED_VALUES:
+            self._stop(
+                node,
+                path,
+                f"expected aliases (*name) and merge keys (<<) to repeat at most "
+                f"{MAX_REPEATED_VALUES:,} values in all, found more (a 'billion laughs'?)",
+            )
+
+    def _stop(self, node: Node, path: KeyPath, message: str) -> None:
+        """Record `message` at the key nearest to `path` (whose line is where the alias was
+        used; an aliased node only knows where it was defined) and stop building."""
+        keys = [end for end in range(len(path), 0, -1) if isinstance(path[end - 1], str)]
+        self._issue(node, path[: keys[0]] if keys else path, message)
+        raise _Stop
 
     def value(self, node: Node, path: KeyPath) -> Any:
         if id(node) in self.open:
@@ -205,6 +293,12 @@ class _Builder:
                 node, path, "expected plain YAML values, found an alias that contains itself"
             )
             return None
+        if len(path) > MAX_DEPTH:
+            message = f"expected at most {MAX_DEPTH} levels of nested values, found more"
+            self._stop(node, path[:MAX_DEPTH], message + " (through aliases)")
+        if id(node) in self.built:
+            self._repeat(node, path, 1)
+        self.built.add(id(node))
         self.open.add(id(node))
         try:
             if isinstance(node, MappingNode) and node.tag == _MAP_TAG:
@@ -223,18 +317,7 @@ class _Builder:
         return self.value(node, path)
 
     def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key, line = key_node.value, key_node.start_mark.line + 1
-                if key in seen:
-                    self._issue(
-                        key_node,
-                        path + (str(key),),
-                        f"expected each key once, found it again (first on line {seen[key]}); "
-                        "YAML would silently keep only the last",
-                    )
-                seen.setdefault(key, line)
+        self._repeat(node, path, max(0, self._merged_size(node, path, 0) - len(node.value)))
         try:
             self.constructor.flatten_mapping(node)  # merge keys (<<: *anchor), as safe_load does
         except yaml.MarkedYAMLError as exc:
@@ -246,24 +329,65 @@ class _Builder:
             if not isinstance(key, str):
                 text = key_node.value if isinstance(key_node, ScalarNode) else "?"
                 found = "a mapping or list" if isinstance(key, Node) else describe(key)
-                message = f"expected a text key, found {found} (write it in quotes: '{text}')"
+                message = f"expected a text key, found {found} (write it in quotes: {text!r})"
                 self._issue(key_node, path + (text,), message)
                 continue
             self.doc.lines[path + (key,)] = key_node.start_mark.line + 1
             result[key] = self.value(value_node, path + (key,))
         return result
 
+    def _merged_size(self, node: MappingNode, path: KeyPath, depth: int) -> int:
+        """How many pairs `node` holds once its merge keys are expanded, counted before
+        PyYAML expands them (in memory, recursively and in place); its keys are checked on
+        the way, while they are still the ones written."""
+        known = self.merged_sizes.get(id(node), -1)
+        if known is None or depth > MAX_DEPTH:
+            problem = "one that merges itself" if known is None else "merges nested too deep"
+            self._stop(node, path, f"expected a merge (<<) of other mappings, found {problem}")
+        if known >= 0:
+            return known
+        self.merged_sizes[id(node)] = None
+        self._check_keys(node, path)
+        size = 0
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                size += 1
+                continue
+            merged = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for inner in merged:
+                if isinstance(inner, MappingNode):
+                    size += self._merged_size(inner, path, depth + 1)
+        self.merged_sizes[id(node)] = size
+        return size
+
+    def _check_keys(self, node: MappingNode, path: KeyPath) -> None:
+        """Each key once: YAML would silently keep only the last of two."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE_TAG:
+                key, line = key_node.value, key_node.start_mark.line + 1
+                if key in seen:
+                    self._issue(
+                        key_node,
+                        path + (str(key),),
+                        f"expected each key once, found it again (first on line {seen[key]}); "
+                        "YAML would silently keep only the last",
+                    )
+                seen.setdefault(key, line)
+
     def _scalar(self, node: ScalarNode, path: KeyPath) -> Any:
+        if node.tag not in self.constructor.yaml_constructors:
+            self._unsupported(node, path)
+            return None
         try:
             return self.constructor.construct_object(node, deep=True)
-        except yaml.constructor.ConstructorError:
-            self._unsupported(node, path)
-        except (yaml.YAMLError, ValueError, TypeError) as exc:
-            self._issue(
-                node,
-                path,
-                f"expected a value of type {_tag(node.tag)}, found {node.value!r} ({exc})",
-            )
+        except Exception as exc:
+            # PyYAML's constructors fail on bad text in many ways: KeyError for `!!bool maybe`,
+            # AttributeError for `!!timestamp 1`, ValueError (with a useful reason) for others.
+            reason = str(exc) if isinstance(exc, ValueError) else ""
+            reason = f" ({reason[:77]}...)" if len(reason) > 80 else f" ({reason})" * bool(reason)
+            expected = f"expected a value of type {_tag(node.tag)}"
+            self._issue(node, path, f"{expected}, found {describe(node.value)}{reason}")
         return None
 
     def _unsupported(self, node: Node, path: KeyPath) -> None:
@@ -277,8 +401,6 @@ class _Builder:
 
 
 def _tag(tag: str) -> str:
-    return (
-        "!!" + tag.removeprefix("tag:yaml.org,2002:")
-        if tag.startswith("tag:yaml.org,2002:")
-        else tag
-    )
+    prefix = "tag:yaml.org,2002:"
+    short = "!!" + tag.removeprefix(prefix) if tag.startswith(prefix) else tag
+    return short if short.isprintable() else repr(short)

@@ -59,8 +59,8 @@ def best_text(summary: dict[str, Any]) -> str:
     best = summary.get("best")
     if not best:
         return "-"
-    metric = str(best["metric"]).removeprefix("val/")
-    return f"{metric} {_number(best['value'])} @ {best['step']}"
+    metric = str(best.get("metric", "?")).removeprefix("val/")
+    return f"{metric} {_number(best.get('value'))} @ {_number(best.get('step'))}"
 
 
 _STATUS_STYLE = {
@@ -106,15 +106,20 @@ def summary_table(summary: dict[str, Any]) -> Table:
             table.add_row(key, Text(str(summary[key])))
     table.add_row("duration", duration(summary.get("duration_s")))
     table.add_row("best", best_text(summary))
-    final = summary.get("final", {})
+    final = summary.get("final") or {}  # null in a summary edited by hand
     if "train_loss" in final:
         table.add_row("final train loss", _number(final["train_loss"]))
-    for key, value in final.get("val", {}).items():
+    for key, value in (final.get("val") or {}).items():
         table.add_row(f"final val {key}", _number(value))
     timing = summary.get("step_time_ms")
     if timing:
-        table.add_row("step time", f"median {timing['median']:.3f} ms, p90 {timing['p90']:.3f} ms")
+        median, p90 = (_milliseconds(timing.get(key)) for key in ("median", "p90"))
+        table.add_row("step time", f"median {median}, p90 {p90}")
     return table
+
+
+def _milliseconds(value: Any) -> str:
+    return f"{value:.3f} ms" if isinstance(value, (int, float)) else "-"
 
 
 _LEVELS = " ▁▂▃▄▅▆▇█"
@@ -122,7 +127,11 @@ _LEVELS = " ▁▂▃▄▅▆▇█"
 
 def loss_curve(points: Sequence[tuple[int, float]], width: int = 60, height: int = 8) -> str:
     """A block-character chart of (step, loss): columns average the points they cover."""
-    finite = [(s, v) for s, v in points if v is not None and math.isfinite(v)]
+    finite = [
+        (s, v)
+        for s, v in points
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
     if not finite:
         return "(no finite losses logged yet)"
     values = np.array([v for _, v in finite], dtype=float)

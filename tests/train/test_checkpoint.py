@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import signal
 import struct
 import subprocess
@@ -19,6 +20,7 @@ from trainctl.errors import CheckpointError, RunFolderError
 from trainctl.optim import SGD, Adam, RMSprop, make_schedule
 from trainctl.train import atomic
 from trainctl.train.checkpoint import (
+    DIGEST_KEY,
     FORMAT_VERSION,
     METADATA_KEY,
     _digest,
@@ -256,13 +258,22 @@ def join_file(header, body):
     return struct.pack("<Q", len(text)) + text + body
 
 
-def rewrite_metadata(path, change):
-    """Edit the "trainctl" JSON and write a structurally valid safetensors file back."""
+def set_metadata_text(path, text):
+    """Replace the "trainctl" JSON text and re-sign it: a file whose checksum is valid, so
+    the checks behind the checksum are what the test reaches."""
+    tensors = safetensors.numpy.load_file(str(path))
     header, body = split_file(path.read_bytes())
+    header["__metadata__"][METADATA_KEY] = text
+    header["__metadata__"][DIGEST_KEY] = _digest(text, tensors)
+    path.write_bytes(join_file(header, body))
+
+
+def rewrite_metadata(path, change):
+    """Edit the "trainctl" JSON (re-signed) and write a structurally valid file back."""
+    header, _ = split_file(path.read_bytes())
     payload = json.loads(header["__metadata__"][METADATA_KEY])
     change(payload)
-    header["__metadata__"][METADATA_KEY] = json.dumps(payload)
-    path.write_bytes(join_file(header, body))
+    set_metadata_text(path, json.dumps(payload))
 
 
 def test_a_missing_checkpoint_is_a_clear_error(tmp_path):
@@ -296,7 +307,23 @@ def test_every_flipped_byte_is_caught(saved, bit):
 
 
 def test_an_edited_trainer_state_is_caught(saved):
-    rewrite_metadata(saved, lambda payload: payload["trainer"]["trainer"].update(step=3))
+    header, body = split_file(saved.read_bytes())
+    payload = json.loads(header["__metadata__"][METADATA_KEY])
+    payload["trainer"]["trainer"]["step"] = 3
+    header["__metadata__"][METADATA_KEY] = json.dumps(payload)  # not re-signed
+    saved.write_bytes(join_file(header, body))
+    with pytest.raises(CheckpointError, match="is damaged: its contents do not match"):
+        load_checkpoint(saved)
+
+
+def test_an_edit_that_parses_back_to_the_same_values_is_caught(saved):
+    """The checksum covers the stored text: `1.5` -> `1.50` changes no value, yet is damage."""
+    header, body = split_file(saved.read_bytes())
+    text = header["__metadata__"][METADATA_KEY]
+    edited = re.sub(r'("format_version":\s*)(\d+)', r"\g<1>\g<2>.0", text, count=1)
+    assert edited != text and json.loads(edited) == json.loads(text)
+    header["__metadata__"][METADATA_KEY] = edited
+    saved.write_bytes(join_file(header, body))
     with pytest.raises(CheckpointError, match="is damaged: its contents do not match"):
         load_checkpoint(saved)
 
@@ -324,9 +351,7 @@ def test_not_a_safetensors_file(tmp_path):
 
 
 def test_bad_json_in_the_metadata(saved):
-    header, body = split_file(saved.read_bytes())
-    header["__metadata__"][METADATA_KEY] = '{"format_version": 1, '
-    saved.write_bytes(join_file(header, body))
+    set_metadata_text(saved, '{"format_version": 1, ')
     with pytest.raises(CheckpointError, match="the 'trainctl' metadata is not valid JSON"):
         load_checkpoint(saved)
 
@@ -339,9 +364,7 @@ def test_wrong_format_version(saved, version):
 
 
 def test_metadata_that_is_not_an_object(saved):
-    header, body = split_file(saved.read_bytes())
-    header["__metadata__"][METADATA_KEY] = "[1, 2]"
-    saved.write_bytes(join_file(header, body))
+    set_metadata_text(saved, "[1, 2]")
     with pytest.raises(CheckpointError, match="metadata is not a JSON object"):
         load_checkpoint(saved)
 
@@ -359,9 +382,9 @@ def test_tensors_of_the_wrong_dtype(saved, dtype):
 def test_a_structurally_wrong_payload_with_a_valid_checksum(tmp_path):
     """A writer bug rather than damage: still a CheckpointError, not a KeyError."""
     path = tmp_path / "c.safetensors"
-    payload = {"format_version": FORMAT_VERSION, "trainer": {}, "optimizer": []}
-    payload["sha256"] = _digest(payload, {})
-    safetensors.numpy.save_file({}, path, metadata={METADATA_KEY: json.dumps(payload)})
+    text = json.dumps({"format_version": FORMAT_VERSION, "trainer": {}, "optimizer": []})
+    metadata = {METADATA_KEY: text, DIGEST_KEY: _digest(text, {})}
+    safetensors.numpy.save_file({}, path, metadata=metadata)
     with pytest.raises(CheckpointError, match="lacks a trainer object, an optimizer object"):
         load_checkpoint(path)
 

@@ -8,6 +8,10 @@ The generated source is kept on the Program (`trainctl graph --format code` prin
 
 On CuPy, fused elementwise chains become one `cupy.ElementwiseKernel` each, compiled without
 FMA contraction so they round as the separate kernels of eager mode do.
+
+`check_numerics=True` (`debug.check_numerics`) adds a line after each node's: if its output
+holds NaN or Inf, the step stops with a NonFiniteError naming the node, its line of IR and
+where it came from (the layer, or which gradient). Programs compiled without it are unchanged.
 """
 
 from __future__ import annotations
@@ -22,8 +26,14 @@ import numpy as np
 
 from trainctl import backend
 from trainctl.autograd import ops
-from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, Value
+from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, Value, node_text
 from trainctl.autograd.kernels import FUSED
+from trainctl.autograd.numerics import (
+    REARRANGING_OPS,
+    NonFiniteError,
+    array_text,
+    describe_nonfinite,
+)
 from trainctl.autograd.ops import Spec
 from trainctl.autograd.planner import Plan, plan_buffers, used_constants
 from trainctl.errors import DataError
@@ -44,9 +54,11 @@ class Program:
     buffer_bytes: int
 
 
-def compile_graph(graph: Graph, state: Mapping[str, Any], plan_memory: bool = True) -> Program:
+def compile_graph(
+    graph: Graph, state: Mapping[str, Any], plan_memory: bool = True, check_numerics: bool = False
+) -> Program:
     """Compile `graph` against the arrays in `state` (slot name -> array, updated in place)."""
-    codegen = _Codegen(graph, state)
+    codegen = _Codegen(graph, state, check_numerics)
     if plan_memory:
         codegen.planned()
     else:
@@ -68,8 +80,9 @@ def _identifier(name: str) -> str:
 
 
 class _Codegen:
-    def __init__(self, graph: Graph, state: Mapping[str, Any]) -> None:
+    def __init__(self, graph: Graph, state: Mapping[str, Any], check_numerics: bool) -> None:
         self.graph = graph
+        self.checked: list[Node] | None = [] if check_numerics else None
         self.xp = graph.device.xp
         self.cuda = self.xp is not np
         self.ns: dict[str, Any] = {"xp": self.xp, "backend": backend, "ops": ops}
@@ -133,6 +146,31 @@ class _Codegen:
     def key(self, key: RngKey) -> str:
         return f"(seed{key.generator}, counter{key.generator} + {key.offset})"
 
+    def check(self, node: Node) -> None:
+        """With check_numerics: stop the step here if `node`'s output holds NaN or Inf."""
+        out = node.out
+        if (
+            self.checked is None
+            or not isinstance(out, Value)
+            or out.dtype.kind != "f"
+            or node.op.name in REARRANGING_OPS
+        ):
+            return
+        if not self.checked:
+            self.ns["nonfinite"] = self._nonfinite
+        self.line(f"if not xp.isfinite({self.names[out]}).all():")
+        self.line(f"    nonfinite({len(self.checked)}, {self.names[out]})")
+        self.checked.append(node)
+
+    def _nonfinite(self, index: int, array: Any) -> None:
+        node = self.checked[index]
+        origin = (self.graph.origins or {}).get(node.out, "")
+        where = f", in {origin}" if origin else ""
+        raise NonFiniteError(
+            f"non-finite values ({describe_nonfinite(array)}) in the output of {node.op.name}, "
+            f"{array_text(array)}{where} (graph node {node_text(node).splitlines()[0]})"
+        )
+
     def host(self, node: Node) -> None:
         name = self.names[node.out] = self.fresh("host")
         args = [self.arg(x) for x in node.inputs]
@@ -151,8 +189,10 @@ class _Codegen:
             elif node.op is FUSED:
                 for member in node.attrs["body"]:
                     self._forward_call(member)
+                    self.check(member)
             else:
                 self._forward_call(node)
+                self.check(node)
         for slot, value in self.graph.state_outputs():
             if value is not slot.value:
                 self.line(f"xp.copyto({self.names[slot.value]}, {self.arg(value)})")
@@ -213,6 +253,8 @@ class _Codegen:
             self.alias = plan.alias.get(node)
             emitter = EMITTERS.get(node.op.name, _emit_generic)
             emitter(self, node, target, scratch)
+            if node.op is not FUSED or self.cuda:  # NumPy's fused members check themselves
+                self.check(node)
         for slot_name, value in plan.copies:
             slot = next(s for s in graph.state if s.name == slot_name)
             self.line(f"xp.copyto({self.names[slot.value]}, {self.arg(value)})")
@@ -682,6 +724,7 @@ def _emit_fused(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
         place = out if place == "out" else scratch[place]
         g.names[member.out] = place
         EMITTERS[member.op.name](g, member, place, [scratch[i] for i in own])
+        g.check(member)
     g.names[node.out] = out
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from trainctl import backend
 from trainctl.autograd import ops
+from trainctl.autograd.numerics import gradient_origin
 from trainctl.autograd.ops import Operand, Spec
 from trainctl.autograd.tensor import Tensor, is_grad_enabled, no_grad
 from trainctl.backend import Device
@@ -243,7 +244,9 @@ class Graph:
 
     `outputs` maps "loss"/"output" and the names of state slots that the step updates to the
     values holding their new contents. `generators` lists each generator the step draws
-    from with the number of keys it takes per step.
+    from with the number of keys it takes per step. `origins`, when a tracer sets it to a
+    dict, maps each recorded value to `origin` as it was then (the layer being traced, or
+    which gradient), so that `debug.check_numerics` can say where a bad value came from.
     """
 
     device: Device
@@ -255,6 +258,8 @@ class Graph:
     outputs: dict[str, Any] = field(default_factory=dict)
     generators: list[tuple[backend.Generator, int]] = field(default_factory=list)
     ids: Iterator[int] = field(default_factory=itertools.count, repr=False)
+    origins: dict[Any, str] | None = field(default=None, repr=False)
+    origin: str = ""
 
     def with_nodes(self, nodes: list[Node], outputs: dict[str, Any] | None = None) -> Graph:
         """A copy of this graph with other nodes (what every pass returns)."""
@@ -310,6 +315,8 @@ class Graph:
         )
         out = Value(self, spec, requires_grad)
         self.nodes.append(Node(op, operands, dict(attrs), out))
+        if self.origins is not None:
+            self.origins[out] = self.origin
         return out
 
     def _operand(self, x: Any) -> Any:
@@ -456,12 +463,15 @@ def gradients(loss: Value, wrt: Sequence[Value]) -> list[Value | None]:
     ctx = {out: node for out, node in ctx.items() if out.requires_grad}
     grads: dict[Value, Value] = {loss: graph.constant(graph.device.xp.ones(loss.shape, loss.dtype))}
     leaves: dict[Value, Value] = {}
+    origins, outer = graph.origins, graph.origin
     with no_grad():
         for out in reversed(_topological_order(loss, ctx)):
             g = grads.pop(out, None)
             if g is None:
                 continue
             node = ctx[out]
+            if origins is not None:
+                graph.origin = gradient_origin(node.op.name, origins.get(out, ""))
             thunks = node.op.vjp(g, out, *node.inputs, **node.attrs)
             for x, thunk in zip(node.inputs, thunks, strict=False):
                 if thunk is None or not isinstance(x, Value) or not x.requires_grad:
@@ -473,6 +483,7 @@ def gradients(loss: Value, wrt: Sequence[Value]) -> list[Value | None]:
                     )
                 target = grads if x in ctx else leaves
                 target[x] = target[x] + gx if x in target else gx
+    graph.origin = outer
     return [leaves.get(w) for w in wrt]
 
 

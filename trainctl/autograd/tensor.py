@@ -20,6 +20,8 @@ from trainctl.errors import DeviceError, TrainctlError
 DEFAULT_DTYPE = np.dtype(np.float32)
 _grad_enabled = True
 _op_observer: Callable[[type[Op], float], None] | None = None
+_output_watcher: Callable[[type[Op], Any, Tensor | None], None] | None = None
+_backward_of: Tensor | None = None  # the tensor whose vjp runs, while a watcher is on
 _FREED = "freed"
 
 
@@ -55,6 +57,22 @@ def observe_ops(callback: Callable[[type[Op], float], None]) -> Iterator[None]:
         yield
     finally:
         _op_observer = previous
+
+
+@contextlib.contextmanager
+def watch_outputs(callback: Callable[[type[Op], Any, Tensor | None], None]) -> Iterator[None]:
+    """Call `callback(op, out, grad_of)` with the output array of each op run eagerly.
+
+    `grad_of` is the tensor whose vjp rule ran the op inside `backward()` (None elsewhere), so
+    a checker can say which gradient went wrong. For `debug.check_numerics`; when nothing
+    watches, an op pays one comparison with None.
+    """
+    global _output_watcher
+    previous, _output_watcher = _output_watcher, callback
+    try:
+        yield
+    finally:
+        _output_watcher = previous
 
 
 def _observed_forward(op: type[Op], device: Device, arrays: list, attrs: dict) -> Any:
@@ -123,6 +141,8 @@ class Tensor(Operand):
             raise
         if isinstance(out, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
             out = np.asarray(out)
+        if _output_watcher is not None:
+            _output_watcher(op, out, _backward_of)
         if needs_grad and _grad_enabled and op.differentiable:
             return Tensor._wrap(out, device, (op, inputs, attrs), True)
         return Tensor._wrap(out, device)
@@ -192,17 +212,24 @@ class Tensor(Operand):
             self.grad = _owned(upstream) if self.grad is None else self.grad + upstream
             return
         grads: dict[int, Tensor] = {id(self): upstream.detach()}
+        global _backward_of
+        watched = _output_watcher is not None
         with no_grad():
-            for node in reversed(_topological_order(self)):
-                g = grads.pop(id(node), None)
-                op, inputs, attrs = node._ctx
-                if g is not None:  # None: reached only through non-differentiable inputs
-                    thunks = op.vjp(g, node, *inputs, **attrs)
-                    for x, thunk in zip(inputs, thunks, strict=False):
-                        if thunk is not None and isinstance(x, Tensor) and x.requires_grad:
-                            _accumulate(x, thunk(), grads, op)
-                if not retain_graph:
-                    node._ctx = _FREED
+            try:
+                for node in reversed(_topological_order(self)):
+                    g = grads.pop(id(node), None)
+                    op, inputs, attrs = node._ctx
+                    if g is not None:  # None: reached only through non-differentiable inputs
+                        if watched:
+                            _backward_of = node
+                        thunks = op.vjp(g, node, *inputs, **attrs)
+                        for x, thunk in zip(inputs, thunks, strict=False):
+                            if thunk is not None and isinstance(x, Tensor) and x.requires_grad:
+                                _accumulate(x, thunk(), grads, op)
+                    if not retain_graph:
+                        node._ctx = _FREED
+            finally:
+                _backward_of = None
 
 
 def _accumulate(x: Tensor, gx: Tensor, grads: dict[int, Tensor], op: type[Op]) -> None:

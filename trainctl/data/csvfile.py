@@ -141,7 +141,7 @@ def load(options: dict[str, Any], path: Path | None, seed: int) -> Loaded:
     inputs, targets = np.delete(table, column, axis=1), table[:, column]
     where = f"{file}: target column {column_name}"
     task, num_classes = decide_task([(targets, where)], options["task"])
-    return Loaded(build(inputs, targets, task, num_classes), None, str(file))
+    return Loaded(build(inputs, targets, task, num_classes, str(file)), None, str(file))
 
 
 ENTRY = DatasetEntry(

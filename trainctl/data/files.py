@@ -2,12 +2,16 @@
 
 A missing file names where it was expected and where the data set can be downloaded; a file
 that cannot be read or decompressed names the file and the reason. Readers never see an
-OSError, EOFError or zlib error.
+OSError, EOFError or zlib error. Nothing is decompressed or allocated past the machine's
+memory (`memory_bytes`): a gzip bomb is refused, not inflated.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import os
+import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +46,14 @@ def find_file(folder: Path, names: Sequence[str], what: str, obtain: str) -> Pat
     raise DataError(f"missing {what} in {folder}: expected {wanted}; get it from {obtain}")
 
 
+def memory_bytes() -> int:
+    """The machine's physical memory: no data file, decompressed, or array can be larger."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no limit known
+        return sys.maxsize
+
+
 def read_bytes(path: Path) -> bytes:
     """The bytes of `path`, gunzipped when its name ends in .gz."""
     try:
@@ -50,10 +62,20 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if path.suffix != ".gz":
         return raw
+    limit, size, chunks = memory_bytes(), 0, []
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as file:
+            while chunk := file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise DataError(
+                        f"{path}: decompresses to more than this machine's memory "
+                        f"({limit:,} bytes): not a data set trainctl can load"
+                    )
+                chunks.append(chunk)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: not a valid gzip file ({exc})") from None
+    return b"".join(chunks)
 
 
 def read_text(path: Path) -> str:

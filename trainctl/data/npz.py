@@ -1,12 +1,16 @@
 """Arrays from a NumPy .npz archive: inputs, targets and optionally a test split.
 
 Loaded with allow_pickle=False, so an archive holding Python objects is refused rather than
-executed. Images may be (N, H, W) or NHWC (or NCHW with `layout: nchw`); uint8 images are
-scaled to [0, 1].
+executed. Before NumPy reads an array, its .npy header is checked against the archive: an
+array of objects, one that declares more bytes than it holds, or more than the machine's
+memory (a zip bomb), is refused before anything is allocated. Images may be (N, H, W) or
+NHWC (or NCHW with `layout: nchw`); uint8 images are scaled to [0, 1].
 """
 
 from __future__ import annotations
 
+import math
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -14,14 +18,22 @@ from typing import Any
 
 import numpy as np
 
+from trainctl.data import files
 from trainctl.data.dataset import DatasetEntry, Loaded
 from trainctl.data.files import require_file
-from trainctl.data.targets import TASK_CHOICES, build, check_numeric, decide_task
+from trainctl.data.targets import TASK_CHOICES, build, check_numeric, decide_task, to_float32
 from trainctl.errors import DataError
 from trainctl.spec import Arg
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+# What zipfile and NumPy raise on damaged archives: NotImplementedError and RuntimeError
+# for compression methods and encryption flags a flipped bit can announce.
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
+                NotImplementedError, RuntimeError, struct.error)  # fmt: skip
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
 def _open(path: Path) -> np.lib.npyio.NpzFile:
@@ -46,6 +58,7 @@ def _member(archive: np.lib.npyio.NpzFile, path: Path, key: str, option: str) ->
             f"{', '.join(map(repr, archive.files)) or 'nothing'}"
         )
     try:
+        _check_header(archive, path, key)
         array = archive[key]
     except _READ_ERRORS as exc:
         raise DataError(f"{path}: array {key!r} cannot be read ({exc})") from None
@@ -53,6 +66,34 @@ def _member(archive: np.lib.npyio.NpzFile, path: Path, key: str, option: str) ->
         raise DataError(f"{path}: array {key!r} holds no samples (shape {array.shape})")
     check_numeric(array, f"{path}: array {key!r}")
     return array
+
+
+def _check_header(archive: np.lib.npyio.NpzFile, path: Path, key: str) -> None:
+    """Refuse the array `key` on its .npy header alone: objects, or a size it cannot have."""
+    info = archive.zip.getinfo(key + ".npy" if key + ".npy" in archive.zip.namelist() else key)
+    with archive.zip.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in _HEADER_READERS:
+            raise DataError(f"{path}: array {key!r} is in .npy format {version}, not 1.0 or 2.0")
+        shape, _, dtype = _HEADER_READERS[version](member)
+        held = info.file_size - member.tell()
+    where = f"{path}: array {key!r}"
+    if dtype.hasobject:
+        raise DataError(
+            f"{where} cannot be read (Object arrays cannot be loaded when allow_pickle=False): "
+            "it holds Python objects, which trainctl never unpickles; save arrays of numbers"
+        )
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != held:
+        raise DataError(
+            f"{where} declares shape {shape} of {dtype} ({declared:,} bytes) but holds "
+            f"{held:,} bytes: the archive is damaged"
+        )
+    if declared > files.memory_bytes():
+        raise DataError(
+            f"{where} needs {declared:,} bytes, more than this machine's memory "
+            f"({files.memory_bytes():,} bytes)"
+        )
 
 
 def _inputs(array: np.ndarray, where: str, layout: str) -> np.ndarray:
@@ -71,7 +112,7 @@ def _inputs(array: np.ndarray, where: str, layout: str) -> np.ndarray:
         array = array.transpose(0, 2, 3, 1)
     if array.ndim == 4 and array.dtype == np.uint8:
         return array.astype(np.float32) / np.float32(255)
-    return array.astype(np.float32)
+    return to_float32(array, where)
 
 
 def _pair(
@@ -101,8 +142,14 @@ def load(options: dict[str, Any], path: Path | None, seed: int) -> Loaded:
         [(y, f"{file}: array {y_key!r}") for _, y, _, y_key in pairs], options["task"]
     )
     datasets = [
-        build(_inputs(x, f"{file}: array {x_key!r}", options["layout"]), y, task, num_classes)
-        for x, y, x_key, _ in pairs
+        build(
+            _inputs(x, f"{file}: array {x_key!r}", options["layout"]),
+            y,
+            task,
+            num_classes,
+            f"{file}: arrays {x_key!r}, {y_key!r}",
+        )  # fmt: skip
+        for x, y, x_key, y_key in pairs
     ]
     train, test = datasets[0], datasets[1] if len(datasets) > 1 else None
     if test is not None and test.inputs.shape[1:] != train.inputs.shape[1:]:

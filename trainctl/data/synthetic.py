@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 
 from trainctl.data.dataset import ArrayDataset, DatasetEntry, Loaded
+from trainctl.data.files import memory_bytes
 from trainctl.data.seeding import rng
 from trainctl.errors import DataError
 from trainctl.spec import Arg
 
 _PATTERN_BLOCK = 4  # image templates are random on a grid of 4x4-pixel blocks
+_WORKING_COPIES = 4  # arrays of the data set's size alive at once while it is drawn
 
 
 def _source(seed: int) -> str:
@@ -33,6 +35,17 @@ def _balanced_labels(generator: np.random.Generator, samples: int, classes: int)
 def _check_classes(name: str, samples: int, classes: int) -> None:
     if samples < classes:
         raise DataError(f"{name}: samples {samples} is fewer than classes {classes}")
+
+
+def _check_size(name: str, samples: int, values: int) -> None:
+    """Refuse, before drawing anything, a data set that cannot fit in memory: `values` per
+    sample, float64 while drawn, with a few temporary copies (_WORKING_COPIES) on the way."""
+    needed = samples * values * 8 * _WORKING_COPIES
+    if needed > memory_bytes():
+        raise DataError(
+            f"{name}: {samples:,} samples of {values:,} values need about {needed:,} bytes "
+            f"to draw, more than this machine's memory ({memory_bytes():,} bytes)"
+        )
 
 
 def _given_xy(options: dict[str, Any]) -> Loaded:
@@ -50,8 +63,9 @@ def _given_xy(options: dict[str, Any]) -> Loaded:
 def load_regression(options: dict[str, Any], path: Path | None, seed: int) -> Loaded:
     if options["x"] is not None or options["y"] is not None:
         return _given_xy(options)
-    generator = rng(seed, "synthetic")
     samples, features, weights = options["samples"], options["features"], options["weights"]
+    _check_size("regression", samples, features + 1)
+    generator = rng(seed, "synthetic")
     if weights is None:
         weights = generator.standard_normal(features)
     elif len(weights) != features:
@@ -71,6 +85,7 @@ def load_regression(options: dict[str, Any], path: Path | None, seed: int) -> Lo
 def load_spirals(options: dict[str, Any], path: Path | None, seed: int) -> Loaded:
     samples, classes = options["samples"], options["classes"]
     _check_classes("spirals", samples, classes)
+    _check_size("spirals", samples, 3)
     generator = rng(seed, "synthetic")
     labels = _balanced_labels(generator, samples, classes)
     radius = generator.random(samples)
@@ -85,6 +100,7 @@ def load_spirals(options: dict[str, Any], path: Path | None, seed: int) -> Loade
 def load_blobs(options: dict[str, Any], path: Path | None, seed: int) -> Loaded:
     samples, classes, features = options["samples"], options["classes"], options["features"]
     _check_classes("blobs", samples, classes)
+    _check_size("blobs", samples, features + 1)
     generator = rng(seed, "synthetic")
     centres = generator.uniform(-10, 10, size=(classes, features))
     labels = _balanced_labels(generator, samples, classes)
@@ -97,6 +113,7 @@ def load_images(options: dict[str, Any], path: Path | None, seed: int) -> Loaded
     samples, classes = options["samples"], options["classes"]
     height, width, channels = options["height"], options["width"], options["channels"]
     _check_classes("images", samples, classes)
+    _check_size("images", samples + classes, height * width * channels)
     generator = rng(seed, "synthetic")
     grid = (classes, -(-height // _PATTERN_BLOCK), -(-width // _PATTERN_BLOCK), channels)
     coarse = generator.random(grid, dtype=np.float32)

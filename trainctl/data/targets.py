@@ -63,12 +63,27 @@ def decide_task(targets: list[tuple[np.ndarray, str]], task: str) -> tuple[str, 
     return "classification", 1 + max((int(c.max()) for c in columns if len(c)), default=-1)
 
 
+def to_float32(array: np.ndarray, where: str) -> np.ndarray:
+    """`array` as float32; a DataError for a value beyond its range, which would become inf."""
+    with np.errstate(over="ignore"):
+        converted = array.astype(np.float32)
+    finite = np.isfinite(converted)
+    if not finite.all():
+        index = np.unravel_index(int(np.argmin(finite)), array.shape)
+        raise DataError(
+            f"{where}: {array[index]} at index {', '.join(map(str, index))} is beyond the "
+            "float32 range (about ±3.4e38)"
+        )
+    return converted
+
+
 def build(
-    inputs: np.ndarray, targets: np.ndarray, task: str, num_classes: int | None
+    inputs: np.ndarray, targets: np.ndarray, task: str, num_classes: int | None, where: str
 ) -> ArrayDataset:
-    """The dataset for checked arrays under a decided task."""
+    """The dataset for checked arrays under a decided task; `where` names them in errors."""
+    inputs = to_float32(inputs, f"{where} inputs")
     if task == "classification":
         labels = targets.reshape(len(targets)).astype(np.int64)
-        return ArrayDataset(inputs.astype(np.float32), labels, task, num_classes)
-    values = targets.reshape(len(targets), -1).astype(np.float32)
-    return ArrayDataset(inputs.astype(np.float32), values, task, None)
+        return ArrayDataset(inputs, labels, task, num_classes)
+    values = to_float32(targets.reshape(len(targets), -1), f"{where} targets")
+    return ArrayDataset(inputs, values, task, None)

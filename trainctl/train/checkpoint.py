@@ -8,13 +8,14 @@ one, never a mix. Layout:
 - the optimizer's per-parameter state under "optimizer.<index>.<state name>";
 - in the header metadata, under the one key "trainctl", a JSON object: format_version,
   trainer (the trainer's state: step, epoch, RNG states, ...), optimizer (the optimizer's
-  state dict without its tensors), optimizer_state_indices (the parameters that have state,
-  possibly none of it in tensors) and sha256.
+  state dict without its tensors) and optimizer_state_indices (the parameters that have
+  state, possibly none of it in tensors); under "trainctl_sha256", its checksum.
 
 safetensors checks the header's structure but has no checksum, so a flipped byte in a tensor
-would load silently; sha256 covers the JSON state and every tensor's name, dtype, shape and
-bytes, and a mismatch is an error. It detects damage; it is not a signature. Non-finite floats
-in the trainer state are kept (as Python's JSON writes them) so that they round-trip exactly.
+would load silently; the sha256 covers the JSON text exactly as stored and every tensor's
+name, dtype, shape and bytes, and a mismatch is an error. It detects damage; it is not a
+signature. Non-finite floats in the trainer state are kept (as Python's JSON writes them) so
+that they round-trip exactly.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from trainctl.train.atomic import atomic_write_bytes, json_default
 
 FORMAT_VERSION = 1
 METADATA_KEY = "trainctl"
+DIGEST_KEY = "trainctl_sha256"
 OPTIMIZER_PREFIX = "optimizer."
 # safetensors dtype names of the tensors a checkpoint may hold
 DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I64": np.int64}
@@ -82,24 +84,21 @@ def save_checkpoint(
             tensors[name] = _checked_array(path, name, value)
     optimizer_json = {key: value for key, value in optimizer_state.items() if key != "state"}
     try:
-        # Through JSON and back: the digest must be computed on what a load will see.
-        payload = json.loads(
-            json.dumps(
-                {
-                    "format_version": FORMAT_VERSION,
-                    "trainer": trainer_state,
-                    "optimizer": optimizer_json,
-                    "optimizer_state_indices": sorted(indices),
-                },
-                default=json_default,
-            )
+        state_text = json.dumps(
+            {
+                "format_version": FORMAT_VERSION,
+                "trainer": trainer_state,
+                "optimizer": optimizer_json,
+                "optimizer_state_indices": sorted(indices),
+            },
+            default=json_default,
+            separators=(",", ":"),
         )
     except (TypeError, ValueError) as exc:
         raise CheckpointError(
             f"cannot save {path}: the trainer or optimizer state is not JSON: {exc}"
         ) from exc
-    payload["sha256"] = _digest(payload, tensors)
-    metadata = {METADATA_KEY: json.dumps(payload, separators=(",", ":"))}
+    metadata = {METADATA_KEY: state_text, DIGEST_KEY: _digest(state_text, tensors)}
     atomic_write_bytes(path, safetensors.numpy.save(tensors, metadata=metadata))
 
 
@@ -115,10 +114,10 @@ def _checked_array(path: Path, name: str, value: Any) -> np.ndarray:
     return np.asarray(array, dtype=array.dtype.newbyteorder("<"), order="C")
 
 
-def _digest(payload: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> str:
-    """sha256 over the JSON state (without "sha256") and every tensor, in name order."""
-    state = {key: value for key, value in payload.items() if key != "sha256"}
-    digest = hashlib.sha256(json.dumps(state, sort_keys=True, separators=(",", ":")).encode())
+def _digest(state_text: str, tensors: Mapping[str, np.ndarray]) -> str:
+    """sha256 over the JSON state exactly as stored (so no edit can parse back to the same
+    values unnoticed) and every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256(state_text.encode())
     for name in sorted(tensors):
         array = tensors[name]
         digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
@@ -137,12 +136,16 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         raise CheckpointError(
             f"{path} is not a trainctl checkpoint: its header has no {METADATA_KEY!r} metadata"
         )
+    if metadata.get(DIGEST_KEY) != _digest(metadata[METADATA_KEY], tensors):
+        raise CheckpointError(
+            f"{path} is damaged: its contents do not match the checksum stored in it"
+        )
     try:
         payload = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise CheckpointError(
             f"{path}: the {METADATA_KEY!r} metadata is not valid JSON: {exc}"
-        ) from exc
+        ) from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: the {METADATA_KEY!r} metadata is not a JSON object")
     version = payload.get("format_version")
@@ -150,10 +153,6 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         raise CheckpointError(
             f"{path} has checkpoint format version {version!r}; this trainctl reads version "
             f"{FORMAT_VERSION}"
-        )
-    if payload.get("sha256") != _digest(payload, tensors):
-        raise CheckpointError(
-            f"{path} is damaged: its contents do not match the checksum stored in it"
         )
     return _unpack(path, payload, tensors)
 
@@ -206,9 +205,16 @@ def _unpack(path: Path, payload: dict[str, Any], tensors: dict[str, np.ndarray])
 
 
 def check_compatible(
-    checkpoint: Checkpoint, model_state_shapes: Mapping[str, Sequence[int]]
+    checkpoint: Checkpoint,
+    model_state_shapes: Mapping[str, Sequence[int]],
+    model_state_dtypes: Mapping[str, Any] | None = None,
 ) -> None:
-    """Raise a CheckpointError listing every tensor the model and checkpoint disagree on."""
+    """Raise a CheckpointError listing every tensor the model and checkpoint disagree on.
+
+    With `model_state_dtypes`, a tensor must also be of the same kind as the model's: float
+    for float (any width: the model casts, as `--set dtype=float64` at eval time needs), and
+    integer for integer; integer weights in a float model are a misfit, not a cast.
+    """
     saved = {name: tuple(array.shape) for name, array in checkpoint.model_state.items()}
     expected = {name: tuple(shape) for name, shape in model_state_shapes.items()}
     missing = [name for name in expected if name not in saved]
@@ -218,6 +224,13 @@ def check_compatible(
         for name in expected
         if name in saved and saved[name] != expected[name]
     ]
+    kinds = {name: np.dtype(dtype).kind for name, dtype in (model_state_dtypes or {}).items()}
+    wrong_kinds = [
+        f"{name} is {checkpoint.model_state[name].dtype} in the checkpoint, "
+        f"{np.dtype(model_state_dtypes[name])} in the model"
+        for name, kind in kinds.items()
+        if name in saved and checkpoint.model_state[name].dtype.kind != kind
+    ]
     problems = []
     if missing:
         problems.append(f"missing from the checkpoint: {', '.join(missing)}")
@@ -225,6 +238,8 @@ def check_compatible(
         problems.append(f"not in the model: {', '.join(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatches: {'; '.join(mismatched)}")
+    if wrong_kinds:
+        problems.append(f"dtype mismatches: {'; '.join(wrong_kinds)}")
     if problems:
         raise CheckpointError(
             f"{checkpoint.path} does not fit the model (was the config changed?): "

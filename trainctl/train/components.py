@@ -81,6 +81,7 @@ class Components:
             device=self.device,
             dtype=self.dtype,
             grad_clip=self.config.train.grad_clip,
+            check_numerics=self.config.debug.check_numerics,
         )
 
     def steps_per_epoch(self) -> int:
@@ -123,13 +124,10 @@ def _layer_line(config: Config, indices: tuple[int, ...]) -> int | None:
     return line
 
 
-def build_components(config: Config, *, with_data: DataSplits | None = None) -> Components:
-    """Seed the generators, load the data, build the model on its device, the optimizer."""
-    device = backend.get_device(config.device)
-    dtype = np.dtype(config.dtype)
-    backend.manual_seed(config.seed)
+def load_data(config: Config) -> DataSplits:
+    """The config's data set, split; the splits depend on the seed alone."""
     data_config = config.data
-    data = with_data or load_splits(
+    return load_splits(
         data_config.dataset,
         data_config.options,
         data_config.path,
@@ -137,6 +135,15 @@ def build_components(config: Config, *, with_data: DataSplits | None = None) -> 
         data_config.test_split,
         config.seed,
     )
+
+
+def build_components(config: Config, *, with_data: DataSplits | None = None) -> Components:
+    """Seed the generators, load the data, build the model on its device, the optimizer."""
+    device = backend.get_device(config.device)
+    dtype = np.dtype(config.dtype)
+    backend.manual_seed(config.seed)
+    data_config = config.data
+    data = with_data or load_data(config)
     train = data.train
     try:
         model = build_model(config.model.layers, train.inputs.shape[1:], train.inputs.dtype)

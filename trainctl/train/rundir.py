@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from trainctl.config_schema import MAX_RUN_NAME_LENGTH, is_run_name
 from trainctl.errors import RunFolderError
 from trainctl.train.atomic import (
     atomic_write_json,
@@ -28,25 +29,26 @@ from trainctl.train.atomic import (
 )
 
 CHECKPOINT_TAGS = ("last", "best")
-MAX_NAME_LENGTH = 200  # leaves room for the timestamp and suffix in a 255-byte file name
-_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _STAMPED_NAME = re.compile(r".+-(?P<stamp>\d{8}-\d{6})(?:-(?P<suffix>\d+))?")
 _STAMP_FORMAT = "%Y%m%d-%H%M%S"
 
 
 def check_run_name(name: str) -> str:
     """`name` if it is one safe path component, else a RunFolderError saying what is allowed."""
-    if (
-        not isinstance(name, str)
-        or _SAFE_NAME.fullmatch(name) is None
-        or name in (".", "..")
-        or len(name) > MAX_NAME_LENGTH
-    ):
+    if not is_run_name(name):
         raise RunFolderError(
-            f"run name {name!r} is not a safe folder name: expected 1 to {MAX_NAME_LENGTH} "
+            f"run name {name!r} is not a safe folder name: expected 1 to {MAX_RUN_NAME_LENGTH} "
             "letters, digits, '.', '_' or '-' (no '/', not '.' or '..')"
         )
     return name
+
+
+def _checked_path(path: Path | str, what: str) -> Path:
+    """`path`, unless it holds a NUL character, which no file system allows (and which
+    Python reports as a ValueError rather than an OSError)."""
+    if "\x00" in str(path):
+        raise RunFolderError(f"cannot use {str(path)!r} as the {what}: it holds a NUL character")
+    return Path(path)
 
 
 class RunFolder:
@@ -70,7 +72,7 @@ class RunFolder:
         `layout=False` leaves out the checkpoint and event folders (a `compare` report).
         """
         check_run_name(name)
-        root = Path(runs_root)
+        root = _checked_path(runs_root, "runs folder")
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -95,7 +97,7 @@ class RunFolder:
     @classmethod
     def create_at(cls, path: Path | str) -> RunFolder:
         """A run folder at exactly `path` (--run-dir), which must not exist or be empty."""
-        path = Path(path)
+        path = _checked_path(path, "run folder")
         try:
             path.mkdir(parents=True)
         except FileExistsError:
@@ -118,13 +120,18 @@ class RunFolder:
     def open(cls, path: Path | str) -> RunFolder:
         """An existing run folder (for resume and eval): a directory holding config.yaml."""
         run = cls(path)
-        if not run.path.is_dir():
-            found = "does not exist" if not run.path.exists() else "is not a directory"
-            raise RunFolderError(f"{run.path} is not a run folder: it {found}")
-        if not run.config_path.is_file():
+        try:
+            if not run.path.is_dir():
+                found = "does not exist" if not run.path.exists() else "is not a directory"
+                raise RunFolderError(f"{run.path} is not a run folder: it {found}")
+            if not run.config_path.is_file():
+                raise RunFolderError(
+                    f"{run.path} is not a run folder: it has no {run.config_path.name}"
+                )
+        except OSError as exc:  # a name too long, a permission denied on the way
             raise RunFolderError(
-                f"{run.path} is not a run folder: it has no {run.config_path.name}"
-            )
+                f"{run.path} is not a run folder: {describe_os_error(exc)}"
+            ) from None
         return run
 
     def _make_layout(self) -> None:
@@ -192,8 +199,11 @@ class RunFolder:
             raise RunFolderError(
                 f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from exc
+        except RecursionError:
+            raise RunFolderError(f"{path} is not valid JSON: nested too deeply") from None
         if not isinstance(summary, dict):
             raise RunFolderError(f"{path}: expected a JSON object, found {type(summary).__name__}")
+        _check_summary(path, summary)
         return summary
 
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -208,6 +218,51 @@ class RunFolder:
 
     def __hash__(self) -> int:
         return hash(self.path)
+
+
+# The fields of summary.json that trainctl computes with (renders, resumes from), and what
+# each must be when present and not null; a summary edited by hand is checked, not trusted.
+_SUMMARY_FIELDS: dict[tuple[str, ...], str] = {
+    ("status",): "text",
+    ("steps",): "integer",
+    ("resumes",): "integer",
+    ("duration_s",): "number",
+    ("best",): "object",
+    ("best", "metric"): "text",
+    ("best", "value"): "number",
+    ("best", "step"): "integer",
+    ("final",): "object",
+    ("final", "train_loss"): "number",
+    ("final", "val"): "object",
+    ("step_time_ms",): "object",
+    ("step_time_ms", "median"): "number",
+    ("step_time_ms", "p90"): "number",
+}
+_KIND_CHECKS = {
+    "text": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def _check_summary(path: Path, summary: dict[str, Any]) -> None:
+    """A RunFolderError naming the first field of `summary` that is not what trainctl wrote."""
+    for keys, kind in _SUMMARY_FIELDS.items():
+        parent: Any = summary
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        value = parent.get(keys[-1]) if isinstance(parent, dict) else None
+        _check_field(path, ".".join(keys), value, kind)
+    for key, value in ((summary.get("final") or {}).get("val") or {}).items():
+        _check_field(path, f"final.val.{key}", value, "number")
+
+
+def _check_field(path: Path, key: str, value: Any, kind: str) -> None:
+    if value is not None and not _KIND_CHECKS[kind](value):
+        found = json.dumps(value)
+        found = found if len(found) <= 40 else found[:37] + "..."
+        raise RunFolderError(f"{path}: {key} must be a JSON {kind}, found {found}")
 
 
 def list_runs(runs_root: Path | str) -> list[RunFolder]:

@@ -85,8 +85,12 @@ def score_run(
     if getattr(components.data, split) is None:
         hint = {"val": "data.val_split", "test": "data.test_split"}.get(split, "")
         raise EvalError(f"run {run.path} has no {split} split (it was trained with {hint} = 0)")
-    shapes = {name: tuple(a.shape) for name, a in components.model.state_dict().items()}
-    check_compatible(saved, shapes)
+    state = components.model.state_dict()
+    check_compatible(
+        saved,
+        {name: tuple(a.shape) for name, a in state.items()},
+        {name: a.dtype for name, a in state.items()},
+    )
     components.model.load_state_dict(saved.model_state)
     step = components.make_step()
     result = evaluate_split(components, step, split, keep_outputs=True)

@@ -3,10 +3,15 @@
 The trainer, `compare` and the benchmarks call `make_step(mode, ...)` and then only
 `step.train(inputs, targets)` / `step.evaluate(inputs)`, so the two modes are interchangeable
 and must leave the model, the optimizer and the generators in the same state.
+
+`check_numerics=True` (`debug.check_numerics`) checks the batch, then every op's output
+(eager) or every node's (graph), and stops at the first NaN or Inf with a NonFiniteError
+naming it; without it nothing is checked and nothing is paid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +36,13 @@ from trainctl.backend import Device, to_host
 from trainctl.errors import TrainctlError
 from trainctl.nn import Module
 from trainctl.optim import Optimizer
+from trainctl.train.numerics import (
+    LOSS_ORIGIN,
+    UPDATE_ORIGIN,
+    EagerNumerics,
+    LayerScopes,
+    check_batch,
+)
 
 log = logging.getLogger("trainctl.graph")
 
@@ -78,12 +90,14 @@ class Step:
         device: Device,
         dtype: np.dtype,
         grad_clip: float | None = None,
+        check_numerics: bool = False,
     ) -> None:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.device, self.dtype = device, np.dtype(dtype)
         if grad_clip is not None and not grad_clip > 0:
             raise StepError(f"grad_clip must be a number > 0 or null, got {grad_clip!r}")
         self.grad_clip = None if grad_clip is None else float(grad_clip)
+        self.check_numerics = check_numerics
         _check_placement(model, device, self.dtype)
 
     def train(self, inputs: np.ndarray, targets: np.ndarray) -> float:
@@ -102,7 +116,25 @@ class Step:
 class EagerStep(Step):
     """The step run op by op on the tape, exactly as a hand-written PyTorch-style loop."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.numerics = EagerNumerics(self.model, self.device.xp) if self.check_numerics else None
+
     def train(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+        if self.numerics is None:
+            return self._train(inputs, targets)
+        check_batch(inputs, targets)
+        with self.numerics.watching():
+            return self._train(inputs, targets)
+
+    def evaluate(self, inputs: np.ndarray) -> np.ndarray:
+        if self.numerics is None:
+            return self._evaluate(inputs)
+        check_batch(inputs, None)
+        with self.numerics.watching():
+            return self._evaluate(inputs)
+
+    def _train(self, inputs: np.ndarray, targets: np.ndarray) -> float:
         x = Tensor._wrap(host_to_device(inputs, self.device, self.dtype), self.device)
         y = Tensor._wrap(host_to_device(targets, self.device, self.dtype), self.device)
         self.model.train()
@@ -118,7 +150,7 @@ class EagerStep(Step):
         self.optimizer.step()
         return float(loss.item())
 
-    def evaluate(self, inputs: np.ndarray) -> np.ndarray:
+    def _evaluate(self, inputs: np.ndarray) -> np.ndarray:
         x = Tensor._wrap(host_to_device(inputs, self.device, self.dtype), self.device)
         self.model.eval()
         with no_grad():
@@ -161,8 +193,18 @@ class GraphStep(Step):
         grad_clip: float | None = None,
         disabled_passes: Sequence[str] = (),
         plan_memory: bool = True,
+        check_numerics: bool = False,
     ) -> None:
-        super().__init__(model, loss_fn, optimizer, device=device, dtype=dtype, grad_clip=grad_clip)
+        super().__init__(
+            model,
+            loss_fn,
+            optimizer,
+            device=device,
+            dtype=dtype,
+            grad_clip=grad_clip,
+            check_numerics=check_numerics,
+        )
+        self.scopes = LayerScopes(model) if check_numerics else None
         check_pass_names(disabled_passes)
         self.disabled_passes, self.plan_memory = tuple(disabled_passes), plan_memory
         self._compiled: dict[tuple, _Compiled] = {}
@@ -175,6 +217,8 @@ class GraphStep(Step):
     # ------------------------------------------------------------ the step
 
     def train(self, inputs: np.ndarray, targets: np.ndarray) -> float:
+        if self.check_numerics:
+            check_batch(inputs, targets)
         compiled = self._lookup("train", inputs, targets)
         if not self.model.training:
             self.model.train()
@@ -188,6 +232,8 @@ class GraphStep(Step):
         return float(loss)
 
     def evaluate(self, inputs: np.ndarray) -> np.ndarray:
+        if self.check_numerics:
+            check_batch(inputs, None)
         compiled = self._lookup("eval", inputs)
         if self.model.training:
             self.model.eval()
@@ -298,7 +344,8 @@ class GraphStep(Step):
             elif slot.name not in self._arrays:
                 value = slot.value
                 self._arrays[slot.name] = self.device.xp.empty(value.shape, value.dtype)
-        return optimized, records, compile_graph(optimized, self._arrays, self.plan_memory)
+        program = compile_graph(optimized, self._arrays, self.plan_memory, self.check_numerics)
+        return optimized, records, program
 
     def _flat_arrays(self, slot: Any) -> None:
         """One array for a flat slot, its members views of it. Members that had arrays of
@@ -322,7 +369,7 @@ class GraphStep(Step):
 
     def _trace_train(self, x_shape, x_dtype, y_shape, y_dtype) -> tuple[Graph, list[int]]:
         model, optimizer = self.model, self.optimizer
-        with tracing(self.device, model) as tracer:
+        with tracing(self.device, model) as tracer, self._recording(tracer.graph):
             graph = tracer.graph
             x = graph.add_input("inputs", ops.Spec(x_shape, x_dtype))
             y = graph.add_input("targets", ops.Spec(y_shape, y_dtype))
@@ -330,11 +377,14 @@ class GraphStep(Step):
                 tracer.add_parameter(f"optimizer.{i}", p) for i, p in enumerate(optimizer.params)
             ]
             model.train()
-            loss = self.loss_fn(model(x), y)
+            out = model(x)
+            graph.origin = LOSS_ORIGIN
+            loss = self.loss_fn(out, y)
             if not isinstance(loss, Value):
                 raise TracingError("the loss function must return a value computed from the model")
             graph.outputs["loss"] = loss
             grads = gradients(loss, params)
+            graph.origin = UPDATE_ORIGIN
             active = [
                 (i, p, g)
                 for i, (p, g) in enumerate(zip(params, grads, strict=True))
@@ -371,8 +421,12 @@ class GraphStep(Step):
             )
         graph.outputs[name] = new
 
+    def _recording(self, graph: Graph) -> contextlib.AbstractContextManager:
+        """With check_numerics: note in the graph which layer each traced value came from."""
+        return self.scopes.recording(graph) if self.scopes else contextlib.nullcontext()
+
     def _trace_eval(self, x_shape, x_dtype) -> Graph:
-        with tracing(self.device, self.model) as tracer:
+        with tracing(self.device, self.model) as tracer, self._recording(tracer.graph):
             x = tracer.graph.add_input("inputs", ops.Spec(x_shape, x_dtype))
             self.model.eval()
             with no_grad():
@@ -497,14 +551,24 @@ def make_step(
     grad_clip: float | None = None,
     disabled_passes: Sequence[str] = (),
     plan_memory: bool = True,
+    check_numerics: bool = False,
 ) -> Step:
     """The training step of `model` in `mode` ("eager" or "graph").
 
     `disabled_passes` and `plan_memory=False` switch graph-mode optimizations off for
-    debugging; eager mode has none.
+    debugging; eager mode has none. `check_numerics` stops at the first op (node) whose
+    output holds NaN or Inf, naming it (slow: for finding where a run goes wrong).
     """
     if mode == "eager":
-        return EagerStep(model, loss_fn, optimizer, device=device, dtype=dtype, grad_clip=grad_clip)
+        return EagerStep(
+            model,
+            loss_fn,
+            optimizer,
+            device=device,
+            dtype=dtype,
+            grad_clip=grad_clip,
+            check_numerics=check_numerics,
+        )
     if mode == "graph":
         return GraphStep(
             model,
@@ -515,6 +579,7 @@ def make_step(
             grad_clip=grad_clip,
             disabled_passes=disabled_passes,
             plan_memory=plan_memory,
+            check_numerics=check_numerics,
         )
     raise StepError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
 

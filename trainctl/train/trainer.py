@@ -3,13 +3,21 @@
 A run is a pure function of its config: the batches depend only on (seed, epoch, batch), the
 dropout masks on the default generator's counter, and a checkpoint stores every piece of
 state (weights, buffers, optimizer state and clock, generator, position in the data, early
-stopping, best metric). Resuming from a checkpoint therefore replays exactly the losses the
-uninterrupted run would have produced.
+stopping, best metric, the losses not yet logged, the last evaluation). Resuming from a
+checkpoint therefore replays exactly the losses the uninterrupted run would have produced.
+
+What can go wrong on the way stops the run with its step number and keeps the last good
+checkpoint: a non-finite loss (or, with debug.check_numerics, the first non-finite op output),
+a checkpoint that would hold NaN or Inf (it is never written), a failed write (a full disk),
+running out of memory. SIGINT/SIGTERM stop it cleanly at the end of the current step, or in
+the middle of an evaluation (which then runs again on resume). A run killed before its first
+checkpoint resumes from step 0.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import shlex
 import signal
@@ -24,24 +32,33 @@ from typing import Any
 import numpy as np
 
 from trainctl import backend
+from trainctl.autograd.numerics import NonFiniteError
 from trainctl.config import Config, config_differences, dump_config, load_config
-from trainctl.errors import TrainctlError
+from trainctl.errors import CheckpointError, RunFolderError, TrainctlError
 from trainctl.metrics import higher_is_better, metric_label
 from trainctl.train.atomic import atomic_write_text
-from trainctl.train.checkpoint import load_checkpoint, save_checkpoint
-from trainctl.train.components import Components, build_components
+from trainctl.train.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from trainctl.train.components import Components, build_components, load_data
 from trainctl.train.environment import environment_info
 from trainctl.train.evaluation import evaluate_split
 from trainctl.train.events import EventWriter
-from trainctl.train.metrics_log import MetricsLog, repair_metrics, truncate_after_step
+from trainctl.train.metrics_log import (
+    MetricsLog,
+    read_metrics,
+    repair_metrics,
+    truncate_after_step,
+)
+from trainctl.train.numerics import first_nonfinite, nonfinite_batch, parameter_label
 from trainctl.train.progress import Reporter, format_record
+from trainctl.train.resources import ResourceError, check_resources
 from trainctl.train.rundir import RunFolder
+from trainctl.train.step import Step
 
 EXIT_CODES = {"completed": 0, "failed": 1, "SIGINT": 130, "SIGTERM": 143}
 
 
 class TrainingError(TrainctlError):
-    """A run that cannot go on: a non-finite loss, a changed config on resume."""
+    """A run that cannot go on: a non-finite value, a failed write, no memory left."""
 
     exit_code = 1
 
@@ -73,6 +90,8 @@ class TrainerState:
     stale_evals: int = 0  # evaluations since it last improved
     early_stopped: bool = False
     train_seconds: float = 0.0
+    last_eval_step: int | None = None  # an evaluation cut short by a signal runs on resume
+    window: list[float] = field(default_factory=list)  # losses since the last train record
 
 
 @dataclass
@@ -85,6 +104,23 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- signals
+
+
+class EvaluationInterrupted(Exception):
+    """Raised between evaluation batches once a stop signal came: the evaluation is dropped."""
+
+
+class _Interruptible:
+    """The step as evaluation sees it: before each batch it checks for a stop signal, so a
+    long validation split does not keep a Ctrl-C waiting."""
+
+    def __init__(self, step: Step, stop: StopFlag) -> None:
+        self.step, self.stop = step, stop
+
+    def evaluate(self, inputs: np.ndarray) -> np.ndarray:
+        if self.stop:
+            raise EvaluationInterrupted
+        return self.step.evaluate(inputs)
 
 
 class StopFlag:
@@ -143,7 +179,8 @@ class Trainer:
         self.has_val = components.data.val is not None
         self.summary: dict[str, Any] = {}
         self.step_times: list[float] = []
-        self.last_eval_step: int | None = None
+        self.stop = StopFlag()
+        self.checkpoint_step: int | None = None  # the step of checkpoints/last, once there
         self.log_file = open(run.log_path, "a", encoding="utf-8")  # noqa: SIM115
         self.metrics = MetricsLog(run.metrics_path)
         self.events = EventWriter(run.events_dir)
@@ -177,20 +214,65 @@ class Trainer:
         }
 
     def save(self, tag: str) -> None:
-        save_checkpoint(
-            self.run.checkpoint_path(tag),
-            self.components.model.state_dict(),
-            self.components.optimizer.state_dict(),
-            self.trainer_state(),
+        """Write checkpoints/<tag>, unless a tensor in it is NaN or Inf: that is never saved."""
+        model_state = self.components.model.state_dict()
+        optimizer_state = self.components.optimizer.state_dict()
+        optimizer_arrays = (
+            ((int(index), name), array)
+            for index, entry in optimizer_state["state"].items()
+            for name, array in entry.items()
         )
+        bad = first_nonfinite(itertools.chain(model_state.items(), optimizer_arrays))
+        if bad is not None:
+            key, found = bad
+            raise self.failure(
+                f"{self._state_label(key)} became non-finite ({found}): a gradient or a value "
+                "overflowed in this step (try a lower optimizer.lr or train.grad_clip; "
+                f"debug.check_numerics: true names the op); checkpoints/{tag} is not written"
+            )
+        try:
+            save_checkpoint(
+                self.run.checkpoint_path(tag), model_state, optimizer_state, self.trainer_state()
+            )
+        except (RunFolderError, CheckpointError) as exc:
+            raise self.failure(str(exc)) from exc
+        if tag == "last":
+            self.checkpoint_step = self.state.step
+
+    def _state_label(self, key: str | tuple[int, str]) -> str:
+        """'3.weight (model.layers[3] (Linear))'; optimizer state by its parameter's name."""
+        model = self.components.model
+        if isinstance(key, str):
+            return parameter_label(key, model)
+        index, name = key
+        by_identity = {id(p): n for n, p in model.named_parameters()}
+        param_name = by_identity.get(id(self.components.optimizer.params[index]), str(index))
+        return f"the optimizer's {name} of {parameter_label(param_name, model)}"
+
+    def failure(self, message: str, step: int | None = None) -> TrainingError:
+        """The error that ends the run at `step` (default: the current one), saying what is kept."""
+        if self.checkpoint_step is None:
+            kept = "no checkpoint is kept (none was written yet)"
+        else:
+            kept = f"checkpoints/last (step {self.checkpoint_step}) is kept"
+        at = self.state.step if step is None else step
+        return TrainingError(f"step {at}: {message}; the run stops here and {kept}")
 
     def restore(self, tag: str = "last") -> None:
         checkpoint = load_checkpoint(self.run.checkpoint_path(tag))
+        own = self.components.model.state_dict()
+        check_compatible(
+            checkpoint,
+            {name: array.shape for name, array in own.items()},
+            {name: array.dtype for name, array in own.items()},
+        )
         self.components.model.load_state_dict(checkpoint.model_state)
         self.components.optimizer.load_state_dict(checkpoint.optimizer_state)
         saved = checkpoint.trainer_state
         backend.default_generator.load_state_dict(saved["generator"])
         self.state = TrainerState(**saved["trainer"])
+        if tag == "last":
+            self.checkpoint_step = self.state.step
 
     def epoch_progress(self) -> float:
         """Epochs done as a fraction (1.5: halfway through the second), for log records."""
@@ -199,10 +281,17 @@ class Trainer:
     # ------------------------------------------------------------ evaluation
 
     def evaluate(self) -> dict[str, Any] | None:
+        """Score the val split now; None without one, or when a stop signal cut it short."""
         if not self.has_val:
             return None
-        self.last_eval_step = self.state.step
-        result = evaluate_split(self.components, self.step_fn, "val")
+        try:
+            result = evaluate_split(self.components, _Interruptible(self.step_fn, self.stop), "val")
+        except EvaluationInterrupted:
+            self.say(f"the evaluation at step {self.state.step} was cut short; it runs on resume")
+            return None
+        except NonFiniteError as exc:
+            raise self.failure(f"evaluating the val split: {exc}") from exc
+        self.state.last_eval_step = self.state.step
         record = {"kind": "eval", "split": "val", "step": self.state.step,
                   "epoch": self.epoch_progress(), **result.scalars()}  # fmt: skip
         self.metrics.append(record)
@@ -252,11 +341,14 @@ class Trainer:
 
     def fit(self, stop: StopFlag) -> str:
         """Train until the planned steps, early stopping or a signal; returns the outcome."""
+        self.stop = stop
         train_config = self.config.train
-        window: list[float] = []
+        window = self.state.window  # losses since the last record (restored on resume)
         window_samples = 0
         window_start = time.perf_counter()
         epochs = train_config.epochs or math.ceil(self.total_steps / self.steps_per_epoch)
+        if self._evaluation_pending():
+            self.evaluate()
         while self._more_to_do(stop):
             state = self.state
             self.reporter.epoch_started(state.epoch, epochs, self.steps_per_epoch, state.batch)
@@ -264,27 +356,27 @@ class Trainer:
             with contextlib.closing(self.loader.epoch(state.epoch, state.batch)) as batches:
                 for inputs, targets in batches:
                     lr = self.components.optimizer.lr
+                    prepared = self.components.prepare_targets(targets)
                     started = time.perf_counter()
-                    loss = self.step_fn.train(inputs, self.components.prepare_targets(targets))
+                    try:
+                        loss = self.step_fn.train(inputs, prepared)
+                    except NonFiniteError as exc:
+                        raise self.failure(str(exc), state.step + 1) from exc
                     elapsed = time.perf_counter() - started
                     state.train_seconds += elapsed
                     self.step_times.append(elapsed)
                     state.step += 1
                     state.batch += 1
                     if not math.isfinite(loss):
-                        raise TrainingError(
-                            f"step {state.step}: the loss is {loss}; the run stops here and "
-                            "keeps its last good checkpoint (try a lower optimizer.lr or "
-                            "train.grad_clip)"
-                        )
+                        raise self.failure(_bad_loss(loss, inputs, prepared))
                     window.append(loss)
                     window_samples += len(inputs)
                     speed = window_samples / max(time.perf_counter() - window_start, 1e-9)
                     self.reporter.advanced(loss, lr, speed)
                     if state.step % train_config.log_every == 0 or state.step == self.total_steps:
                         self._log_train(window, lr, speed)
-                        window, window_samples = [], 0
-                        window_start = time.perf_counter()
+                        window.clear()
+                        window_samples, window_start = 0, time.perf_counter()
                     if train_config.eval_every and state.step % train_config.eval_every == 0:
                         self.evaluate()
                     if (
@@ -303,9 +395,10 @@ class Trainer:
                     self.evaluate()
                 if train_config.checkpoint_every is None:
                     self.save("last")
-        if window:
+        if window and not stop:  # a stopped run keeps its window for the resume to log
             self._log_train(window, self.components.optimizer.lr, 0.0)
-        if not stop and self.last_eval_step != self.state.step:
+            window.clear()
+        if not stop and self.state.last_eval_step != self.state.step:
             self.evaluate()  # the run's final metrics are always measured on its final weights
         self.save("last")
         if not self.run.checkpoint_path("best").exists():
@@ -316,6 +409,13 @@ class Trainer:
 
     def _more_to_do(self, stop: StopFlag) -> bool:
         return not stop and not self.state.early_stopped and self.state.step < self.total_steps
+
+    def _evaluation_pending(self) -> bool:
+        """Whether a signal cut short the evaluation due at the restored step."""
+        state, every = self.state, self.config.train.eval_every
+        if not self.has_val or state.step == 0 or state.last_eval_step == state.step:
+            return False
+        return state.step % every == 0 if every else state.batch == 0
 
     def _log_train(self, window: list[float], lr: float, speed: float) -> None:
         record = {
@@ -344,23 +444,25 @@ class Trainer:
 
 def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> TrainResult:
     """Run (or resume) a training run; the run folder holds everything it produced."""
+    run = None
     if options.resume is not None:
         run = RunFolder.open(options.resume)
         config = _resume_config(run, config, options.force)
     elif config is None:
         raise ResumeError("give a CONFIG to train, or --resume RUN_DIR to continue a run")
-    else:
+    components, notices = _build(config, options.force)
+    if run is None:  # made only now: a config that cannot be built leaves no folder behind
         run = _new_run(config, options)
-    components = build_components(config)
+        atomic_write_text(run.config_path, dump_config(config))
     trainer = Trainer(config, components, run, reporter, options)
     started = time.time()
     summary = _initial_summary(run, config, options, components, started)
     trainer.summary = summary
     if options.resume is not None:
         _prepare_resume(trainer, run)
-    else:
-        atomic_write_text(run.config_path, dump_config(config))
     run.write_summary(summary)
+    for notice in notices:
+        trainer.say(notice, notice=True)
     trainer.say(
         f"{'resuming' if options.resume else 'training'} {config.name} in {run.path} "
         f"({config.mode} mode, {components.device}, {trainer.total_steps} steps, "
@@ -375,12 +477,13 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
         outcome = "SIGINT"
         trainer.say("stopped at once by a second Ctrl-C; the last checkpoint is kept", True)
     except BaseException as exc:
-        summary.update(status="failed", error=str(exc), finished_at=_now())
+        failure = _run_failure(trainer, exc)
+        summary.update(status="failed", error=str(failure), finished_at=_now())
         _finish_summary(trainer, summary, started)
-        run.write_summary(summary)
-        trainer.log(f"failed: {exc}")
-        trainer.close()
-        raise
+        _close_failed(trainer, summary, failure)
+        if failure is exc:
+            raise
+        raise failure from exc
     status = "completed" if outcome == "completed" else "interrupted"
     summary.update(status=status, finished_at=_now())
     resume_command = None
@@ -394,6 +497,49 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
     run.write_summary(summary)
     trainer.close()
     return TrainResult(run, status, EXIT_CODES[outcome], summary, resume_command)
+
+
+def _build(config: Config, force: bool) -> tuple[Components, list[str]]:
+    """Load the data, check that the run fits and ends (before any allocation), build it."""
+    data = load_data(config)
+    notices = check_resources(config, data, backend.get_device(config.device), force)
+    try:
+        return build_components(config, with_data=data), notices
+    except MemoryError as exc:
+        message = f"{config.source}: out of memory while building the model: {exc}"
+        raise ResourceError(message) from exc
+
+
+def _run_failure(trainer: Trainer, exc: BaseException) -> BaseException:
+    """The error a failed run reports: writes to the run folder and memory that ran out are
+    the run's failure (exit code 1) at its step, not bad input."""
+    if isinstance(exc, RunFolderError):
+        return trainer.failure(str(exc))
+    if isinstance(exc, MemoryError):
+        return trainer.failure(f"out of memory: {exc}", trainer.state.step + 1)
+    return exc
+
+
+def _close_failed(trainer: Trainer, summary: dict[str, Any], failure: BaseException) -> None:
+    """Record the failure as far as the disk allows: a full disk may refuse these writes too,
+    and the error the user must see is the first one."""
+    with contextlib.suppress(RunFolderError, OSError):
+        trainer.run.write_summary(summary)
+    with contextlib.suppress(OSError):
+        trainer.log(f"failed: {failure}")
+    with contextlib.suppress(RunFolderError, OSError):
+        trainer.close()
+
+
+def _bad_loss(loss: float, inputs: np.ndarray, targets: np.ndarray) -> str:
+    """Why a loss is not finite, as far as one can tell without debug.check_numerics."""
+    found = nonfinite_batch(inputs, targets)
+    if found is not None:
+        return f"the loss is {loss}: the batch holds non-finite values ({found}); check the data"
+    return (
+        f"the loss is {loss} (try a lower optimizer.lr or train.grad_clip; "
+        "debug.check_numerics: true names the first op that made a NaN or Inf)"
+    )
 
 
 def _new_run(config: Config, options: TrainOptions) -> RunFolder:
@@ -419,9 +565,20 @@ def _resume_config(run: RunFolder, given: Config | None, force: bool) -> Config:
 
 
 def _prepare_resume(trainer: Trainer, run: RunFolder) -> None:
-    if not run.checkpoint_path("last").exists():
-        raise ResumeError(f"{run.path} has no checkpoint to resume from (checkpoints/last)")
-    trainer.restore("last")
+    """Restore checkpoints/last and cut the logs back to its step. A run killed before its
+    first checkpoint has nothing to restore: it starts again from step 0, and says so.
+
+    Everything that can refuse the resume (the summary, the checkpoint) is read before
+    anything in the folder changes."""
+    previous = run.read_summary() if run.summary_path.exists() else {}
+    if run.checkpoint_path("last").exists():
+        trainer.restore("last")
+    else:
+        trainer.say(
+            f"{run.path} has no checkpoint yet (it stopped before its first one): "
+            "training it again from step 0",
+            notice=True,
+        )
     repaired = repair_metrics(run.metrics_path)
     if repaired:
         trainer.log(f"resume: removed a torn last line ({repaired} bytes) from metrics.jsonl")
@@ -429,10 +586,25 @@ def _prepare_resume(trainer: Trainer, run: RunFolder) -> None:
     trainer.events.restart_at(trainer.state.step + 1)
     for stale in run.checkpoints_dir.glob(".*.tmp"):  # left by a SIGKILL mid-write
         stale.unlink()
-    previous = run.read_summary()
     trainer.summary["resumed_from_step"] = trainer.state.step
     trainer.summary["started_at"] = previous.get("started_at", trainer.summary["started_at"])
     trainer.summary["resumes"] = int(previous.get("resumes", 0)) + 1
+    final = _final_scores(read_metrics(run.metrics_path) if run.metrics_path.exists() else [])
+    if final:
+        trainer.summary["final"] = final
+
+
+def _final_scores(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary's "final" scores as the kept records leave them, for a resumed run that
+    has no step or evaluation left to make."""
+    final: dict[str, Any] = {}
+    for record in records:
+        if record.get("kind") == "train":
+            final["train_loss"] = record.get("loss")
+        elif record.get("kind") == "eval" and record.get("split") == "val":
+            skip = ("kind", "split", "step", "epoch")
+            final["val"] = {key: value for key, value in record.items() if key not in skip}
+    return final
 
 
 def _now() -> str:

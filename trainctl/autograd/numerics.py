@@ -1,0 +1,54 @@
+"""Non-finite values (NaN, Inf): the error both modes raise, and how it describes an array.
+
+`debug.check_numerics` makes eager mode check every op's output (through the tensor's
+`watch_outputs` hook) and graph mode every node's (a check after each line of the generated
+code, `compile_graph(..., check_numerics=True)`); the first non-finite one stops the step with
+a `NonFiniteError` that names it. Both are off by default and cost nothing then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trainctl.backend import to_host
+from trainctl.errors import TrainctlError
+
+# Ops that only move values around cannot make a NaN or Inf: they are not checked, so the
+# check fires at the op that made the value, or at the first one to use a bad parameter.
+REARRANGING_OPS = frozenset({"getitem", "reshape", "transpose", "broadcast_to"})
+
+
+class NonFiniteError(TrainctlError):
+    """A tensor with NaN or Inf values where the step needs finite ones; the run fails."""
+
+    exit_code = 1
+
+
+def is_floating(array: Any) -> bool:
+    return np.issubdtype(np.dtype(array.dtype), np.floating)
+
+
+def all_finite(xp: Any, array: Any) -> bool:
+    """Whether every value of `array` is finite (integer and boolean arrays always are)."""
+    return not is_floating(array) or bool(xp.isfinite(array).all())
+
+
+def describe_nonfinite(array: Any) -> str:
+    """What is wrong with `array`, for a message: '3 NaN and 1 Inf among 640 values'."""
+    host = np.asarray(to_host(array))
+    counts = [(int(np.isnan(host).sum()), "NaN"), (int(np.isinf(host).sum()), "Inf")]
+    found = " and ".join(f"{count} {kind}" for count, kind in counts if count)
+    return f"{found or 'no NaN or Inf'} among {host.size} value{'' if host.size == 1 else 's'}"
+
+
+def array_text(array: Any) -> str:
+    """dtype and shape the way the graph IR prints them: float32[64, 10]."""
+    return f"{np.dtype(array.dtype)}{list(array.shape)}"
+
+
+def gradient_origin(op_name: str, forward_origin: str) -> str:
+    """Where a backward value comes from, the same words in both modes."""
+    where = f" of {forward_origin}" if forward_origin else ""
+    return f"the backward pass (the gradient through {op_name}{where})"

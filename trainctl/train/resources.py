@@ -1,0 +1,269 @@
+"""Resource sanity before a run allocates anything: the memory a step needs, and its length.
+
+`check_resources` runs once the data is loaded and before the model is built. It walks the
+config's layer list with the shape of one sample (arithmetic on shapes, no arrays) and adds
+up what a training step holds at once: the parameters, their gradients and the optimizer's
+state, and for one batch every layer's output (kept for the backward pass) plus the unfolded
+patches of each convolution. Temporaries inside ops and the gradients in flight during the
+backward pass are not counted, so the estimate is a lower bound: a run it refuses would not
+have fitted. A run also must not plan more steps than anyone could wait for. `--force` turns
+both refusals into notices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainctl.autograd.tensor import Tensor
+from trainctl.backend import Device
+from trainctl.config import Config
+from trainctl.data import DataSplits
+from trainctl.errors import TrainctlError
+from trainctl.nn.build import LayerSpec
+from trainctl.optim import make_optimizer
+
+# A billion updates take eleven days even at 1 ms a step; no config means that on purpose.
+MAX_PLANNED_STEPS = 10**9
+Shape = tuple[int, ...]
+
+
+class ResourceError(TrainctlError):
+    """A run that asks for more memory or more steps than makes sense (`--force` overrides)."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a training step holds at once (a lower bound), and what they are made of."""
+
+    parameters: int  # learned values (BatchNorm's few running statistics are left out)
+    parameter_bytes: int
+    gradient_bytes: int
+    optimizer_bytes: int
+    activation_bytes: int
+    batch_size: int
+
+    @property
+    def total(self) -> int:
+        return (
+            self.parameter_bytes
+            + self.gradient_bytes
+            + self.optimizer_bytes
+            + (self.activation_bytes)
+        )
+
+    def describe(self) -> str:
+        return (
+            f"about {format_bytes(self.total)} (parameters {format_bytes(self.parameter_bytes)},"
+            f" gradients {format_bytes(self.gradient_bytes)}, optimizer state "
+            f"{format_bytes(self.optimizer_bytes)}, activations "
+            f"{format_bytes(self.activation_bytes)} for a batch of {self.batch_size:,})"
+        )
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- the estimate
+
+
+@dataclass
+class _Tally:
+    parameters: int = 0
+    activations: int = 0  # values per sample a training step keeps for the backward pass
+
+
+def _linear(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
+    if not shape:
+        return None
+    tally.parameters += shape[-1] * args["out"] + (args["out"] if args.get("bias") else 0)
+    return (*shape[:-1], args["out"])
+
+
+def _conv2d(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
+    if len(shape) != 3:
+        return None
+    (h, w, c), k, stride, pad = shape, args["kernel"], args["stride"], args["padding"]
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if oh < 1 or ow < 1:
+        return None
+    tally.parameters += k * k * c * args["out"] + (args["out"] if args.get("bias") else 0)
+    tally.activations += oh * ow * k * k * c  # the im2col patches the GEMM reads
+    return (oh, ow, args["out"])
+
+
+def _pool(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
+    if len(shape) != 3:
+        return None
+    kernel = args["kernel"]
+    stride = args.get("stride") or kernel
+    oh, ow = (shape[0] - kernel) // stride + 1, (shape[1] - kernel) // stride + 1
+    return (oh, ow, shape[2]) if oh >= 1 and ow >= 1 else None
+
+
+def _normalization(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
+    if not shape:
+        return None
+    tally.parameters += 2 * shape[-1]  # scale and shift
+    return shape
+
+
+def _embedding(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
+    tally.parameters += args["num"] * args["dim"]
+    return (*shape, args["dim"])
+
+
+_SHAPE_RULES = {
+    "linear": _linear,
+    "conv2d": _conv2d,
+    "max_pool2d": _pool,
+    "avg_pool2d": _pool,
+    "global_avg_pool": lambda shape, args, tally: shape[-1:] if len(shape) == 3 else None,
+    "flatten": lambda shape, args, tally: (math.prod(shape),),
+    "batch_norm": _normalization,
+    "layer_norm": _normalization,
+    "embedding": _embedding,
+}
+
+
+def _walk(specs: Sequence[LayerSpec], shape: Shape, tally: _Tally) -> Shape | None:
+    """The shape after `specs`, tallying as it goes; None where a layer does not fit (the
+    model builder reports that properly; the tally so far is still a lower bound)."""
+    for spec in specs:
+        if spec.type == "residual":
+            if _walk(spec.layers or [], shape, tally) is None:
+                return None
+        else:
+            rule = _SHAPE_RULES.get(spec.type)
+            shape = shape if rule is None else rule(shape, dict(spec.args), tally)
+            if shape is None:
+                return None
+        tally.activations += math.prod(shape)
+    return shape
+
+
+def _optimizer_state_arrays(config: Config) -> int:
+    """Arrays of state the optimizer keeps per parameter (momentum: 1, Adam: 2)."""
+    probe = Tensor(np.zeros(1, np.float32), requires_grad=True)
+    try:
+        optimizer = make_optimizer(config.optimizer.name, [probe], **config.optimizer.args)
+        return len(optimizer.state_names)
+    except TrainctlError:
+        return 0  # building the real optimizer reports the problem
+
+
+def estimate_memory(config: Config, data: DataSplits) -> MemoryEstimate:
+    """What one training step of `config` on `data` holds at once, at the least."""
+    tally = _Tally()
+    sample = tuple(data.train.inputs.shape[1:])
+    _walk(config.model.layers, sample, tally)
+    itemsize = np.dtype(config.dtype).itemsize
+    batch = min(config.data.batch_size, len(data.train))
+    evaluated = max((len(split) for split in (data.val, data.test) if split is not None), default=0)
+    eval_batch = min(config.data.eval_batch_size or config.data.batch_size, evaluated)
+    # every layer's output stays on the tape (or in a planned buffer) until the backward pass
+    activations = (tally.activations + math.prod(sample)) * max(batch, eval_batch) * itemsize
+    parameter_bytes = tally.parameters * itemsize
+    return MemoryEstimate(
+        tally.parameters,
+        parameter_bytes,
+        parameter_bytes,
+        parameter_bytes * _optimizer_state_arrays(config),
+        activations,
+        batch,
+    )
+
+
+# ---------------------------------------------------------------- what is available
+
+
+def available_memory(device: Device) -> int | None:
+    """Bytes the device can still hand out (None when the system does not say)."""
+    if device.name == "cuda":
+        free, _ = device.xp.cuda.runtime.memGetInfo()
+        return int(free) + int(device.xp.get_default_memory_pool().free_bytes())
+    return _host_available()
+
+
+def _host_available() -> int | None:
+    """MemAvailable, or free pages where there is no /proc; a cgroup limit lowers it."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def planned_steps_of(config: Config, train_samples: int) -> tuple[int, str]:
+    """The updates the run plans and the key that decides it (epochs or max_steps)."""
+    batch, train = config.data.batch_size, config.train
+    per_epoch = train_samples // batch if train.drop_last else math.ceil(train_samples / batch)
+    by_epochs = math.inf if train.epochs is None else train.epochs * per_epoch
+    by_steps = math.inf if train.max_steps is None else train.max_steps
+    if by_steps <= by_epochs:
+        return int(by_steps), "train.max_steps"
+    return int(by_epochs), "train.epochs"
+
+
+def check_resources(config: Config, data: DataSplits, device: Device, force: bool) -> list[str]:
+    """Refuse (ResourceError) a run that cannot fit or cannot end; the notices to show.
+
+    With `force` the refusals become notices and the run goes ahead.
+    """
+    notices = []
+    samples = len(data.train)
+    if config.data.batch_size > samples:
+        notices.append(
+            f"data.batch_size {config.data.batch_size:,} is larger than the training split "
+            f"({samples:,} samples): every step uses the whole split"
+        )
+    steps, key = planned_steps_of(config, samples)
+    if steps > MAX_PLANNED_STEPS:
+        problem = (
+            f"{config.source}: {key} plans {steps:,} steps, more than {MAX_PLANNED_STEPS:,} "
+            f"(at 1 ms a step that is {steps / 1000 / 86400 / 365.25:,.1f} years)"
+        )
+        if not force:
+            raise ResourceError(f"{problem}: lower {key}, or pass --force to start it anyway")
+        notices.append(f"{problem}; starting anyway (--force)")
+    estimate = estimate_memory(config, data)
+    available = available_memory(device)
+    if available is not None and estimate.total > available:
+        problem = (
+            f"{config.source}: a training step needs {estimate.describe()}, but {device} has "
+            f"{format_bytes(available)} available"
+        )
+        if not force:
+            raise ResourceError(
+                f"{problem}: make the model or data.batch_size smaller, or pass --force to "
+                "try anyway"
+            )
+        notices.append(f"{problem}; trying anyway (--force)")
+    return notices
