@@ -413,7 +413,9 @@ def compare(config: Config, options: CompareOptions) -> dict[str, Any]:
     options.check()
     started = time.time()
     results = [measure(config, size, options) for size in (options.batch_sizes or [None])]
-    ok = all(a["ok"] is not False for r in results for a in r["agreement"].values())
+    # Only graph vs eager decides: they run the same kernels and must agree to rounding. A
+    # peer framework's figures are reported, but it rounds its own way and cannot fail us.
+    ok = all(a["ok"] is not False for r in results for m, a in r["agreement"].items() if m in MODES)
     return {
         "name": config.name,
         "config": config.source,
