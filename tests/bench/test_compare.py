@@ -109,6 +109,7 @@ def test_rich_output_shows_the_table_chart_and_verdict(tmp_path):
     assert result.exit_code == 0, result.output
     assert "step median ms" in result.output and "graph vs eager:" in result.output
     assert "median step time" in result.output and "█" in result.output
+    assert "data loading: " in result.output and "outside the step times" in result.output
     assert "agree" in result.output
 
 

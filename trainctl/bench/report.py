@@ -60,7 +60,8 @@ def _ops_cell(details: dict[str, Any]) -> str:
 
 
 def _speedup_lines(result: dict[str, Any]) -> list[str]:
-    lines = []
+    data = result["data"]["batch_ms"]
+    lines = [f"data loading: {data['median']:.3f} ms per batch (median; outside the step times)"]
     for key, s in result["speedup"].items():
         other = key.removesuffix("_vs_eager")
         low, high = s["bootstrap_90"]
