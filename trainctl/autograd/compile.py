@@ -487,32 +487,49 @@ def _emit_im2col(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
         interior = g.view(f"{padded}[:, {pad}:{pad + h}, {pad}:{pad + w}, :]")
         g.line(f"xp.copyto({interior}, {source})")
         source = padded
-    windows = g.view(f"ops._window_view(xp, {source}, {kh}, {kw}, {stride})")
-    g.line(f"xp.copyto({out}, {windows})")
+    if x.shape[3] != 1:
+        windows = g.view(f"ops._window_view(xp, {source}, {kh}, {kw}, {stride})")
+        g.line(f"xp.copyto({out}, {windows})")
+        return
+    # One channel: whole shifted images, as Im2col.forward does (rows, not single values).
+    _, oh, ow = node.out.shape[:3]
+    for (i, j), (rows, columns) in _offsets(kh, kw, stride, oh, ow):
+        target = g.view(f"{out}[:, :, :, {i}, {j}, :]")
+        g.line(f"xp.copyto({target}, {g.view(f'{source}[:, {rows}, {columns}, :]')})")
+
+
+def _offsets(kh: int, kw: int, stride: int, oh: int, ow: int):
+    """((i, j), (rows, columns)) slice texts of every kernel offset, as ops._shifted_windows."""
+    for i in range(kh):
+        for j in range(kw):
+            rows = f"{i}:{i + stride * (oh - 1) + 1}:{stride}"
+            columns = f"{j}:{j + stride * (ow - 1) + 1}:{stride}"
+            yield (i, j), (rows, columns)
 
 
 def _emit_col2im(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
     cols = node.inputs[0]
     kh, kw, stride = (node.attrs[k] for k in ("kh", "kw", "stride"))
-    oh, ow = cols.shape[1], cols.shape[2]
+    n, oh, ow, _, _, c = cols.shape
+    by_offset = g.view(f"{g.arg(cols)}.transpose((3, 4, 0, 1, 2, 5))")  # [i, j] -> a piece
+    pieces = by_offset
+    if ops.col2im_transposes(c):
+        # As Col2im.forward: one transposing copy into a private buffer, then contiguous adds.
+        shape = (kh, kw, n, oh, ow, c)
+        pieces = g.define(g.fresh("pieces"), f"xp.empty({shape!r}, xp.{cols.dtype.name})")
+        g.private_bytes += math.prod(shape) * cols.dtype.itemsize
+        g.line(f"xp.copyto({pieces}, {by_offset})")
     g.line(f"{out}.fill(0)")
-    for i in range(kh):
-        for j in range(kw):
-            rows = f"{i}:{i + stride * (oh - 1) + 1}:{stride}"
-            columns = f"{j}:{j + stride * (ow - 1) + 1}:{stride}"
-            target = g.view(f"{out}[:, {rows}, {columns}, :]")
-            piece = g.view(f"{g.arg(cols)}[:, :, :, {i}, {j}, :]")
-            g.line(f"xp.add({target}, {piece}, out={target})")
+    for (i, j), (rows, columns) in _offsets(kh, kw, stride, oh, ow):
+        target = g.view(f"{out}[:, {rows}, {columns}, :]")
+        g.line(f"xp.add({target}, {g.view(f'{pieces}[{i}, {j}]')}, out={target})")
 
 
 def _pool_windows(g: _Codegen, x: str, kernel: int, stride: int, oh: int, ow: int) -> list[str]:
-    windows = []
-    for i in range(kernel):
-        for j in range(kernel):
-            rows = f"{i}:{i + stride * (oh - 1) + 1}:{stride}"
-            columns = f"{j}:{j + stride * (ow - 1) + 1}:{stride}"
-            windows.append(g.view(f"{x}[:, {rows}, {columns}, :]"))
-    return windows
+    return [
+        g.view(f"{x}[:, {rows}, {columns}, :]")
+        for _, (rows, columns) in _offsets(kernel, kernel, stride, oh, ow)
+    ]
 
 
 def _emit_max_pool2d(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:

@@ -583,8 +583,16 @@ class Im2col(Op):
 
     @staticmethod
     def forward(xp, x, kh, kw, stride, padding):
-        _patches_shape(x.shape, kh, kw, stride, padding)  # a window that does not fit is an error
-        return xp.ascontiguousarray(_window_view(xp, _pad_hw(xp, x, padding), kh, kw, stride))
+        shape = _patches_shape(x.shape, kh, kw, stride, padding)  # a window that must fit
+        padded = _pad_hw(xp, x, padding)
+        if x.shape[3] != 1:
+            return xp.ascontiguousarray(_window_view(xp, padded, kh, kw, stride))
+        # One channel: the strided copy moves one value at a time; kh*kw copies of whole
+        # shifted images move rows and are about 4x faster. The values are the same.
+        out = xp.empty(shape, dtype=x.dtype)
+        for (i, j), window in _shifted_windows(kh, kw, stride, shape[1], shape[2]):
+            out[:, :, :, i, j, :] = padded[window]
+        return out
 
     @staticmethod
     def infer(x, kh, kw, stride, padding):
@@ -605,11 +613,9 @@ class Col2im(Op):
         n, h, w, c = x_shape
         padded = xp.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=cols.dtype)
         oh, ow = cols.shape[1], cols.shape[2]
-        for i in range(kh):
-            for j in range(kw):
-                rows = slice(i, i + stride * (oh - 1) + 1, stride)
-                columns = slice(j, j + stride * (ow - 1) + 1, stride)
-                padded[:, rows, columns, :] += cols[:, :, :, i, j, :]
+        pieces = _col2im_pieces(xp, cols)
+        for (i, j), window in _shifted_windows(kh, kw, stride, oh, ow):
+            padded[window] += pieces[i, j]
         return padded[:, padding : padding + h, padding : padding + w, :]
 
     infer = staticmethod(lambda cols, x_shape, kh, kw, stride, padding: Spec(x_shape, cols.dtype))
@@ -619,15 +625,35 @@ class Col2im(Op):
         return (lambda: im2col(g, kh, kw, stride, padding),)
 
 
+def _shifted_windows(kh, kw, stride, oh, ow):
+    """((i, j), index) for every kernel offset: the NHWC slice the offset's pixels occupy."""
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i, i + stride * (oh - 1) + 1, stride)
+            columns = slice(j, j + stride * (ow - 1) + 1, stride)
+            yield (i, j), (slice(None), rows, columns, slice(None))
+
+
+def col2im_transposes(channels: int) -> bool:
+    """Whether col2im first copies the patches to (KH, KW, N, OH, OW, C).
+
+    With a few channels per pixel, adding the strided pieces of (N, OH, OW, KH, KW, C)
+    straight into the image is about twice as slow as one transposing copy and contiguous
+    adds; from 16 channels on the pieces are long enough either way. Same sums, same order.
+    """
+    return 1 < channels <= 8
+
+
+def _col2im_pieces(xp, cols):
+    """cols indexed [i, j] -> the (N, OH, OW, C) piece of kernel offset (i, j)."""
+    if col2im_transposes(cols.shape[5]):
+        return xp.ascontiguousarray(cols.transpose(3, 4, 0, 1, 2, 5))
+    return cols.transpose(3, 4, 0, 1, 2, 5)
+
+
 def _pool_slices(kernel, stride, oh, ow):
-    """The strided (rows, columns) slice of every window offset: pooling as k*k whole-array ops."""
-    for i in range(kernel):
-        for j in range(kernel):
-            yield (
-                slice(None),
-                slice(i, i + stride * (oh - 1) + 1, stride),
-                slice(j, j + stride * (ow - 1) + 1, stride),
-            )
+    """The strided slice of every window offset: pooling as k*k whole-array ops."""
+    return (window for _, window in _shifted_windows(kernel, kernel, stride, oh, ow))
 
 
 class MaxPool2d(Op):
