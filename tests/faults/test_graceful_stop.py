@@ -16,28 +16,15 @@ import time
 
 import pytest
 from faults_helpers import CONFIG, REPORT, ROOT, config, only_run, records, resume, run_train
+from signals import SignalAtStep
 from typer.testing import CliRunner
 
 from trainctl.cli import app
 from trainctl.train import step as step_module
 from trainctl.train.checkpoint import load_checkpoint
-from trainctl.train.progress import QuietReporter
 
 SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143)}
 STOPS: list[str] = []
-
-
-class SignalAtStep(QuietReporter):
-    """Sends a signal to this very process after a given number of training steps."""
-
-    def __init__(self, step: int, signum: int) -> None:
-        super().__init__()
-        self.step, self.signum, self.count = step, signum, 0
-
-    def advanced(self, loss: float, lr: float, samples_per_s: float) -> None:
-        self.count += 1
-        if self.count == self.step:
-            os.kill(os.getpid(), self.signum)
 
 
 def signal_in_evaluation(monkeypatch, batch: int, signum: int) -> None:

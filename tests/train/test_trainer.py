@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from signals import SignalAtStep
 
 from trainctl.config import parse_config
 from trainctl.train.checkpoint import load_checkpoint
@@ -51,19 +52,6 @@ def run_train(cfg, tmp_path: Path, reporter: Reporter | None = None, **options):
 def train_losses(run_dir: Path) -> list[tuple[int, float]]:
     records = read_metrics(run_dir / "metrics.jsonl")
     return [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
-
-
-class SignalAtStep(QuietReporter):
-    """Sends a signal to this very process after a given number of steps."""
-
-    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
-        super().__init__()
-        self.step, self.signum, self.count = step, signum, 0
-
-    def advanced(self, loss: float, lr: float, samples_per_s: float) -> None:
-        self.count += 1
-        if self.count == self.step:
-            os.kill(os.getpid(), self.signum)
 
 
 def test_run_folder_holds_everything(tmp_path):
