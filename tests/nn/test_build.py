@@ -25,7 +25,7 @@ def spec(name, layers=None, **given):
 
 
 def test_mlp_infers_input_features_from_sample_shape():
-    model = build_model(
+    model, _ = build_model(
         [spec("flatten"), spec("linear", out=32), spec("relu"), spec("linear", out=10)], (8, 8, 1)
     )
     first, last = model[1], model[3]
@@ -44,7 +44,8 @@ def test_cnn_infers_channels_and_flattened_size():
         spec("flatten"),
         spec("linear", out=4),
     ]
-    model = build_model(layers, (12, 12, 3))
+    model, shape = build_model(layers, (12, 12, 3))
+    assert shape == (4,)
     assert model[0].in_channels == 3
     assert isinstance(model[1], nn.BatchNorm2d) and model[1].num_features == 8
     assert model[4].in_channels == 8
@@ -55,7 +56,7 @@ def test_cnn_infers_channels_and_flattened_size():
 
 def test_residual_block_keeps_shape_and_adds_input():
     block = spec("residual", layers=[spec("linear", out=6), spec("tanh")])
-    model = build_model([block], (6,))
+    model, _ = build_model([block], (6,))
     assert isinstance(model[0], nn.Residual)
     x = np.random.default_rng(0).standard_normal((3, 6)).astype(np.float32)
     body = model[0].body(Tensor(x)).numpy()
@@ -84,12 +85,12 @@ def test_kernel_larger_than_image_is_a_model_error():
 
 
 def test_batch_norm_picks_1d_for_features():
-    model = build_model([spec("linear", out=4), spec("batch_norm")], (3,))
+    model, _ = build_model([spec("linear", out=4), spec("batch_norm")], (3,))
     assert isinstance(model[1], nn.BatchNorm1d)
 
 
 def test_embedding_takes_integer_samples():
-    model = build_model(
+    model, _ = build_model(
         [spec("embedding", num=10, dim=4), spec("flatten"), spec("linear", out=2)],
         (5,),
         input_dtype=np.int64,
@@ -113,7 +114,7 @@ def test_same_seed_same_weights_and_every_layer_type_builds():
     built = []
     for _ in range(2):
         manual_seed(7)
-        built.append(build_model(layers, (6, 6, 2)).state_dict())
+        built.append(build_model(layers, (6, 6, 2))[0].state_dict())
     assert built[0].keys() == built[1].keys()
     for key in built[0]:
         np.testing.assert_array_equal(built[0][key], built[1][key])

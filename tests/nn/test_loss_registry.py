@@ -45,3 +45,21 @@ def test_label_smoothing_range_is_the_functions(smoothing):
     except ValueError:
         function_accepts = False
     assert entry_accepts == function_accepts
+
+
+def test_every_registered_loss_computes_with_its_arguments():
+    import numpy as np
+
+    from trainctl.autograd import Tensor
+    from trainctl.nn.losses import LOSSES
+    from trainctl.spec import resolve_args
+
+    logits = Tensor(np.array([[2.0, -1.0], [0.5, 0.25]], np.float32))
+    targets = {
+        "classification": Tensor(np.array([0, 1])),
+        "binary": Tensor(np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)),
+        "regression": Tensor(np.array([[1.0, -1.0], [0.0, 0.5]], np.float32)),
+    }
+    for name, entry in LOSSES.items():
+        loss = entry.fn(logits, targets[entry.task], **resolve_args(entry, {}))
+        assert loss.shape == () and np.isfinite(loss.item()), name

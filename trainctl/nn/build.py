@@ -178,14 +178,14 @@ def build_model(
     input_shape: Shape,
     input_dtype: Any = np.float32,
     where: str = "model.layers",
-) -> layers.Sequential:
-    """A Sequential for samples of `input_shape`, parameters drawn from the default generator.
+) -> tuple[layers.Sequential, Shape]:
+    """A Sequential for samples of `input_shape` (parameters drawn from the default
+    generator) and the shape of one sample of its output, found while building it.
 
     Errors name the layer by its position (`model.layers[2].conv2d`) and say which shape
     reached it.
     """
-    model, _ = _build_sequence(specs, tuple(input_shape), np.dtype(input_dtype), where, ())
-    return model
+    return _build_sequence(specs, tuple(input_shape), np.dtype(input_dtype), where, ())
 
 
 def _build_sequence(

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,9 +90,11 @@ def binary_cross_entropy_with_logits(
 @dataclass(frozen=True)
 class LossEntry(Entry):
     """A loss a config can name; `task` says what targets it compares the outputs with:
-    "classification" (integer labels), "binary" (0/1 targets) or "regression" (values)."""
+    "classification" (integer labels), "binary" (0/1 targets) or "regression" (values).
+    `fn(outputs, targets, **args)` computes it, the arguments being the entry's `args`."""
 
     task: str = "classification"
+    fn: Callable[..., Operand] | None = None
 
 
 LOSSES: dict[str, LossEntry] = {
@@ -106,10 +109,15 @@ LOSSES: dict[str, LossEntry] = {
             },
             "softmax cross entropy of logits against class labels",
             "classification",
+            cross_entropy,
         ),
-        LossEntry("mse", {}, "mean squared error against target values", "regression"),
+        LossEntry("mse", {}, "mean squared error against target values", "regression", mse_loss),
         LossEntry(
-            "bce_with_logits", {}, "binary cross entropy of logits against 0/1 targets", "binary"
+            "bce_with_logits",
+            {},
+            "binary cross entropy of logits against 0/1 targets",
+            "binary",
+            binary_cross_entropy_with_logits,
         ),
     )
 }

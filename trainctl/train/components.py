@@ -6,7 +6,6 @@ is assembled the same way whichever command asks for it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,12 +13,14 @@ from typing import Any
 import numpy as np
 
 from trainctl import backend, nn
-from trainctl.autograd import Tensor, no_grad, ops
+from trainctl.autograd import ops
 from trainctl.config import Config, ConfigError, ConfigIssue
 from trainctl.data import DataSplits, Loader, load_splits
 from trainctl.nn.build import ModelError, build_model
+from trainctl.nn.losses import LOSSES
 from trainctl.optim import OPTIMIZERS, Optimizer, make_optimizer, make_schedule
-from trainctl.train.step import Step, host_to_device, make_step
+from trainctl.train.resources import planned_steps_of
+from trainctl.train.step import Step, make_step
 
 Operand = ops.Operand
 LossFn = Callable[[Operand, Operand], Operand]
@@ -84,30 +85,14 @@ class Components:
             check_numerics=self.config.debug.check_numerics,
         )
 
-    def steps_per_epoch(self) -> int:
-        return self.loader("train", training=True).batches_per_epoch
-
     def total_steps(self) -> int:
-        return planned_steps(self.config, self.steps_per_epoch())
-
-
-def planned_steps(config: Config, steps_per_epoch: int) -> int:
-    """The number of updates the run makes: epochs x batches, capped by max_steps."""
-    train = config.train
-    by_epochs = math.inf if train.epochs is None else train.epochs * steps_per_epoch
-    by_steps = math.inf if train.max_steps is None else train.max_steps
-    return int(min(by_epochs, by_steps))
+        return planned_steps_of(self.config, len(self.data.train))[0]
 
 
 def make_loss_fn(name: str, args: dict[str, Any]) -> LossFn:
-    if name == "cross_entropy":
-        smoothing = args.get("label_smoothing", 0.0)
-        return lambda out, y: nn.cross_entropy(out, y, label_smoothing=smoothing)
-    if name == "mse":
-        return nn.mse_loss
-    if name == "bce_with_logits":
-        return nn.binary_cross_entropy_with_logits
-    raise ValueError(f"unknown loss {name!r}")
+    """The loss a config names, its arguments (e.g. label_smoothing) bound."""
+    loss = LOSSES[name].fn
+    return lambda out, y: loss(out, y, **args)
 
 
 def _config_error(config: Config, key: str, message: str, line: int | None = None) -> ConfigError:
@@ -142,22 +127,19 @@ def build_components(config: Config, *, with_data: DataSplits | None = None) -> 
     device = backend.get_device(config.device)
     dtype = np.dtype(config.dtype)
     backend.manual_seed(config.seed)
-    data_config = config.data
     data = with_data or load_data(config)
     train = data.train
     try:
-        model = build_model(config.model.layers, train.inputs.shape[1:], train.inputs.dtype)
+        model, output_shape = build_model(
+            config.model.layers, train.inputs.shape[1:], train.inputs.dtype
+        )
     except ModelError as exc:
         line = _layer_line(config, exc.indices)
         raise _config_error(config, exc.where, exc.message, line) from None
     model.to(device, dtype)
-    output_shape = _output_shape(model, train.inputs, device, dtype)
     _check_outputs(config, data, output_shape)
 
-    per_epoch = len(train) // data_config.batch_size
-    if not config.train.drop_last and len(train) % data_config.batch_size:
-        per_epoch += 1
-    steps = planned_steps(config, per_epoch)
+    steps, _ = planned_steps_of(config, len(train))
     optimizer = make_optimizer(
         config.optimizer.name,
         model.parameters(),
@@ -185,14 +167,6 @@ def _schedule(config: Config, total_steps: int):
         warmup_start_factor=schedule.warmup_start_factor,
         **args,
     )
-
-
-def _output_shape(model: nn.Module, inputs: np.ndarray, device, dtype) -> tuple[int, ...]:
-    model.eval()
-    with no_grad():
-        out = model(Tensor._wrap(host_to_device(inputs[:1], device, dtype), device))
-    model.train()
-    return tuple(out.shape[1:])
 
 
 def _last_layer_error(config: Config, message: str) -> ConfigError:

@@ -35,7 +35,7 @@ from trainctl import backend
 from trainctl.autograd.numerics import NonFiniteError
 from trainctl.config import Config, config_differences, dump_config, load_config
 from trainctl.errors import CheckpointError, RunFolderError, TrainctlError
-from trainctl.metrics import higher_is_better, metric_label
+from trainctl.metrics import higher_is_better
 from trainctl.train.atomic import atomic_write_text
 from trainctl.train.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from trainctl.train.components import Components, build_components, load_data
@@ -175,7 +175,7 @@ class Trainer:
         self.steps_per_epoch = self.loader.batches_per_epoch
         self.total_steps = components.total_steps()
         self.state = TrainerState()
-        self.best_label = self._best_label()
+        self.best_label = config.train.best_metric  # resolved by the config loader
         self.has_val = components.data.val is not None
         self.summary: dict[str, Any] = {}
         self.step_times: list[float] = []
@@ -184,14 +184,6 @@ class Trainer:
         self.log_file = open(run.log_path, "a", encoding="utf-8")  # noqa: SIM115
         self.metrics = MetricsLog(run.metrics_path)
         self.events = EventWriter(run.events_dir)
-
-    def _best_label(self) -> str:
-        if self.config.train.best_metric:
-            return self.config.train.best_metric
-        metrics = self.config.metrics
-        if metrics:
-            return metric_label(metrics[0].name, metrics[0].args)
-        return "loss"
 
     # ------------------------------------------------------------ logging
 
@@ -321,7 +313,7 @@ class Trainer:
         if rule is None or rule.metric not in scalars:
             return
         value = scalars[rule.metric]
-        maximise = higher_is_better(rule.metric) if rule.mode == "auto" else rule.mode == "max"
+        maximise = rule.mode == "max"  # the config loader resolves "auto" to max or min
         best = self.state.stop_best
         improved = best is None or (
             value > best + rule.min_delta if maximise else value < best - rule.min_delta
