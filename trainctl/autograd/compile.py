@@ -26,8 +26,10 @@ import numpy as np
 
 from trainctl import backend
 from trainctl.autograd import ops
+from trainctl.autograd.elementwise import CTYPES, C, literal, member_expression
 from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, Value, node_text
 from trainctl.autograd.kernels import FUSED
+from trainctl.autograd.loops import compile_loop
 from trainctl.autograd.numerics import (
     REARRANGING_OPS,
     NonFiniteError,
@@ -67,12 +69,6 @@ def compile_graph(
 
 
 # ---------------------------------------------------------------- code generation
-
-
-def _literal(x: Any) -> str:
-    if isinstance(x, float) and not math.isfinite(x):
-        return f"float({str(x)!r})"
-    return repr(x)
 
 
 def _identifier(name: str) -> str:
@@ -141,7 +137,7 @@ class _Codegen:
     def arg(self, x: Any) -> str:
         if isinstance(x, (Value, HostScalar)):
             return self.names[x]
-        return _literal(x)
+        return literal(x)
 
     def key(self, key: RngKey) -> str:
         return f"(seed{key.generator}, counter{key.generator} + {key.offset})"
@@ -186,7 +182,7 @@ class _Codegen:
         for node in self.graph.nodes:
             if isinstance(node.out, HostScalar):
                 self.host(node)
-            elif node.op is FUSED:
+            elif "body" in node.attrs:  # fused or loop: each member's forward
                 for member in node.attrs["body"]:
                     self._forward_call(member)
                     self.check(member)
@@ -279,7 +275,7 @@ class _Codegen:
             if self.cuda:
                 return set(range(len(node.inputs)))
             return _fused_layout(node, None)[2] | _fused_layout(node, -1)[2]
-        if name in UFUNCS or name in ("relu", "pow", "cast", "select"):
+        if name in UFUNCS or name in ("relu", "pow", "cast", "select", "loop"):
             return set(range(len(node.inputs)))
         return {"where": {2}, "sub_at": {0}}.get(name, set())
 
@@ -383,7 +379,7 @@ def _emit_relu(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
 
 
 def _emit_pow(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    g.line(f"xp.power({g.arg(node.inputs[0])}, {_literal(node.attrs['exponent'])}, out={out})")
+    g.line(f"xp.power({g.arg(node.inputs[0])}, {literal(node.attrs['exponent'])}, out={out})")
 
 
 def _emit_cast(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
@@ -731,6 +727,17 @@ def _allows_alias(member: Node, leaf: Any) -> bool:
     return bool(positions)
 
 
+def _emit_loop(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
+    params, samples = [out], [g.ns[out]]  # each array once: the output, then the others
+    for x in node.inputs:
+        if g.arg(x) not in params:
+            params.append(g.arg(x))
+            samples.append(g.ns[g.arg(x)] if isinstance(x, Value) else 0.0)
+    slots = [params.index(g.arg(x)) for x in node.inputs]
+    loop = compile_loop(node, slots, samples)
+    g.line(f"{g.bind(f'loop{node.out.id}_', loop)}({', '.join(params)})")
+
+
 def _emit_fused(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
     if g.cuda:
         _emit_fused_kernel(g, node, out)
@@ -745,19 +752,6 @@ def _emit_fused(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
     g.names[node.out] = out
 
 
-_CTYPES = {
-    "float16": "float16",
-    "float32": "float",
-    "float64": "double",
-    "bool": "bool",
-    "int8": "signed char",
-    "int16": "short",
-    "int32": "int",
-    "int64": "long long",
-    "uint8": "unsigned char",
-}
-
-
 def _emit_fused_kernel(g: _Codegen, node: Node, out: str) -> None:
     """One CuPy ElementwiseKernel for the chain; each step casts its operands to the dtype the
     NumPy ufunc would compute in (Python numbers are weak), so it rounds as eager does."""
@@ -770,9 +764,9 @@ def _emit_fused_kernel(g: _Codegen, node: Node, out: str) -> None:
         args.append(g.arg(leaf))
     statements = []
     for member in node.attrs["body"]:
-        expression = _cuda_expression(member, names)
+        expression = member_expression(member, names, C)
         names[member.out] = f"v{member.out.id}"
-        statements.append(f"{_CTYPES[member.out.dtype.name]} v{member.out.id} = {expression};")
+        statements.append(f"{CTYPES[member.out.dtype.name]} v{member.out.id} = {expression};")
     statements.append(f"out0 = v{node.out.id};")
     kernel = g.xp.ElementwiseKernel(
         ", ".join(params),
@@ -782,67 +776,6 @@ def _emit_fused_kernel(g: _Codegen, node: Node, out: str) -> None:
         options=("--fmad=false",),
     )
     g.line(f"{g.bind('kernel', kernel)}({', '.join(args)}, {out})")
-
-
-def _cuda_expression(node: Node, names: dict) -> str:
-    name = node.op.name
-    operands = node.inputs
-    weak = [0.0 if isinstance(x, HostScalar) else x for x in operands]
-    arrays = [x for x in weak if isinstance(x, Value)]
-    if arrays:
-        compute = np.result_type(*(x.dtype if isinstance(x, Value) else x for x in weak))
-    else:
-        compute = np.dtype(np.float64)
-    ctype = _CTYPES[compute.name]
-
-    def at(x: Any) -> str:
-        return f"(({ctype}){_operand(x, names)})"
-
-    binary = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
-    compare = {"greater": ">", "greater_equal": ">=", "equal": "=="}
-    if name in binary:
-        return f"{at(operands[0])} {binary[name]} {at(operands[1])}"
-    if name in compare:
-        return f"{at(operands[0])} {compare[name]} {at(operands[1])}"
-    if name == "maximum":
-        a, b = at(operands[0]), at(operands[1])
-        return f"(({a} >= {b} || isnan({a})) ? {a} : {b})"
-    if name == "relu":
-        a = at(operands[0])
-        return f"(({a} >= 0 || isnan({a})) ? {a} : ({ctype})0)"
-    if name == "where":
-        out_ctype = _CTYPES[node.out.dtype.name]
-        cond, a, b = (_operand(x, names) for x in operands)
-        return f"({cond} ? ({out_ctype}){a} : ({out_ctype}){b})"
-    if name == "neg":
-        return f"-{at(operands[0])}"
-    if name in ("exp", "log", "sqrt", "tanh"):
-        return f"{name}({at(operands[0])})"
-    if name == "abs":
-        return f"abs({at(operands[0])})"
-    if name == "pow":
-        return f"pow({at(operands[0])}, ({ctype}){_literal(float(node.attrs['exponent']))})"
-    if name == "cast":
-        return f"(({_CTYPES[node.out.dtype.name]}){names[operands[0]]})"
-    if name == "select":
-        x, y, a = operands
-        pair = np.result_type(*(v.dtype if isinstance(v, Value) else v for v in (x, y)))
-        cast = _CTYPES[pair.name]
-        symbol = {"greater": ">", "greater_equal": ">=", "equal": "=="}[node.attrs["compare"]]
-        out_ctype = _CTYPES[node.out.dtype.name]
-        condition = f"(({cast}){_operand(x, names)} {symbol} ({cast}){_operand(y, names)})"
-        return f"({condition} ? ({out_ctype}){_operand(a, names)} : ({out_ctype})0)"
-    if name == "sigmoid":
-        x = at(operands[0])
-        e = f"exp(-abs({x}))"
-        return f"({x} >= 0 ? ({ctype})1.0 / (({ctype})1.0 + {e}) : {e} / (({ctype})1.0 + {e}))"
-    raise NotImplementedError(name)
-
-
-def _operand(x: Any, names: dict) -> str:
-    if isinstance(x, (Value, HostScalar)):
-        return names[x]
-    return str(int(x)) if isinstance(x, bool) else _literal(x)
 
 
 EMITTERS: dict[str, Callable[[_Codegen, Node, str, list[str]], None]] = {
@@ -871,6 +804,7 @@ EMITTERS: dict[str, Callable[[_Codegen, Node, str, list[str]], None]] = {
     "pick": _emit_pick,
     "sub_at": _emit_sub_at,
     "fused": _emit_fused,
+    "loop": _emit_loop,
 }
 
 SCRATCH: dict[str, Callable[[Node], list[Spec]]] = {

@@ -85,6 +85,9 @@ SELECT = Kernel(  # where(compare(x, y), a, 0): ReLU's and maximum's backward, a
 FUSED = Kernel(  # a chain of elementwise nodes (attribute `body`) computed as one
     "fused", lambda *xs, body: Spec(body[-1].out.shape, body[-1].out.dtype), elementwise=True
 )
+LOOP = Kernel(  # an elementwise chain (attribute `body`) compiled into one Numba loop (NumPy)
+    "loop", lambda *xs, body: Spec(body[-1].out.shape, body[-1].out.dtype)
+)
 
 VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "getitem"})
 ELEMENTWISE = frozenset(

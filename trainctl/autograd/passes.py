@@ -23,6 +23,7 @@ from trainctl.autograd.kernels import (
     ELEMENTWISE,
     FLAT_INDEX,
     FUSED,
+    LOOP,
     MEAN,
     PICK,
     SELECT,
@@ -30,6 +31,7 @@ from trainctl.autograd.kernels import (
     UNIFORM,
     VIEW_OPS,
 )
+from trainctl.autograd.loops import body_of, loop_supports
 from trainctl.autograd.ops import Spec
 from trainctl.backend import to_host
 from trainctl.errors import TrainctlError
@@ -759,6 +761,24 @@ def _slice_views(graph: Graph, flat: Value, offset: int, value: Value) -> list[N
     ]
 
 
+def jit_loops(graph: Graph) -> Graph:
+    """On NumPy, fused chains, selects and wheres of plain arithmetic become `loop` nodes: one
+    Numba-compiled pass over memory each (see loops.py) instead of a ufunc call per member.
+
+    On CuPy fused chains are generated kernels already, and the graph is left as it is.
+    """
+    if graph.device.xp is not np:
+        return graph
+    nodes = []
+    for node in graph.nodes:
+        candidate = node.op in (FUSED, SELECT) or node.op.name == "where"
+        if candidate and isinstance(node.out, Value) and loop_supports(node):
+            leaves = [x for x in node.inputs if isinstance(x, (Value, HostScalar))]
+            node = Node(LOOP, tuple(dict.fromkeys(leaves)), {"body": body_of(node)}, node.out)
+        nodes.append(node)
+    return graph.with_nodes(nodes)
+
+
 PASSES: dict[str, Pass] = {
     "simplify": simplify,
     "fold": fold_constants,
@@ -769,10 +789,11 @@ PASSES: dict[str, Pass] = {
     "dce": dead_code,
     "fuse": fuse_elementwise,
     "flatten": flatten_updates,
+    "jit": jit_loops,
 }
 PIPELINE = (
     "dce", "simplify", "fold", "lower_dropout", "lower_softmax", "cse", "simplify", "dce",
-    "lower_select", "dce", "fuse", "flatten",
+    "lower_select", "dce", "fuse", "flatten", "jit",
 )  # fmt: skip
 
 

@@ -1,0 +1,95 @@
+"""Numba loops for elementwise chains on the CPU: one pass over memory instead of one ufunc
+call (and one pass) per member.
+
+NumPy cannot run `v = 0.9 * v + g` or ReLU's backward mask as one pass: each ufunc reads and
+writes whole arrays, and every call costs microseconds of dispatch. The `jit` pass turns chains
+of plain IEEE arithmetic into `loop` nodes; this module writes each as a loop nest over the
+output's index and compiles it with Numba: no fastmath (so no FMA contraction), NumPy's error
+model (x / 0 is inf, not an exception), every operand cast as NumPy would cast it. Each element
+is then rounded exactly as the separate ufuncs round it. Transcendentals (exp, log, tanh, pow,
+sigmoid) are left to NumPy: Numba's libm and NumPy's SIMD routines may differ in the last bit.
+So are maximum and ReLU: NumPy's SIMD and scalar loops disagree on the sign of max(0, -0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from trainctl.autograd.elementwise import PYTHON, compute_dtype, member_expression
+from trainctl.autograd.graph import HostScalar, Node, Value
+
+LOOP_OPS = frozenset(
+    {"add", "sub", "mul", "div", "neg", "abs", "sqrt",
+     "greater", "greater_equal", "equal", "select", "where", "cast"}
+)  # fmt: skip
+_ARITHMETIC = frozenset({"add", "sub", "mul", "div", "neg", "abs", "sqrt"})
+_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.bool_)})
+
+_compiled: dict[str, Any] = {}  # loop source -> Numba dispatcher, shared by every graph
+
+
+def body_of(node: Node) -> tuple[Node, ...]:
+    return node.attrs.get("body", (node,))
+
+
+def loop_supports(node: Node) -> bool:
+    """Whether `node` (a fused chain or one elementwise node) can be one exact Numba loop: only
+    IEEE arithmetic on float32, float64 and bool, and every array it reads shaped as its output
+    (broadcasting stays with NumPy)."""
+    shape = node.out.shape
+    if not shape:
+        return False
+    for member in body_of(node):
+        name = member.op.name
+        if name not in LOOP_OPS or member.out.dtype not in _DTYPES:
+            return False
+        if name in _ARITHMETIC and compute_dtype(member.inputs).kind != "f":
+            return False
+        for x in member.inputs:
+            if isinstance(x, Value) and (x.dtype not in _DTYPES or x.shape != shape):
+                return False
+            if not isinstance(x, (Value, HostScalar, bool, int, float)):
+                return False
+    return True
+
+
+def loop_source(node: Node, slots: list[int]) -> str:
+    """`def loop(a0, a1, ...)`: the chain for each index of the output `a0`, written once.
+
+    `slots[i]` is the parameter that node input i arrives in. An input that is the output's
+    own array reads `a0`: two parameters for one array would make LLVM assume they may
+    overlap and give up vectorizing the loop.
+    """
+    names: dict[Any, str] = {}
+    index = ", ".join(f"i{axis}" for axis in range(len(node.out.shape)))
+    for leaf, slot in zip(node.inputs, slots, strict=True):
+        names[leaf] = f"a{slot}[{index}]" if isinstance(leaf, Value) else f"a{slot}"
+    lines = [f"def loop({', '.join(f'a{slot}' for slot in range(max(slots, default=0) + 1))}):"]
+    indent = "    "
+    for axis in range(len(node.out.shape)):
+        lines.append(f"{indent}for i{axis} in range(a0.shape[{axis}]):")
+        indent += "    "
+    for member in body_of(node):
+        names[member.out] = f"v{member.out.id}"
+        lines.append(f"{indent}v{member.out.id} = {member_expression(member, names, PYTHON)}")
+    lines.append(f"{indent}a0[{index}] = v{node.out.id}")
+    return "\n".join(lines) + "\n"
+
+
+def compile_loop(node: Node, slots: list[int], arguments: list[Any]) -> Callable[..., None]:
+    """The compiled loop for `node`, typed for `arguments` (the output array first; a float
+    stands for a host scalar), so the first replay does not pay for compilation."""
+    import numba
+
+    source = loop_source(node, slots)
+    dispatcher = _compiled.get(source)
+    if dispatcher is None:
+        namespace: dict[str, Any] = {"np": np}
+        exec(compile(source, "<trainctl loop>", "exec"), namespace)  # noqa: S102
+        dispatcher = _compiled[source] = numba.njit(error_model="numpy")(namespace["loop"])
+    types = [numba.float64 if isinstance(a, float) else numba.typeof(a) for a in arguments]
+    dispatcher.compile(tuple(types))
+    return dispatcher
