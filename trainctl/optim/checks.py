@@ -34,6 +34,8 @@ def real_in(
 
 
 def int_at_least(owner: str, name: str, value: Any, low: int) -> int:
+    if type(value) is int and value >= low:  # the common case, without the ABC check
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise OptimizerError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
     if value < low:

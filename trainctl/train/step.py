@@ -244,7 +244,7 @@ class GraphStep(Step):
     def _lookup(self, kind: str, *batch: Any) -> _Compiled:
         """The compiled step for these arrays: a dict hit on their shapes and dtypes as they
         come; on a miss, the signature they cast to (float data -> the step's dtype)."""
-        key = (kind, *((x.shape, x.dtype) for x in batch))
+        key = (kind, *[(x.shape, x.dtype) for x in batch])
         compiled = self._by_key.get(key)
         if compiled is None:
             signature = (kind, *(part for x in batch for part in self._signature(x)))
