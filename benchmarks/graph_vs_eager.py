@@ -8,6 +8,7 @@ hand-written NumPy step (`benchmarks/numpy_mlp.py`), and faster than PyTorch CPU
 
     python benchmarks/graph_vs_eager.py                       # mlp 64, mlp 512, cnn 64
     python benchmarks/graph_vs_eager.py --cases mlp:64 --steps 1000
+    python benchmarks/graph_vs_eager.py --cases mlp:64 --disable jit   # without Numba loops
     python benchmarks/graph_vs_eager.py --configs configs/*.yaml --steps 60   # each config
 
 With --configs, every config's model, loss, optimizer and batch size are timed in both modes
@@ -35,12 +36,17 @@ from trainctl.backend import CPU, manual_seed  # noqa: E402
 from trainctl.train.step import make_step  # noqa: E402
 
 
-def trainctl_step(name: str, batch_size: int, mode: str) -> tuple[Callable[[], float], dict]:
+def trainctl_step(
+    name: str, batch_size: int, mode: str, disabled: tuple[str, ...] = ()
+) -> tuple[Callable[[], float], dict]:
     """The step of `mode` through `make_step`, compiled (graph) before timing starts."""
     manual_seed(0)
     model = build_model(name)
     optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    step = make_step(mode, model, nn.cross_entropy, optimizer, device=CPU, dtype=np.float32)
+    options = {"disabled_passes": disabled} if mode == "graph" else {}
+    step = make_step(
+        mode, model, nn.cross_entropy, optimizer, device=CPU, dtype=np.float32, **options
+    )
     images, labels = batch(batch_size)
     start = time.perf_counter()
     step.train(images, labels)
@@ -101,6 +107,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     parser.add_argument("--configs", nargs="+", help="time these configs instead of --cases")
+    parser.add_argument(
+        "--disable", default="", help="graph passes to switch off, e.g. jit (comma-separated)"
+    )
     args = parser.parse_args()
     if args.configs:
         time_configs(args.configs, args)
@@ -120,7 +129,8 @@ def main() -> None:
         name, size = case.split(":")
         batch_size = int(size)
         eager, _ = trainctl_step(name, batch_size, "eager")
-        graph, stats = trainctl_step(name, batch_size, "graph")
+        disabled = tuple(p for p in args.disable.split(",") if p)
+        graph, stats = trainctl_step(name, batch_size, "graph", disabled)
         steps = {"trainctl eager": eager, "trainctl graph": graph}
         if name == "mlp":
             steps["numpy by hand"] = numpy_mlp_step(batch_size)

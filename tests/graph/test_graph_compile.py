@@ -1,6 +1,8 @@
 """Compilation and the memory planner: buffers are reused, state is updated in place, views
 cost nothing, and a planned program computes exactly what the unplanned one does."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -68,17 +70,35 @@ def test_state_read_after_its_update_is_copied_at_the_end():
 def test_views_get_no_buffer_and_are_built_once():
     graph = Graph(CPU)
     x = graph.add_input("x", Spec((4, 6), F32))
-    graph.outputs["out"] = ops.exp(x.reshape(6, 4).transpose(1, 0)[1:3]).sum()
+    graph.outputs["out"] = ops.exp(ops.exp(x).reshape(6, 4).transpose(1, 0)[1:3]).sum()
     program = _program(graph, {})
     body = program.source.split("def step")[1]
     assert "reshape" not in body and "transpose" not in body
-    assert program.buffers == 2  # exp's output and the sum
+    assert program.buffers == 3  # the two exps' outputs and the sum
     data = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
     program.inputs[0][...] = data
     (out,) = program.function()
     # NumPy gives exp of a transposed view the view's memory order, graph mode a C-ordered
     # buffer: the sum adds in another order, so only the last bit may differ.
-    np.testing.assert_allclose(out, np.exp(data.reshape(6, 4).T[1:3]).sum(), rtol=1e-6)
+    want = np.exp(np.exp(data).reshape(6, 4).T[1:3]).sum()
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+
+
+def test_a_batch_passed_in_is_read_in_place_through_fresh_views():
+    graph = Graph(CPU)
+    x = graph.add_input("x", Spec((4, 6), F32))
+    graph.outputs["out"] = ops.exp(x.reshape(6, 4).transpose(1, 0)[1:3]).sum()
+    program = _program(graph, {})
+    first = program.source.split("def step")[1].splitlines()[1].strip()
+    assert first == "view1 = input0.reshape((6, 4))", program.source
+    rng = np.random.default_rng(0)
+    copied, passed = (rng.standard_normal((4, 6)).astype(np.float32) for _ in range(2))
+    program.inputs[0][...] = copied
+    (from_buffer,) = np.array(program.function(), copy=True)
+    (from_array,) = program.function(input0=passed)
+    np.testing.assert_allclose(from_array, np.exp(passed.reshape(6, 4).T[1:3]).sum(), rtol=1e-6)
+    np.testing.assert_array_equal(program.inputs[0], copied)  # the step's own array untouched
+    assert program.function()[0] == from_buffer  # and used again when nothing is passed
 
 
 def test_the_mlp_step_body_is_only_calls_with_out():
@@ -91,6 +111,9 @@ def test_the_mlp_step_body_is_only_calls_with_out():
     body = compiled.program.source.split("def step")[1].splitlines()[1:-1]
     calls = [line.strip() for line in body if "labels_outside" not in line]
     calls = [line for line in calls if not line.startswith("if ")]  # the label range check
+    views = [line for line in calls if re.match(r"view\d+ = ", line)]  # of the batch, each step
+    assert calls[: len(views)] == views and all("input" in line for line in views[:1])
+    calls = calls[len(views) :]
     writes = ("out=", "copyto(", "] = ")
     loops = [line for line in calls if line.startswith("loop")]  # a loop writes its first argument
     assert loops and all(any(w in line for w in writes) for line in calls if line not in loops)

@@ -57,6 +57,24 @@ def test_a_new_signature_retraces_once_and_says_so(caplog):
     assert "evaluation step" in messages[2]
 
 
+def test_a_batch_of_the_traced_dtype_is_read_in_place_and_any_other_is_copied():
+    results = []
+    for float64 in (False, True):
+        _, _, step = _setup()
+        x, y = _batch()
+        x = x if float64 else x.astype(np.float32)
+        step.train(x, y)
+        (compiled,) = step._compiled.values()
+        own_inputs = compiled.program.inputs[0]
+        own_inputs.fill(np.nan)
+        results.append(step.train(x, y))
+        copied = not np.isnan(own_inputs).any()
+        assert copied == float64
+        if copied:
+            np.testing.assert_array_equal(own_inputs, x.astype(np.float32))
+    assert results[0] == results[1]  # float64 data is cast to the float32 the step traced
+
+
 def test_state_lands_where_opt_step_puts_it():
     model, opt, step = _setup()
     x, y = _batch()

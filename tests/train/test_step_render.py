@@ -78,7 +78,7 @@ def test_dot_is_a_graphviz_digraph():
 
 def test_code_is_the_generated_python():
     code = _render(fmt="code")
-    assert "def step(s_lr, s_grad_factor, seed0, counter0):" in code
+    assert "def step(s_lr, s_grad_factor, seed0, counter0, input0=input0, input1=input1):" in code
     assert "xp.matmul(" in code and "out=" in code
     compile(code, "<rendered>", "exec")  # a valid module
     traced = _render(fmt="code", stage="traced")

@@ -44,12 +44,14 @@ from trainctl.errors import DataError
 @dataclass
 class Program:
     """A compiled step: call `function(*scalars, *seed_and_counter_per_generator)` after filling
-    `inputs`; it returns the graph's outputs named in `output_names` (the loss, or the model's
-    output) and has updated the state arrays in place."""
+    `inputs`, or pass arrays shaped and typed as they are by keyword (`input0=batch`, C-ordered)
+    to use them in place; it returns the graph's outputs named in `output_names` (the loss, or
+    the model's output) and has updated the state arrays in place."""
 
     source: str
     function: Callable[..., tuple]
     inputs: list[Any]
+    input_names: list[str]
     output_names: list[str]
     scalar_names: list[str]
     buffers: int
@@ -290,7 +292,11 @@ class _Codegen:
             name for name in self.graph.outputs if name not in {s.name for s in self.graph.state}
         ]
         returns = "".join(f"{self.arg(self.graph.outputs[name])}, " for name in outputs)
-        function = [f"def step({', '.join(self.params)}):"]
+        # The batch may be passed in (input0=array) instead of copied into input0: the views
+        # of the inputs are then taken again in the function, where they cost a microsecond.
+        bound = [f"{name}={name}" for name in self.input_names]
+        function = [f"def step({', '.join(self.params + bound)}):"]
+        function += [f"    {line}" for line in _lines_reading(self.prologue, self.input_names)]
         function += [f"    {text}" for text in self.body]
         function.append(f"    return ({returns.rstrip()})")
         source = "\n".join(header + self.prologue + ["", ""] + function) + "\n"
@@ -302,11 +308,23 @@ class _Codegen:
             source=source,
             function=namespace["step"],
             inputs=[namespace[name] for name in self.input_names],
+            input_names=self.input_names,
             output_names=outputs,
             scalar_names=[s.name for s in self.graph.scalars],
             buffers=len(pool),
             buffer_bytes=sum(s.nbytes for s in pool) + self.private_bytes,
         )
+
+
+def _lines_reading(prologue: list[str], names: list[str]) -> list[str]:
+    """The prologue lines that read any of `names`, directly or through an earlier line."""
+    reading, lines = set(names), []
+    for line in prologue:
+        name, expression = line.split(" = ", 1)
+        if name not in names and reading & set(re.findall(r"\w+", expression)):
+            reading.add(name)
+            lines.append(line)
+    return lines
 
 
 def _view_expression(node: Node, source: str) -> str:

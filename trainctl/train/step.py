@@ -222,12 +222,12 @@ class GraphStep(Step):
         compiled = self._lookup("train", inputs, targets)
         if not self.model.training:
             self.model.train()
-        self._load(compiled, inputs, targets)
+        bound = self._load(compiled, inputs, targets)
         scalars = self.optimizer.step_scalars()
         args = [scalars[name] for name in compiled.program.scalar_names]
         for generator, _ in compiled.graph.generators:
             args += [generator.seed, generator.counter]
-        (loss,) = compiled.program.function(*args)
+        (loss,) = compiled.program.function(*args, **bound)
         self._store(compiled)
         return float(loss)
 
@@ -237,8 +237,8 @@ class GraphStep(Step):
         compiled = self._lookup("eval", inputs)
         if self.model.training:
             self.model.eval()
-        self._load(compiled, inputs)
-        (out,) = compiled.program.function()
+        bound = self._load(compiled, inputs)
+        (out,) = compiled.program.function(**bound)
         return np.array(to_host(out), copy=True)
 
     def _lookup(self, kind: str, *batch: Any) -> _Compiled:
@@ -256,14 +256,24 @@ class GraphStep(Step):
         dtype = np.dtype(array.dtype)
         return (tuple(array.shape), self.dtype if np.issubdtype(dtype, np.floating) else dtype)
 
-    def _load(self, compiled: _Compiled, *batch: Any) -> None:
-        """Copy the batch in, and any state someone rebound since the last replay."""
+    def _load(self, compiled: _Compiled, *batch: Any) -> dict[str, Any]:
+        """Bring in any state someone rebound since the last replay; return the batch arrays
+        the step can read where they are (C-ordered NumPy arrays of the traced dtype), by
+        input name, after copying the others into the step's own input arrays."""
         xp = self.device.xp
-        for target, array in zip(compiled.program.inputs, batch, strict=True):
-            if xp is np:
-                np.copyto(target, array, casting="unsafe")
-            else:
+        bound = {}
+        program = compiled.program
+        for name, target, array in zip(program.input_names, program.inputs, batch, strict=True):
+            if xp is not np:
                 target.set(np.ascontiguousarray(to_host(array), dtype=target.dtype))
+            elif (
+                type(array) is np.ndarray
+                and array.dtype == target.dtype
+                and array.flags.c_contiguous
+            ):
+                bound[name] = array
+            else:
+                np.copyto(target, array, casting="unsafe")
         for param, owned in compiled.params:
             if param.data is not owned:
                 xp.copyto(owned, param.data)
@@ -283,6 +293,7 @@ class GraphStep(Step):
                     owned.fill(0)
                 elif entry[name].data is not owned:
                     xp.copyto(owned, entry[name].data)
+        return bound
 
     def _store(self, compiled: _Compiled) -> None:
         """Point the model and the optimizer at the updated arrays, as opt.step() would."""
