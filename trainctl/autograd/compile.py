@@ -28,7 +28,7 @@ from trainctl import backend
 from trainctl.autograd import ops
 from trainctl.autograd.elementwise import CTYPES, C, literal, member_expression
 from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, Value, node_text
-from trainctl.autograd.kernels import FUSED
+from trainctl.autograd.kernels import FUSED, body_of
 from trainctl.autograd.loops import compile_loop
 from trainctl.autograd.numerics import (
     REARRANGING_OPS,
@@ -184,13 +184,10 @@ class _Codegen:
         for node in self.graph.nodes:
             if isinstance(node.out, HostScalar):
                 self.host(node)
-            elif "body" in node.attrs:  # fused or loop: each member's forward
-                for member in node.attrs["body"]:
-                    self._forward_call(member)
-                    self.check(member)
-            else:
-                self._forward_call(node)
-                self.check(node)
+                continue
+            for member in body_of(node):  # a fused chain or loop: each member's forward
+                self._forward_call(member)
+                self.check(member)
         for slot, value in self.graph.state_outputs():
             if value is not slot.value:
                 self.line(f"xp.copyto({self.names[slot.value]}, {self.arg(value)})")
@@ -746,12 +743,13 @@ def _allows_alias(member: Node, leaf: Any) -> bool:
 
 
 def _emit_loop(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
+    args = [g.arg(x) for x in node.inputs]
     params, samples = [out], [g.ns[out]]  # each array once: the output, then the others
-    for x in node.inputs:
-        if g.arg(x) not in params:
-            params.append(g.arg(x))
-            samples.append(g.ns[g.arg(x)] if isinstance(x, Value) else 0.0)
-    slots = [params.index(g.arg(x)) for x in node.inputs]
+    for x, name in zip(node.inputs, args, strict=True):
+        if name not in params:
+            params.append(name)
+            samples.append(g.ns[name] if isinstance(x, Value) else 0.0)
+    slots = [params.index(name) for name in args]
     loop = compile_loop(node, slots, samples)
     g.line(f"{g.bind(f'loop{node.out.id}_', loop)}({', '.join(params)})")
 

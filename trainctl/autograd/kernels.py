@@ -89,6 +89,12 @@ LOOP = Kernel(  # an elementwise chain (attribute `body`) compiled into one Numb
     "loop", lambda *xs, body: Spec(body[-1].out.shape, body[-1].out.dtype)
 )
 
+
+def body_of(node: Any) -> tuple:
+    """The members a node computes: a fused chain's or a loop's body, else the node itself."""
+    return node.attrs.get("body", (node,))
+
+
 VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "getitem"})
 ELEMENTWISE = frozenset(
     {

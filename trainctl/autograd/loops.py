@@ -20,6 +20,7 @@ import numpy as np
 
 from trainctl.autograd.elementwise import PYTHON, compute_dtype, member_expression
 from trainctl.autograd.graph import HostScalar, Node, Value
+from trainctl.autograd.kernels import body_of
 
 LOOP_OPS = frozenset(
     {"add", "sub", "mul", "div", "neg", "abs", "sqrt",
@@ -29,10 +30,6 @@ _ARITHMETIC = frozenset({"add", "sub", "mul", "div", "neg", "abs", "sqrt"})
 _DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.bool_)})
 
 _compiled: dict[str, Any] = {}  # loop source -> Numba dispatcher, shared by every graph
-
-
-def body_of(node: Node) -> tuple[Node, ...]:
-    return node.attrs.get("body", (node,))
 
 
 def loop_supports(node: Node) -> bool:

@@ -30,8 +30,9 @@ from trainctl.autograd.kernels import (
     SUB_AT,
     UNIFORM,
     VIEW_OPS,
+    body_of,
 )
-from trainctl.autograd.loops import body_of, loop_supports
+from trainctl.autograd.loops import loop_supports
 from trainctl.autograd.ops import Spec
 from trainctl.backend import to_host
 from trainctl.errors import TrainctlError
@@ -665,9 +666,8 @@ class _Flattener:
     def _flat_node(self, model: Node, leaves: list, shape: tuple, before: list) -> Value:
         """`model`'s computation over the flat leaves, appended to `before`."""
         mapping = dict(zip(_leaves(model), leaves, strict=True))
-        body = model.attrs["body"] if model.op is FUSED else (model,)
         flat_body = []
-        for member in body:
+        for member in body_of(model):
             out = Value(self.graph, Spec(shape, member.out.dtype))
             inputs = tuple(mapping.get(x, x) if _is_ref(x) else x for x in member.inputs)
             flat_body.append(Node(member.op, inputs, member.attrs, out))
@@ -723,7 +723,7 @@ def _update_signature(node: Node) -> tuple | None:
     out = node.out
     if not isinstance(out, Value) or (not _fusible(node) and node.op is not FUSED):
         return None
-    body = node.attrs["body"] if node.op is FUSED else (node,)
+    body = body_of(node)
     if any(member.out.shape != out.shape for member in body):
         return None
     leaves = _leaves(node)
@@ -771,7 +771,7 @@ def jit_loops(graph: Graph) -> Graph:
         return graph
     nodes = []
     for node in graph.nodes:
-        candidate = node.op in (FUSED, SELECT) or node.op.name == "where"
+        candidate = node.op in (FUSED, SELECT, ops.Where)
         if candidate and isinstance(node.out, Value) and loop_supports(node):
             leaves = [x for x in node.inputs if isinstance(x, (Value, HostScalar))]
             node = Node(LOOP, tuple(dict.fromkeys(leaves)), {"body": body_of(node)}, node.out)
