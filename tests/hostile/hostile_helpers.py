@@ -37,6 +37,21 @@ def invoke(*args: object):
         return _runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
+def train_small_run(runs: Path, *overrides: str) -> Path:
+    """A finished three-step run of the quickstart config, hidden layers 16 and 8, in `runs`."""
+    settings = [
+        "train.max_steps=3",
+        *overrides,
+        "model.layers[1].linear.out=16",
+        "model.layers[3].linear.out=8",
+    ]
+    sets = [part for setting in settings for part in ("--set", setting)]
+    result = invoke("train", ROOT / "configs/digits_mlp.yaml", "--runs-root", runs, "-q", *sets)
+    assert result.exit_code == 0, result.output
+    (run,) = runs.iterdir()
+    return run
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every entry under `root` (links not followed): relative path -> content hash or kind."""
     tree = {}

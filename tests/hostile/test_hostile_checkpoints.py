@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 from hostile_files import bit_flips, npy_bytes, truncations, zip_of
-from hostile_helpers import ROOT, TALLY, assert_user_error, invoke, snapshot
+from hostile_helpers import TALLY, assert_user_error, invoke, snapshot, train_small_run
 
 from trainctl.errors import CheckpointError
 from trainctl.train.checkpoint import load_checkpoint, save_checkpoint
@@ -30,23 +30,7 @@ CLI_SAMPLE = 10
 @pytest.fixture(scope="module")
 def template_run(tmp_path_factory) -> Path:
     """A finished three-step digits run, copied by each test that changes it."""
-    runs = tmp_path_factory.mktemp("runs")
-    result = invoke(
-        "train",
-        ROOT / "configs/digits_mlp.yaml",
-        "--runs-root",
-        runs,
-        "-q",
-        "--set",
-        "train.max_steps=3",
-        "--set",
-        "model.layers[1].linear.out=16",
-        "--set",
-        "model.layers[3].linear.out=8",
-    )
-    assert result.exit_code == 0, result.output
-    (run,) = runs.iterdir()
-    return run
+    return train_small_run(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture

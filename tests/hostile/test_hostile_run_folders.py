@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hostile_helpers import ROOT, TALLY, error_lines, invoke, snapshot
+from hostile_helpers import ROOT, TALLY, error_lines, invoke, snapshot, train_small_run
 
 from trainctl.config_yaml import MAX_DEPTH
 from trainctl.train.rundir import RunFolder
@@ -17,25 +17,7 @@ from trainctl.train.rundir import RunFolder
 
 @pytest.fixture(scope="module")
 def template_run(tmp_path_factory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    result = invoke(
-        "train",
-        ROOT / "configs/digits_mlp.yaml",
-        "--runs-root",
-        runs,
-        "-q",
-        "--set",
-        "train.max_steps=3",
-        "--set",
-        "train.log_every=1",
-        "--set",
-        "model.layers[1].linear.out=16",
-        "--set",
-        "model.layers[3].linear.out=8",
-    )
-    assert result.exit_code == 0, result.output
-    (run,) = runs.iterdir()
-    return run
+    return train_small_run(tmp_path_factory.mktemp("runs"), "train.log_every=1")
 
 
 @pytest.fixture
