@@ -110,12 +110,20 @@ def torch_step(name: str, batch_size: int, torch) -> Callable[[], float]:
     return step
 
 
-def interleaved(steps: dict[str, Callable], total: int, warmup: int, rounds: int) -> dict:
-    """Time each step function in `rounds` alternating rounds; pool the samples."""
+def interleaved(
+    steps: dict[str, Callable],
+    total: int,
+    warmup: int,
+    rounds: int,
+    synchronize: Callable[[], None] = lambda: None,
+) -> dict:
+    """Time each step function in `rounds` alternating rounds; pool the samples.
+    `synchronize` waits for queued GPU work, so a step's time includes its kernels."""
     samples: dict[str, list[float]] = {label: [] for label in steps}
     for _ in range(rounds):
         for label, step in steps.items():
-            samples[label].extend(time_steps(step, total // rounds, warmup).samples_ms)
+            timing = time_steps(step, total // rounds, warmup, synchronize)
+            samples[label].extend(timing.samples_ms)
     return {label: Timing(tuple(values)) for label, values in samples.items()}
 
 

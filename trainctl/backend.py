@@ -18,7 +18,10 @@ import numpy as np
 
 from trainctl.errors import DeviceError
 
-GPU_EXTRA_HINT = "install the GPU extra: pip install 'trainctl[gpu]'"
+GPU_EXTRA_HINT = (
+    "install the GPU extra for your CUDA: pip install 'trainctl[gpu]' (CUDA 12) "
+    "or 'trainctl[gpu-cuda13]' (CUDA 13)"
+)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainctl.backend import to_host
 from trainctl.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 from trainctl.train.components import Components
 from trainctl_peers import PeerError
@@ -81,7 +82,10 @@ def _copy_optimizer_state(
     counts_steps = isinstance(source, (Adam, RMSprop))
     for index, entry in source.state.items():
         slot = slots[index]
-        state = {name: torch.tensor(slot.to_torch(t.numpy())) for name, t in entry.items()}
+        state = {
+            name: torch.tensor(slot.to_torch(t.numpy()), device=slot.tensor.device)
+            for name, t in entry.items()
+        }
         if counts_steps:
             state["step"] = torch.tensor(float(source.step_count))
         target.state[slot.tensor] = state
@@ -103,8 +107,10 @@ class TorchPeer:
         optimizer: torch.optim.Optimizer,
         components: Components,
         step_count: int,
+        device: torch.device,
     ) -> None:
         self.model, self.optimizer = model.module, optimizer
+        self.device = device
         self.reason = model.reason
         self.comparable = model.reason is None
         self.step_count = step_count
@@ -118,24 +124,25 @@ class TorchPeer:
         self._dtype = np.dtype(components.dtype)
 
     @classmethod
-    def from_components(cls, components: Components) -> TorchPeer:
+    def from_components(cls, components: Components, device: str = "cpu") -> TorchPeer:
         """The peer of `components` as they are now: weights, buffers, optimizer state and
-        schedule position copied over."""
+        schedule position copied over, on torch's `device` (cpu, or cuda for GPU peers)."""
         dtype = np.dtype(components.dtype)
         input_ndim = len(components.data.input_shape) + 1
         layer_specs = components.config.model.layers
         model = build_torch_model(layer_specs, components.model, input_ndim, _DTYPES[dtype])
-        state = components.model.state_dict()
+        state = {name: to_host(value) for name, value in components.model.state_dict().items()}
         with torch.no_grad():
             for slot in model.slots:
                 slot.tensor.copy_(torch.tensor(slot.to_torch(state[slot.name])))
+        model.module.to(device)  # moves the parameters in place: the slots still hold them
         source = components.optimizer
         by_name = {slot.name: slot for slot in model.slots}
         names = {id(p): name for name, p in components.model.named_parameters()}
         param_slots = [by_name[names[id(p)]] for p in source.params]
         optimizer = _torch_optimizer(source, [slot.tensor for slot in param_slots])
         _copy_optimizer_state(source, optimizer, param_slots)
-        return cls(model, optimizer, components, source.step_count)
+        return cls(model, optimizer, components, source.step_count, torch.device(device))
 
     def train(self, inputs: np.ndarray, targets: np.ndarray) -> float:
         """One step (forward, loss, backward, clipping, update); returns the loss before it.
@@ -163,12 +170,12 @@ class TorchPeer:
         self.model.eval()
         with torch.no_grad():
             out = self.model(self._tensor(inputs))
-        return np.array(out.numpy(), order="C")
+        return np.array(out.cpu().numpy(), order="C")
 
     def trainctl_state(self) -> dict[str, np.ndarray]:
         """Parameters and buffers under trainctl's state_dict names, in trainctl's layouts."""
         return {
-            slot.name: np.array(slot.to_trainctl(slot.tensor.detach().numpy()), order="C")
+            slot.name: np.array(slot.to_trainctl(slot.tensor.detach().cpu().numpy()), order="C")
             for slot in self._slots
         }
 
@@ -176,4 +183,4 @@ class TorchPeer:
         """A batch as torch sees it: floating data in the run's dtype, integers as int64."""
         array = np.asarray(array)
         kind = self._dtype if np.issubdtype(array.dtype, np.floating) else np.int64
-        return torch.from_numpy(array.astype(kind, copy=False))
+        return torch.from_numpy(array.astype(kind, copy=False)).to(self.device)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.numpy
+from devices import cuda_only
 
 from trainctl import backend, nn
 from trainctl.autograd import Tensor
@@ -441,3 +442,55 @@ def test_sigkill_while_saving_leaves_a_readable_checkpoint(tmp_path):
     step = checkpoint.trainer_state["step"]
     assert step >= 5
     assert np.all(checkpoint.model_state["w"] == step)
+
+
+def cuda_model(seed):
+    return make_model(seed).to(backend.get_device("cuda"))
+
+
+def cuda_batch(step):
+    cuda = backend.get_device("cuda")
+    inputs, labels = batch(step)
+    return inputs.to(cuda), labels.to(cuda)
+
+
+@pytest.mark.parametrize("kind", OPTIMIZERS)
+@cuda_only
+def test_a_checkpoint_written_on_the_gpu_resumes_on_the_cpu_and_back(tmp_path, kind):
+    model = cuda_model(seed=0)
+    optimizer = OPTIMIZERS[kind](list(model.parameters()))
+    for step in (0, 1):
+        inputs, labels = cuda_batch(step)
+        optimizer.zero_grad()
+        nn.cross_entropy(model(inputs), labels).backward()
+        optimizer.step()
+    path = tmp_path / "gpu.safetensors"
+    save_checkpoint(path, model.state_dict(), optimizer.state_dict(), TRAINER_STATE)
+    checkpoint = load_checkpoint(path)
+    gpu_state = {name: backend.to_host(a) for name, a in model.state_dict().items()}
+    assert_same_arrays(checkpoint.model_state, gpu_state)
+
+    on_cpu = make_model(seed=1)
+    cpu_optimizer = OPTIMIZERS[kind](list(on_cpu.parameters()))
+    on_cpu.load_state_dict(checkpoint.model_state)
+    cpu_optimizer.load_state_dict(checkpoint.optimizer_state)
+    assert_same_arrays(on_cpu.state_dict(), gpu_state)
+    # Two devices sum in different orders: the continuations agree closely, not bitwise.
+    cpu_loss = train_steps(on_cpu, cpu_optimizer, [2, 3])
+
+    path_back = tmp_path / "cpu.safetensors"
+    save_checkpoint(path_back, on_cpu.state_dict(), cpu_optimizer.state_dict(), TRAINER_STATE)
+    back = load_checkpoint(path_back)
+    on_gpu = cuda_model(seed=2)
+    gpu_optimizer = OPTIMIZERS[kind](list(on_gpu.parameters()))
+    on_gpu.load_state_dict(back.model_state)
+    gpu_optimizer.load_state_dict(back.optimizer_state)
+    assert_same_arrays(
+        {name: backend.to_host(a) for name, a in on_gpu.state_dict().items()}, on_cpu.state_dict()
+    )
+    inputs, labels = cuda_batch(4)
+    gpu_loss = float(nn.cross_entropy(on_gpu(inputs), labels).numpy())
+    assert np.isfinite(gpu_loss) and np.isfinite(cpu_loss)
+    assert gpu_loss == pytest.approx(
+        float(nn.cross_entropy(on_cpu(batch(4)[0]), batch(4)[1]).numpy()), rel=1e-5
+    )
