@@ -151,6 +151,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
             "early_stopping": None if early is None else asdict(early),
         },
         "debug": asdict(config.debug),
+        "graph": asdict(config.graph),
     }
     return copy.deepcopy(result)
 

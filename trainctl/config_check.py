@@ -23,6 +23,7 @@ from trainctl.config_schema import (
     DataConfig,
     DebugConfig,
     EarlyStoppingConfig,
+    GraphConfig,
     LayerConfig,
     ModelConfig,
     NamedConfig,
@@ -113,6 +114,15 @@ _TOP_KEYS = tuple(f.name for f in fields(Config) if f.name != "source")
 _DATA_KEYS = tuple(f.name for f in fields(DataConfig))
 _TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 _DEBUG_KEYS = tuple(f.name for f in fields(DebugConfig))
+GRAPH_ARGS = {
+    "cuda_graphs": Arg(
+        "bool",
+        GraphConfig.cuda_graphs,
+        "on a GPU, replay each compiled step as one CUDA graph (mode: graph; steps with dropout "
+        "or check_numerics run op by op)",
+    ),
+}
+_GRAPH_KEYS = tuple(f.name for f in fields(GraphConfig))
 _NESTED_LAYERS = "residual"  # the one layer type whose value is a list of layers
 
 
@@ -368,6 +378,7 @@ class _Checker:
         lr = optimizer.args.get("lr") if optimizer_ok else None
         schedule = self.schedule(top.get("schedule"), lr)
         debug = self.debug(self.section(top, ("debug",)))
+        graph = self.graph(self.section(top, ("graph",)))
         return Config(
             name=self.run_name(top),
             **plain,
@@ -379,6 +390,7 @@ class _Checker:
             schedule=schedule,
             train=train,
             debug=debug,
+            graph=graph,
             source=self.doc.source,
         )
 
@@ -518,6 +530,12 @@ class _Checker:
         self.unknown_keys(section, path, _DEBUG_KEYS, "a key of debug")
         plain, _ = self.values(section, path, DEBUG_ARGS)
         return DebugConfig(**plain)
+
+    def graph(self, section: dict[str, Any]) -> GraphConfig:
+        path = ("graph",)
+        self.unknown_keys(section, path, _GRAPH_KEYS, "a key of graph")
+        plain, _ = self.values(section, path, GRAPH_ARGS)
+        return GraphConfig(**plain)
 
     def train(self, section: dict[str, Any], metrics: list[NamedConfig]) -> TrainConfig:
         path = ("train",)

@@ -97,6 +97,11 @@ class DebugConfig:
     check_numerics: bool = False
 
 
+@dataclass(frozen=True)
+class GraphConfig:
+    cuda_graphs: bool = True
+
+
 def default_loss() -> NamedConfig:
     return NamedConfig("cross_entropy", {"label_smoothing": 0.0})
 
@@ -123,4 +128,5 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
     source: str = field(default="<string>", compare=False)

@@ -62,6 +62,7 @@ def config_reference() -> str:
         ("`train`", "train.", schema.TRAIN_ARGS),
         ("`train.early_stopping`", "train.early_stopping.", schema.EARLY_STOPPING_ARGS),
         ("`debug`", "debug.", schema.DEBUG_ARGS),
+        ("`graph` (graph mode)", "graph.", schema.GRAPH_ARGS),
     ]
     sections = [
         ("Layers (`model.layers`)", registries.layers, "layer"),

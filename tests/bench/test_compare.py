@@ -189,3 +189,25 @@ def test_a_peer_that_differs_is_reported_but_does_not_fail(tmp_path):
     assert agreement["graph"]["ok"] is True
     assert agreement["torch"]["ok"] is False  # float32 rounding differs from trainctl's
     assert report["ok"] is True
+
+
+def test_gpu_launches_per_step_with_and_without_the_cuda_graph():
+    from trainctl.bench.report import _rows
+
+    def result(status):
+        details = {
+            "step_ms": {"median": 1.0, "p10": 0.9, "p90": 1.1},
+            "samples_per_s": 64000.0,
+            "first_step_ms": 5.0,
+        }
+        graph = {**details, "cuda_graph": status} if status else details
+        return {"modes": {"eager": details, "graph": graph}}
+
+    captured = {"captured": True, "nodes": {"kernel": 40, "memcpy": 2, "memset": 1}}
+    rows = dict(_rows(result(captured)))
+    assert rows["GPU launches / step"] == ["-", "43 -> 1 (CUDA graph)"]
+    refused = {"captured": False, "reason": "the step draws random numbers"}
+    assert dict(_rows(result(refused)))["GPU launches / step"][1] == (
+        "not captured: the step draws random numbers"
+    )
+    assert "GPU launches / step" not in dict(_rows(result(None)))  # on the CPU

@@ -9,6 +9,14 @@ The generated source is kept on the Program (`trainctl graph --format code` prin
 On CuPy, fused elementwise chains become one `cupy.ElementwiseKernel` each, compiled without
 FMA contraction so they round as the separate kernels of eager mode do.
 
+`device_scalars=True` (for CUDA graphs) keeps the per-step host numbers (learning rate, bias
+corrections) in a small device array instead of passing them as Python numbers, so the device
+code reads them at run time and can be captured once and replayed: `host_values` computes them
+on the host, `device_step` is the capturable part, and `step` runs the two. A host number meets
+an array as the weakly typed Python float it is in eager mode: it is rounded to the array's
+dtype on the device first (the same IEEE rounding NumPy does on the host), so the results are
+bit for bit those of the plain program.
+
 `check_numerics=True` (`debug.check_numerics`) adds a line after each node's: if its output
 holds NaN or Inf, the step stops with a NonFiniteError naming the node, its line of IR and
 where it came from (the layer, or which gradient). Programs compiled without it are unchanged.
@@ -19,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,13 +64,25 @@ class Program:
     scalar_names: list[str]
     buffers: int
     buffer_bytes: int
+    # With device scalars only: the host half, the capturable device half, and which inputs
+    # hold class labels (input index, number of classes) to range-check on the host.
+    host_values: Callable[..., tuple] | None = None
+    scalars: Any = None  # the float64 array of host numbers the device code reads
+    device_step: Callable[..., tuple] | None = None
+    label_checks: list[tuple[int, int]] = field(default_factory=list)
 
 
 def compile_graph(
-    graph: Graph, state: Mapping[str, Any], plan_memory: bool = True, check_numerics: bool = False
+    graph: Graph,
+    state: Mapping[str, Any],
+    plan_memory: bool = True,
+    check_numerics: bool = False,
+    device_scalars: bool = False,
 ) -> Program:
     """Compile `graph` against the arrays in `state` (slot name -> array, updated in place)."""
-    codegen = _Codegen(graph, state, check_numerics)
+    if device_scalars and (not plan_memory or check_numerics or graph.generators):
+        raise ValueError("device scalars need the memory plan, no numerics checks, no RNG")
+    codegen = _Codegen(graph, state, check_numerics, device_scalars)
     if plan_memory:
         codegen.planned()
     else:
@@ -78,7 +98,9 @@ def _identifier(name: str) -> str:
 
 
 class _Codegen:
-    def __init__(self, graph: Graph, state: Mapping[str, Any], check_numerics: bool) -> None:
+    def __init__(
+        self, graph: Graph, state: Mapping[str, Any], check_numerics: bool, device_scalars: bool
+    ) -> None:
         self.graph = graph
         self.checked: list[Node] | None = [] if check_numerics else None
         self.xp = graph.device.xp
@@ -108,6 +130,19 @@ class _Codegen:
             self.define(name, f"xp.empty({v.shape!r}, xp.{v.dtype.name})")
         for c in used_constants(graph):
             self.names[c] = self.bind("const", c.array)
+        self.device_scalars = device_scalars
+        self.current: Node | None = None  # the node being emitted
+        self.host_body: list[str] = []
+        self.scalar_slots: dict[HostScalar, int] = {}
+        self.scalar_arrays: dict[str, str] = {}  # dtype name -> array of every host number
+        self.label_checks: list[tuple[int, int]] = []
+        if device_scalars:
+            count = len(graph.scalars) + sum(isinstance(n.out, HostScalar) for n in graph.nodes)
+            self.scalar_count = max(count, 1)
+            self.scalar_arrays["float64"] = self.define(
+                "scalars", f"xp.zeros({self.scalar_count}, xp.float64)"
+            )
+            self.scalar_slots.update({s: i for i, s in enumerate(graph.scalars)})
 
     # ------------------------------------------------------------ helpers
 
@@ -136,10 +171,30 @@ class _Codegen:
     def line(self, text: str) -> None:
         self.body.append(text)
 
-    def arg(self, x: Any) -> str:
+    def arg(self, x: Any, dtype: np.dtype | None = None) -> str:
+        """How the code names `x`; a host number kept on the device is a 0-d array of `dtype`
+        (default: the dtype of the current node's first array input, which is what a weak
+        Python number becomes beside it)."""
+        if isinstance(x, HostScalar) and self.device_scalars:
+            return self.device_scalar(x, dtype or self._operand_dtype())
         if isinstance(x, (Value, HostScalar)):
             return self.names[x]
         return literal(x)
+
+    def _operand_dtype(self) -> np.dtype:
+        inputs = self.current.inputs if self.current is not None else ()
+        arrays = [x for x in inputs if isinstance(x, Value) and x.dtype.kind == "f"]
+        return arrays[0].dtype if arrays else np.dtype(np.float64)
+
+    def device_scalar(self, x: HostScalar, dtype: np.dtype) -> str:
+        """A 0-d view of host number `x` in the device array of `dtype` (filled from the
+        float64 array at the start of every step)."""
+        name = self.scalar_arrays.get(dtype.name)
+        if name is None:
+            expression = f"xp.zeros({self.scalar_count}, xp.{dtype.name})"
+            name = self.scalar_arrays[dtype.name] = self.define(f"scalars_{dtype.name}", expression)
+        slot = self.scalar_slots[x]
+        return self.view(f"{name}[{slot}:{slot + 1}].reshape(())")
 
     def key(self, key: RngKey) -> str:
         return f"(seed{key.generator}, counter{key.generator} + {key.offset})"
@@ -171,12 +226,17 @@ class _Codegen:
 
     def host(self, node: Node) -> None:
         name = self.names[node.out] = self.fresh("host")
-        args = [self.arg(x) for x in node.inputs]
+        args = [self.names[x] if isinstance(x, HostScalar) else literal(x) for x in node.inputs]
         symbol = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
         if node.op.name == "neg":
-            self.line(f"{name} = -{args[0]}")
+            text = f"{name} = -{args[0]}"
         else:
-            self.line(f"{name} = {args[0]} {symbol[node.op.name]} {args[1]}")
+            text = f"{name} = {args[0]} {symbol[node.op.name]} {args[1]}"
+        if self.device_scalars:
+            self.scalar_slots[node.out] = len(self.scalar_slots)
+            self.host_body.append(text)
+        else:
+            self.line(text)
 
     # ------------------------------------------------------------ naive: forward calls
 
@@ -246,6 +306,7 @@ class _Codegen:
                 for s, shape, _ in plan.scratch.get(node, [])
             ]
             self.alias = plan.alias.get(node)
+            self.current = node
             emitter = EMITTERS.get(node.op.name, _emit_generic)
             emitter(self, node, target, scratch)
             if node.op is not FUSED or self.cuda:  # NumPy's fused members check themselves
@@ -292,11 +353,14 @@ class _Codegen:
         # The batch may be passed in (input0=array) instead of copied into input0: the views
         # of the inputs are then taken again in the function, where they cost a microsecond.
         bound = [f"{name}={name}" for name in self.input_names]
-        function = [f"def step({', '.join(self.params + bound)}):"]
-        function += [f"    {line}" for line in _lines_reading(self.prologue, self.input_names)]
-        function += [f"    {text}" for text in self.body]
-        function.append(f"    return ({returns.rstrip()})")
-        source = "\n".join(header + self.prologue + ["", ""] + function) + "\n"
+        reading_inputs = [f"    {line}" for line in _lines_reading(self.prologue, self.input_names)]
+        if self.device_scalars:
+            functions = self._split_functions(bound, reading_inputs, returns)
+        else:
+            functions = [f"def step({', '.join(self.params + bound)}):", *reading_inputs]
+            functions += [f"    {text}" for text in self.body]
+            functions.append(f"    return ({returns.rstrip()})")
+        source = "\n".join(header + self.prologue + ["", ""] + functions) + "\n"
         namespace = {k: v for k, v in self.ns.items() if k not in self.defined}
         exec(compile(source, "<trainctl graph step>", "exec"), namespace)  # noqa: S102
         plan = self.plan
@@ -310,7 +374,43 @@ class _Codegen:
             scalar_names=[s.name for s in self.graph.scalars],
             buffers=len(pool),
             buffer_bytes=sum(s.nbytes for s in pool) + self.private_bytes,
+            host_values=namespace.get("host_values"),
+            scalars=namespace.get("scalars"),
+            device_step=namespace.get("device_step"),
+            label_checks=self.label_checks,
         )
+
+    def _split_functions(self, bound: list[str], reading_inputs: list[str], returns: str):
+        """host_values (Python arithmetic on the host numbers), device_step (array code only,
+        the host numbers read from `scalars`) and step, which runs the one, then the other."""
+        by_slot = sorted(self.scalar_slots, key=self.scalar_slots.__getitem__)
+        values = "".join(f"{self.names[x]}, " for x in by_slot)
+        self.ns["write_scalars"] = write_scalars
+        lines = [f"def host_values({', '.join(self.params)}):"]
+        lines += [f"    {text}" for text in self.host_body]
+        lines += [f"    return ({values.rstrip()})", "", ""]
+        lines += [f"def device_step({', '.join(bound)}):", *reading_inputs]
+        lines += [
+            f"    xp.copyto({name}, scalars, casting='same_kind')"
+            for dtype, name in self.scalar_arrays.items()
+            if dtype != "float64"
+        ]
+        lines += [f"    {text}" for text in self.body]
+        lines += [f"    return ({returns.rstrip()})", "", ""]
+        lines += [f"def step({', '.join(self.params + bound)}):"]
+        lines += [f"    write_scalars(scalars, host_values({', '.join(self.params)}))"]
+        lines += [f"    return device_step({', '.join(bound)})"]
+        return lines
+
+
+def write_scalars(scalars: Any, values: tuple) -> None:
+    """Copy this step's host numbers into the device array the device code reads."""
+    if isinstance(scalars, np.ndarray):
+        scalars[: len(values)] = values
+        return
+    host = np.zeros(scalars.shape, np.float64)
+    host[: len(values)] = values
+    scalars.set(host)
 
 
 def _lines_reading(prologue: list[str], names: list[str]) -> list[str]:
@@ -601,11 +701,21 @@ def _emit_flat_index(g: _Codegen, node: Node, out: str, scratch: list[str]) -> N
     classes = node.attrs["classes"]
     rows = g.bind("rows", g.xp.arange(labels.shape[0], dtype=labels.dtype) * classes)
     # Seen as unsigned, a negative label is huge: one max checks both ends of the range.
-    unsigned = g.view(f"{g.arg(labels)}.view(xp.uint{8 * labels.dtype.itemsize})")
-    check = g.bind("labels_outside", _labels_outside)
-    g.line(f"if {unsigned}.max() >= {classes}:")
-    g.line(f"    {check}({g.arg(labels)}, {classes})")
+    if g.device_scalars and labels in g.graph.inputs:
+        # Device code must not wait for the host: the caller checks the batch before copying.
+        g.label_checks.append((g.graph.inputs.index(labels), classes))
+    else:
+        unsigned = g.view(f"{g.arg(labels)}.view(xp.uint{8 * labels.dtype.itemsize})")
+        check = g.bind("labels_outside", _labels_outside)
+        g.line(f"if {unsigned}.max() >= {classes}:")
+        g.line(f"    {check}({g.arg(labels)}, {classes})")
     g.line(f"xp.add({g.arg(labels)}, {rows}, out={out})")
+
+
+def check_labels(labels: np.ndarray, classes: int) -> None:
+    """The host-side check of a batch's class labels (device-scalar programs)."""
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        _labels_outside(labels, classes)
 
 
 def _labels_outside(labels: Any, classes: int) -> None:
@@ -743,6 +853,8 @@ def _allows_alias(member: Node, leaf: Any) -> bool:
 
 
 def _emit_loop(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
+    if g.device_scalars and any(isinstance(x, HostScalar) for x in node.inputs):
+        raise ValueError("device scalars are for CuPy: the jit pass's loops take host numbers")
     args = [g.arg(x) for x in node.inputs]
     params, samples = [out], [g.ns[out]]  # each array once: the output, then the others
     for x, name in zip(node.inputs, args, strict=True):
@@ -763,6 +875,7 @@ def _emit_fused(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
         place, own = target[member]
         place = out if place == "out" else scratch[place]
         g.names[member.out] = place
+        g.current = member
         EMITTERS[member.op.name](g, member, place, [scratch[i] for i in own])
         g.check(member)
     g.names[node.out] = out
@@ -777,7 +890,7 @@ def _emit_fused_kernel(g: _Codegen, node: Node, out: str) -> None:
         names[leaf] = f"in{index}"
         dtype = leaf.dtype.name if isinstance(leaf, Value) else "float64"
         params.append(f"{dtype} in{index}")
-        args.append(g.arg(leaf))
+        args.append(g.arg(leaf, np.dtype(np.float64)))
     statements = []
     for member in node.attrs["body"]:
         expression = member_expression(member, names, C)

@@ -323,6 +323,8 @@ def _mode_details(runner: Runner, batch_size: int) -> dict[str, Any]:
             buffers=main["buffers"],
             buffer_bytes=main["buffer_bytes"],
         )
+        if "cuda_graph" in main:
+            details["cuda_graph"] = main["cuda_graph"]
     return details
 
 

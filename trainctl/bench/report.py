@@ -46,6 +46,8 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, list[str]]]:
         row("peak bytes / step", lambda d: _bytes(d.get("peak_step_bytes"))),
         row("ops / nodes per step", _ops_cell),
     ]  # fmt: skip
+    if any("cuda_graph" in d for d in modes.values()):
+        rows.append(row("GPU launches / step", _launches_cell))
     if any("eval_ms" in d for d in modes.values()):
         rows.append(row("eval median ms", lambda d: _ms(d.get("eval_ms", {}).get("median"))))
     return rows
@@ -57,6 +59,18 @@ def _ops_cell(details: dict[str, Any]) -> str:
     if "nodes_traced" in details:
         return f"{details['nodes_traced']} -> {details['nodes_optimized']} nodes"
     return "-"
+
+
+def _launches_cell(details: dict[str, Any]) -> str:
+    """A captured step's kernels, copies and memsets, each a launch without the CUDA graph,
+    against the one launch that replays them all."""
+    status = details.get("cuda_graph")
+    if status is None:
+        return "-"
+    if not status["captured"]:
+        return f"not captured: {status['reason']}"
+    operations = sum(status["nodes"].values())
+    return f"{operations} -> 1 (CUDA graph)" if operations else "1 (CUDA graph)"
 
 
 def _speedup_lines(result: dict[str, Any]) -> list[str]:

@@ -83,6 +83,7 @@ class Components:
             dtype=self.dtype,
             grad_clip=self.config.train.grad_clip,
             check_numerics=self.config.debug.check_numerics,
+            cuda_graphs=self.config.graph.cuda_graphs,
         )
 
     def total_steps(self) -> int:

@@ -7,6 +7,10 @@ and must leave the model, the optimizer and the generators in the same state.
 `check_numerics=True` (`debug.check_numerics`) checks the batch, then every op's output
 (eager) or every node's (graph), and stops at the first NaN or Inf with a NonFiniteError
 naming it; without it nothing is checked and nothing is paid.
+
+`cuda_graphs=True` (`graph.cuda_graphs`, on by default) replays each compiled step on a GPU as
+one CUDA graph (`autograd/cuda_graphs.py`); steps that draw random numbers (dropout) or check
+numerics are not captured, and `stats()` says so.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from trainctl.autograd import Tensor, no_grad, ops
-from trainctl.autograd.compile import Program, compile_graph
+from trainctl.autograd.compile import Program, check_labels, compile_graph
+from trainctl.autograd.cuda_graphs import CapturedStep
 from trainctl.autograd.graph import (
     Graph,
     TracingError,
@@ -171,6 +176,12 @@ class _Compiled:
     buffers: list[tuple[list[tuple[Module, str]], Any]] = field(default_factory=list)
     optimizer_state: dict[int, dict[str, Any]] = field(default_factory=dict)
     updated: list[int] | None = None  # training: indices of the parameters the step updates
+    captured: CapturedStep | None = None  # with CUDA graphs
+
+    def run(self, args: list[Any], bound: dict[str, Any]) -> tuple:
+        if self.captured is not None:  # on a GPU: the batch is always copied, never bound
+            return self.captured(*args)
+        return self.program.function(*args, **bound)
 
 
 class GraphStep(Step):
@@ -194,7 +205,11 @@ class GraphStep(Step):
         disabled_passes: Sequence[str] = (),
         plan_memory: bool = True,
         check_numerics: bool = False,
+        cuda_graphs: bool = False,
+        device_scalars: bool | None = None,
     ) -> None:
+        """`device_scalars` keeps the host numbers in device arrays, as CUDA graphs need; it
+        follows `cuda_graphs` unless set (the tests set it to check that code on the CPU)."""
         super().__init__(
             model,
             loss_fn,
@@ -207,6 +222,12 @@ class GraphStep(Step):
         self.scopes = LayerScopes(model) if check_numerics else None
         check_pass_names(disabled_passes)
         self.disabled_passes, self.plan_memory = tuple(disabled_passes), plan_memory
+        self.cuda_graphs = cuda_graphs and device.name == "cuda" and plan_memory
+        self.cuda_graphs = self.cuda_graphs and not check_numerics
+        self.device_scalars = self.cuda_graphs if device_scalars is None else device_scalars
+        # CUDA graphs are captured on a stream of their own (never the legacy default one);
+        # a blocking stream, so it stays ordered with whatever else runs on the default one.
+        self._stream = device.xp.cuda.Stream() if self.cuda_graphs else None
         self._compiled: dict[tuple, _Compiled] = {}
         self._by_key: dict[tuple, _Compiled] = {}
         self._arrays: dict[str, Any] = {}
@@ -222,14 +243,15 @@ class GraphStep(Step):
         compiled = self._lookup("train", inputs, targets)
         if not self.model.training:
             self.model.train()
-        bound = self._load(compiled, inputs, targets)
-        scalars = self.optimizer.step_scalars()
-        args = [scalars[name] for name in compiled.program.scalar_names]
-        for generator, _ in compiled.graph.generators:
-            args += [generator.seed, generator.counter]
-        (loss,) = compiled.program.function(*args, **bound)
-        self._store(compiled)
-        return float(loss)
+        with self._on_stream():
+            bound = self._load(compiled, inputs, targets)
+            scalars = self.optimizer.step_scalars()
+            args = [scalars[name] for name in compiled.program.scalar_names]
+            for generator, _ in compiled.graph.generators:
+                args += [generator.seed, generator.counter]
+            (loss,) = compiled.run(args, bound)
+            self._store(compiled)
+            return float(loss)
 
     def evaluate(self, inputs: np.ndarray) -> np.ndarray:
         if self.check_numerics:
@@ -237,9 +259,13 @@ class GraphStep(Step):
         compiled = self._lookup("eval", inputs)
         if self.model.training:
             self.model.eval()
-        bound = self._load(compiled, inputs)
-        (out,) = compiled.program.function(**bound)
-        return np.array(to_host(out), copy=True)
+        with self._on_stream():
+            bound = self._load(compiled, inputs)
+            (out,) = compiled.run([], bound)
+            return np.array(to_host(out), copy=True)
+
+    def _on_stream(self) -> contextlib.AbstractContextManager:
+        return self._stream if self._stream is not None else contextlib.nullcontext()
 
     def _lookup(self, kind: str, *batch: Any) -> _Compiled:
         """The compiled step for these arrays: a dict hit on their shapes and dtypes as they
@@ -263,6 +289,8 @@ class GraphStep(Step):
         xp = self.device.xp
         bound = {}
         program = compiled.program
+        for index, classes in program.label_checks:
+            check_labels(to_host(batch[index]), classes)
         for name, target, array in zip(program.input_names, program.inputs, batch, strict=True):
             if xp is not np:
                 target.set(np.ascontiguousarray(to_host(array), dtype=target.dtype))
@@ -338,6 +366,8 @@ class GraphStep(Step):
                 index, state_name = source
                 compiled.optimizer_state.setdefault(index, {})[state_name] = owned
         compiled.updated = updated
+        if self.cuda_graphs and program.device_step is not None:
+            compiled.captured = CapturedStep(program, self._stream)
         self._compiled[signature] = compiled
         return compiled
 
@@ -355,7 +385,15 @@ class GraphStep(Step):
             elif slot.name not in self._arrays:
                 value = slot.value
                 self._arrays[slot.name] = self.device.xp.empty(value.shape, value.dtype)
-        program = compile_graph(optimized, self._arrays, self.plan_memory, self.check_numerics)
+        device_scalars = (
+            self.device_scalars
+            and self.plan_memory
+            and not self.check_numerics
+            and not optimized.generators
+        )
+        program = compile_graph(
+            optimized, self._arrays, self.plan_memory, self.check_numerics, device_scalars
+        )
         return optimized, records, program
 
     def _flat_arrays(self, slot: Any) -> None:
@@ -465,10 +503,21 @@ class GraphStep(Step):
                     ],
                     "buffers": c.program.buffers,
                     "buffer_bytes": c.program.buffer_bytes,
+                    **({"cuda_graph": _cuda_graph_status_of(c)} if self.cuda_graphs else {}),
                 }
                 for c in self._compiled.values()
             ],
         }
+
+
+def _cuda_graph_status_of(compiled: _Compiled) -> dict[str, Any]:
+    if compiled.captured is not None:
+        return compiled.captured.status()
+    if compiled.graph.generators:
+        reason = "the step draws random numbers (dropout) from host-seeded generators"
+    else:
+        reason = "not compiled for capture"
+    return {"captured": False, "reason": reason}
 
 
 def _slots(graph: Graph) -> list[tuple[str, Any]]:
@@ -563,12 +612,16 @@ def make_step(
     disabled_passes: Sequence[str] = (),
     plan_memory: bool = True,
     check_numerics: bool = False,
+    cuda_graphs: bool = False,
+    device_scalars: bool | None = None,
 ) -> Step:
     """The training step of `model` in `mode` ("eager" or "graph").
 
     `disabled_passes` and `plan_memory=False` switch graph-mode optimizations off for
     debugging; eager mode has none. `check_numerics` stops at the first op (node) whose
     output holds NaN or Inf, naming it (slow: for finding where a run goes wrong).
+    `cuda_graphs` replays graph mode's steps as CUDA graphs on a GPU (ignored elsewhere);
+    `device_scalars` is GraphStep's (the code CUDA graphs need, for checking on the CPU).
     """
     if mode == "eager":
         return EagerStep(
@@ -591,6 +644,8 @@ def make_step(
             disabled_passes=disabled_passes,
             plan_memory=plan_memory,
             check_numerics=check_numerics,
+            cuda_graphs=cuda_graphs,
+            device_scalars=device_scalars,
         )
     raise StepError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
 
