@@ -1,7 +1,6 @@
 """CUDA graphs: the device-scalar programs they need (checked on the CPU), and on a GPU the
 captured step against the same step launched op by op."""
 
-import numpy as np
 import pytest
 from devices import cuda_only
 from graph_helpers import batches_of, run_mode
