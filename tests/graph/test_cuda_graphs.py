@@ -3,7 +3,7 @@ captured step against the same step launched op by op."""
 
 import pytest
 from devices import cuda_only
-from graph_helpers import batches_of, run_mode
+from graph_helpers import assert_agree, batches_of, run_mode
 
 from trainctl import nn, optim
 from trainctl.backend import get_device
@@ -85,7 +85,7 @@ def test_device_scalar_programs_check_class_labels_on_the_host():
 # ---------------------------------------------------------------- on a GPU
 
 
-def _cuda_run(build, kind, cuda_graphs, batches=BATCHES):
+def _cuda_run(build, kind, cuda_graphs, batches=BATCHES, device_scalars=None):
     return run_mode(
         "graph",
         build,
@@ -94,19 +94,28 @@ def _cuda_run(build, kind, cuda_graphs, batches=BATCHES):
         batches,
         device=get_device("cuda"),
         cuda_graphs=cuda_graphs,
+        device_scalars=device_scalars,
     )
+
+
+def _train_status(run) -> dict:
+    train = [s for s in run.step.stats()["signatures"] if s["kind"] == "train"]
+    return train[0]["cuda_graph"]
 
 
 @cuda_only
 @pytest.mark.parametrize("kind", OPTIMIZERS)
 def test_a_captured_step_computes_what_the_launched_one_does(kind):
-    launched = _cuda_run(mlp, kind, cuda_graphs=False)
+    # The same program launched op by op, then replayed from its CUDA graph: bit for bit.
+    launched = _cuda_run(mlp, kind, cuda_graphs=False, device_scalars=True)
     captured = _cuda_run(mlp, kind, cuda_graphs=True)
-    assert_identical(launched, captured)
-    train = [s for s in captured.step.stats()["signatures"] if s["kind"] == "train"]
-    status = train[0]["cuda_graph"]
+    status = _train_status(captured)
     assert status["captured"], status
     assert status["nodes"].get("kernel", 0) > 10, status
+    assert_identical(launched, captured)
+    # And the program CUDA graphs need agrees with the plain one (cuBLAS may be called
+    # another way: status["matmul"] says whether that is bit for bit too).
+    assert_agree(_cuda_run(mlp, kind, cuda_graphs=False), captured)
 
 
 @cuda_only
@@ -114,15 +123,14 @@ def test_a_step_that_draws_random_numbers_is_not_captured_and_says_why():
     launched = _cuda_run(with_dropout, "adamw", cuda_graphs=False)
     captured = _cuda_run(with_dropout, "adamw", cuda_graphs=True)
     assert_identical(launched, captured)
-    train = [s for s in captured.step.stats()["signatures"] if s["kind"] == "train"]
-    status = train[0]["cuda_graph"]
+    status = _train_status(captured)
     assert not status["captured"] and "random" in status["reason"]
 
 
 @cuda_only
 def test_each_batch_shape_is_captured_once():
     batches = BATCHES[:3] + batches_of((5, 3, 4), "labels", n=3, seed=2)
-    launched = _cuda_run(mlp, "adamw", cuda_graphs=False, batches=batches)
+    launched = _cuda_run(mlp, "adamw", cuda_graphs=False, batches=batches, device_scalars=True)
     captured = _cuda_run(mlp, "adamw", cuda_graphs=True, batches=batches)
     assert_identical(launched, captured)
     train = [s for s in captured.step.stats()["signatures"] if s["kind"] == "train"]

@@ -34,6 +34,7 @@ import numpy as np
 
 from trainctl import backend
 from trainctl.autograd import ops
+from trainctl.autograd.cublas import load_gemm
 from trainctl.autograd.elementwise import CTYPES, C, literal, member_expression
 from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, Value, node_text
 from trainctl.autograd.kernels import FUSED, body_of
@@ -556,7 +557,14 @@ def _emit_reduce(function: str, ufunc: str | None = None) -> Callable:
 
 
 def _emit_matmul(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    g.line(f"xp.matmul({g.arg(node.inputs[0])}, {g.arg(node.inputs[1])}, out={out})")
+    a, b = node.inputs
+    if g.device_scalars and g.cuda and len(a.shape) == len(b.shape) == 2:
+        # CuPy refuses cuBLAS calls during a capture: call cuBLAS directly (autograd/cublas.py)
+        gemm, _ = load_gemm()
+        if gemm is not None:
+            g.line(f"{g.bind('gemm', gemm)}({g.arg(a)}, {g.arg(b)}, {out})")
+            return
+    g.line(f"xp.matmul({g.arg(a)}, {g.arg(b)}, out={out})")
 
 
 def _emit_reshape_copy(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from trainctl.autograd import Tensor, no_grad, ops
 from trainctl.autograd.compile import Program, check_labels, compile_graph
+from trainctl.autograd.cublas import load_gemm
 from trainctl.autograd.cuda_graphs import CapturedStep
 from trainctl.autograd.graph import (
     Graph,
@@ -390,6 +391,7 @@ class GraphStep(Step):
             and self.plan_memory
             and not self.check_numerics
             and not optimized.generators
+            and (not self.cuda_graphs or load_gemm()[0] is not None)
         )
         program = compile_graph(
             optimized, self._arrays, self.plan_memory, self.check_numerics, device_scalars
@@ -512,11 +514,11 @@ class GraphStep(Step):
 
 def _cuda_graph_status_of(compiled: _Compiled) -> dict[str, Any]:
     if compiled.captured is not None:
-        return compiled.captured.status()
+        return {**compiled.captured.status(), "matmul": load_gemm()[1]}
     if compiled.graph.generators:
         reason = "the step draws random numbers (dropout) from host-seeded generators"
     else:
-        reason = "not compiled for capture"
+        reason = load_gemm()[1]
     return {"captured": False, "reason": reason}
 
 
