@@ -23,8 +23,19 @@ from typing import Any
 
 from trainctl.autograd.compile import Program, write_scalars
 
-# CUgraphNodeType values (cuda.h) worth naming in a report.
-_NODE_KINDS = {0: "kernel", 1: "memcpy", 2: "memset", 3: "host"}
+# CUgraphNodeType values (cuda.h).
+_NODE_KINDS = {
+    0: "kernel",
+    1: "memcpy",
+    2: "memset",
+    3: "host",
+    4: "child graph",
+    5: "empty",
+    6: "event wait",
+    7: "event record",
+    10: "alloc",
+    11: "free",
+}
 
 
 class CapturedStep:
