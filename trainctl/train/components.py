@@ -6,6 +6,7 @@ is assembled the same way whichever command asks for it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,8 @@ import numpy as np
 
 from trainctl import backend, nn
 from trainctl.autograd import ops
-from trainctl.config import Config, ConfigError, ConfigIssue
-from trainctl.data import DataSplits, Loader, load_splits
+from trainctl.config import Config, ConfigError, ConfigIssue, config_issue
+from trainctl.data import DataSplits, Loader, dataset_entry, load_splits
 from trainctl.nn.build import ModelError, build_model
 from trainctl.nn.losses import LOSSES
 from trainctl.optim import OPTIMIZERS, Optimizer, make_optimizer, make_schedule
@@ -112,6 +113,7 @@ def _layer_line(config: Config, indices: tuple[int, ...]) -> int | None:
 def load_data(config: Config) -> DataSplits:
     """The config's data set, split; the splits depend on the seed alone."""
     data_config = config.data
+    _check_data_path(config)
     return load_splits(
         data_config.dataset,
         data_config.options,
@@ -120,6 +122,26 @@ def load_data(config: Config) -> DataSplits:
         data_config.test_split,
         config.seed,
     )
+
+
+def _check_data_path(config: Config) -> None:
+    """A data.path that names nothing is an error at that key, saying where it looked."""
+    if config.data.path is None:
+        return
+    where = os.path.abspath(os.path.expanduser(config.data.path))
+    if os.path.exists(where):
+        return
+    key = ("data", "path")
+    document = config.document
+    folder = os.getcwd() if document is None else document.folder_of(key)
+    given = "given with --set" if document is not None and document.overridden(key) else "here"
+    entry = dataset_entry(config.data.dataset)
+    obtain = f"; get it from {entry.obtain}" if entry.obtain else ""
+    message = (
+        f"expected data set {entry.name}'s files at {where}, found nothing there "
+        f"(a relative path {given} is read from {folder}){obtain}"
+    )
+    raise ConfigError([config_issue(config, key, message)])
 
 
 def build_components(config: Config, *, with_data: DataSplits | None = None) -> Components:

@@ -15,10 +15,12 @@ import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from trainctl.config import Config, load_config
 from trainctl.config_schema import MAX_RUN_NAME_LENGTH, is_run_name
 from trainctl.errors import RunFolderError
 from trainctl.train.atomic import (
@@ -181,7 +183,13 @@ class RunFolder:
             )
         return self.checkpoints_dir / f"{tag}.safetensors"
 
-    # ------------------------------------------------------------ summary.json
+    # ------------------------------------------------------------ config.yaml, summary.json
+
+    def read_config(self, overrides: Sequence[str] = ()) -> Config:
+        """The run's config with `overrides`. Its data.path is absolute; a relative one, which
+        runs made before relative paths were read from the config's folder hold, is read from
+        the current folder, as it was when they trained."""
+        return load_config(self.config_path, overrides, relative_to=Path.cwd())
 
     def read_summary(self) -> dict[str, Any]:
         path = self.summary_path

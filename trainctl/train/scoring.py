@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from trainctl.config import load_config
 from trainctl.errors import TrainctlError
 from trainctl.metrics import accuracy, confusion_matrix, mae, mse, r2, top_k_accuracy
 from trainctl.train.atomic import atomic_write_json
@@ -76,7 +75,7 @@ def score_run(
     if split not in SPLITS:
         raise EvalError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     run = RunFolder.open(run_dir)
-    config = load_config(run.config_path, overrides)
+    config = run.read_config(overrides)
     path = run.checkpoint_path(checkpoint) if checkpoint in ("best", "last") else Path(checkpoint)
     if not path.exists():
         raise EvalError(f"checkpoint {path} does not exist (expected best, last or a file path)")

@@ -33,7 +33,7 @@ import numpy as np
 
 from trainctl import backend
 from trainctl.autograd.numerics import NonFiniteError
-from trainctl.config import Config, config_differences, dump_config, load_config
+from trainctl.config import Config, config_differences, dump_config
 from trainctl.errors import CheckpointError, RunFolderError, TrainctlError
 from trainctl.metrics import higher_is_better
 from trainctl.train.atomic import atomic_write_text
@@ -541,7 +541,7 @@ def _new_run(config: Config, options: TrainOptions) -> RunFolder:
 
 
 def _resume_config(run: RunFolder, given: Config | None, force: bool) -> Config:
-    saved = load_config(run.config_path)
+    saved = run.read_config()
     if given is None:
         return saved
     differences = config_differences(saved, given)
