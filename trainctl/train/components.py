@@ -16,7 +16,7 @@ import numpy as np
 from trainctl import backend, nn
 from trainctl.autograd import ops
 from trainctl.config import Config, ConfigError, ConfigIssue, config_issue
-from trainctl.data import DataSplits, Loader, dataset_entry, load_splits
+from trainctl.data import DataSplits, Loader, TransformError, dataset_entry, load_splits
 from trainctl.nn.build import ModelError, build_model
 from trainctl.nn.losses import LOSSES
 from trainctl.optim import OPTIMIZERS, Optimizer, make_optimizer, make_schedule
@@ -44,23 +44,30 @@ class Components:
     def loader(
         self, split: str, *, training: bool = False, batch_size: int | None = None
     ) -> Loader:
-        """Batches of `split`; training shuffles, drops the last batch if asked and augments."""
+        """Batches of `split`; training shuffles, drops the last batch if asked and augments.
+
+        The loader fits every transform to a sample at once: one that does not fit the data
+        is an error at its place in the config."""
         data_config = self.config.data
         dataset = getattr(self.data, split)
         if training:
             size = batch_size or data_config.batch_size
         else:
             size = batch_size or data_config.eval_batch_size or data_config.batch_size
-        return Loader(
-            dataset,
-            size,
-            shuffle=training and data_config.shuffle,
-            drop_last=training and self.config.train.drop_last,
-            seed=self.config.seed,
-            transforms=[(t.name, t.args) for t in data_config.transforms],
-            augment=training,
-            prefetch=data_config.prefetch,
-        )
+        try:
+            return Loader(
+                dataset,
+                size,
+                shuffle=training and data_config.shuffle,
+                drop_last=training and self.config.train.drop_last,
+                seed=self.config.seed,
+                transforms=[(t.name, t.args) for t in data_config.transforms],
+                augment=training,
+                prefetch=data_config.prefetch,
+            )
+        except TransformError as exc:
+            key = ("data", "transforms", exc.index, data_config.transforms[exc.index].name)
+            raise ConfigError([config_issue(self.config, key, str(exc))]) from None
 
     def prepare_targets(self, targets: np.ndarray) -> np.ndarray:
         """Targets in the form the loss takes: integer labels become one-hot (or a 0/1
