@@ -246,7 +246,9 @@ def evaluate(
 ) -> None:
     """Score a run's checkpoint on one split: loss, metrics and (classes) a confusion matrix.
 
-    Writes eval-<split>.json into the run folder.
+    Writes eval-<split>.json into the run folder. --set may change how the run is scored
+    (batch size, device, mode), never which samples it held out (seed, data set, options,
+    path, split fractions); a run's splits.json catches data files changed since training.
 
     Example: [bold]trainctl eval runs/digits-mlp-20261123-101500 --split test[/bold]
     """

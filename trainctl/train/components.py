@@ -29,6 +29,11 @@ LossFn = Callable[[Operand, Operand], Operand]
 # Losses whose targets are float arrays shaped like the outputs (class labels are converted).
 _DENSE_TARGET_LOSSES = ("mse", "bce_with_logits")
 
+# The keys `load_data` reads: together they decide which samples are in which split, so a run
+# scored with other values would count samples it trained on as held out.
+SPLIT_KEYS = ("seed", "data.dataset", "data.options", "data.path", "data.val_split",
+              "data.test_split")  # fmt: skip
+
 
 @dataclass
 class Components:
@@ -118,7 +123,7 @@ def _layer_line(config: Config, indices: tuple[int, ...]) -> int | None:
 
 
 def load_data(config: Config) -> DataSplits:
-    """The config's data set, split; the splits depend on the seed alone."""
+    """The config's data set, split; the splits depend on the SPLIT_KEYS alone."""
     data_config = config.data
     _check_data_path(config)
     return load_splits(

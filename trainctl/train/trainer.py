@@ -42,6 +42,7 @@ from trainctl.train.components import Components
 from trainctl.train.environment import environment_info
 from trainctl.train.evaluation import evaluate_split
 from trainctl.train.events import EventWriter
+from trainctl.train.heldout import check_splits, record_splits, refuse_split_changes
 from trainctl.train.metrics_log import (
     MetricsLog,
     read_metrics,
@@ -448,6 +449,9 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
     if run is None:  # made only now: a config that cannot be built leaves no folder behind
         run = _new_run(config, options)
         atomic_write_text(run.config_path, dump_config(config))
+        record_splits(run, components.data)
+    else:
+        check_splits(run, components.data)
     trainer = Trainer(config, prepared, run, reporter, options)
     started = time.time()
     summary = _initial_summary(run, config, options, components, started)
@@ -542,6 +546,7 @@ def _resume_config(run: RunFolder, given: Config | None, force: bool) -> Config:
             f"{', '.join(differences)}; resume without CONFIG to continue as it was, "
             "or pass --force to resume with the new values"
         )
+    refuse_split_changes(saved, given)  # even with --force: the run trained on its splits
     if differences:
         atomic_write_text(run.config_path, dump_config(given))
     return given
