@@ -116,15 +116,17 @@ def validate(
     config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config file."),
     overrides: list[str] = _OVERRIDES,
     build: bool = typer.Option(
-        False, "--build", help="Also load the data and build the model and optimizer."
+        False, "--build", help="Also run train's set-up: data, model, optimizer, transforms."
     ),
 ) -> None:
     """Check a config without training: every problem at once, with file, line and key.
 
     Checks the schema and every name against the known layers, losses, metrics, data sets,
     transforms, optimizers and schedules; exits 0 when the config is valid, 2 when not. With
-    --build it also reads the data files and builds the model for them, which catches
-    layers that do not fit the data (and missing or corrupt files).
+    --build it also runs everything train does before its first step: reads the data files,
+    checks memory and run length, builds the model, optimizer and step for the data and fits
+    the transforms to it, which catches layers and transforms that do not fit the data (and
+    missing or corrupt files).
 
     Example: [bold]trainctl validate configs/mnist_mlp.yaml --set optimizer.lr=0.1[/bold]
     """
@@ -135,9 +137,9 @@ def validate(
         typer.echo(f"{config} is valid: {summary(loaded)}")
         return
     from trainctl.nn.build import count_parameters
-    from trainctl.train.components import build_components
+    from trainctl.train.prepare import prepare_training
 
-    parts = build_components(loaded)
+    parts = prepare_training(loaded).components
     data = parts.data
     sizes = ", ".join(
         f"{len(getattr(data, s))} {s}" for s in ("train", "val", "test") if getattr(data, s)
@@ -244,7 +246,9 @@ def evaluate(
 ) -> None:
     """Score a run's checkpoint on one split: loss, metrics and (classes) a confusion matrix.
 
-    Writes eval-<split>.json into the run folder.
+    Writes eval-<split>.json into the run folder. --set may change how the run is scored
+    (batch size, device, mode), never which samples it held out (seed, data set, options,
+    path, split fractions); a run's splits.json catches data files changed since training.
 
     Example: [bold]trainctl eval runs/digits-mlp-20261123-101500 --split test[/bold]
     """

@@ -16,6 +16,7 @@ first metric, else loss; max for metrics where higher is better, else min).
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -58,6 +59,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "config_differences",
+    "config_issue",
     "config_to_dict",
     "dump_config",
     "load_config",
@@ -72,9 +74,12 @@ __all__ = [
 MAX_CONFIG_BYTES = 1 << 20  # configs are a few kilobytes; YAML reads about 1 MB a second
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+def load_config(
+    path: str | Path, overrides: Sequence[str] = (), *, relative_to: Path | None = None
+) -> Config:
     """The Config in the YAML file at `path`, with `--set` overrides applied; ConfigError
-    lists every problem."""
+    lists every problem. Relative file paths in it (data.path) are read from the file's
+    folder, or from `relative_to`."""
     source = str(path)
     try:
         with open(path, "rb") as file:
@@ -92,12 +97,21 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         line = raw[: exc.start].count(b"\n") + 1
         message = f"expected UTF-8 text, found the byte 0x{raw[exc.start]:02x}"
         raise ConfigError([ConfigIssue(source, line, "", message)]) from None
-    return parse_config(text, source, overrides)
+    folder = Path(os.path.abspath(Path(path).parent if relative_to is None else relative_to))
+    return parse_config(text, source, overrides, folder=folder)
 
 
-def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] = ()) -> Config:
-    """The Config in YAML `text`; `source` names it in messages and gives the default name."""
+def parse_config(
+    text: str,
+    source: str = "<string>",
+    overrides: Sequence[str] = (),
+    *,
+    folder: Path | None = None,
+) -> Config:
+    """The Config in YAML `text`; `source` names it in messages and gives the default name.
+    Relative file paths in `text` are read from `folder` (None: the current folder)."""
     doc = read_document(text, source)
+    doc.folder = folder
     if not isinstance(doc.data, dict):  # a syntax error, an empty file: the issues say which
         raise ConfigError(doc.issues)
     apply_overrides(doc, tuple(overrides))
@@ -106,6 +120,14 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
         rank = {override_origin(override): index for index, override in enumerate(overrides)}
         raise ConfigError(sorted(doc.issues, key=lambda i: (rank.get(i.file, -1), i.line or 0)))
     return config
+
+
+def config_issue(config: Config, path: KeyPath, message: str) -> ConfigIssue:
+    """A problem at `path` found after loading, placed like the loader's own: the file and
+    line of the value, or the `--set` that wrote it."""
+    if config.document is None:  # a Config made in Python
+        return ConfigIssue(config.source, None, format_key(path), message)
+    return config.document.issue_at(path, message)
 
 
 # ---------------------------------------------------------------- writing and comparing

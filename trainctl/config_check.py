@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -19,6 +20,7 @@ from typing import Any
 
 from trainctl.config_schema import (
     MAX_RUN_NAME_LENGTH,
+    NOT_KEYS,
     Config,
     DataConfig,
     DebugConfig,
@@ -45,7 +47,12 @@ TOP_ARGS = {
     "dtype": Arg("str", Config.dtype, "parameter dtype", choices=("float32", "float64")),
 }
 DATA_ARGS = {
-    "path": Arg("str", DataConfig.path, "where the data set's files are", nullable=True),
+    "path": Arg(
+        "str",
+        DataConfig.path,
+        "the data set's files; a relative path is read from the config file's folder",
+        nullable=True,
+    ),
     "batch_size": Arg("int", DataConfig.batch_size, "training batch size", low=1),
     "eval_batch_size": Arg(
         "int", DataConfig.eval_batch_size, "null: batch_size", low=1, nullable=True
@@ -110,7 +117,7 @@ DEBUG_ARGS = {
         "tf.debugging.check_numerics)",
     ),
 }
-_TOP_KEYS = tuple(f.name for f in fields(Config) if f.name != "source")
+_TOP_KEYS = tuple(f.name for f in fields(Config) if f.name not in NOT_KEYS)
 _DATA_KEYS = tuple(f.name for f in fields(DataConfig))
 _TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 _DEBUG_KEYS = tuple(f.name for f in fields(DebugConfig))
@@ -392,6 +399,7 @@ class _Checker:
             debug=debug,
             graph=graph,
             source=self.doc.source,
+            document=self.doc,
         )
 
     def run_name(self, top: Mapping[str, Any]) -> str:
@@ -422,7 +430,7 @@ class _Checker:
             else:
                 expected = f"a mapping of the options of {entry.name}"
                 self.issue(path + ("options",), expected, _found(raw))
-            self.data_path(entry, plain["path"])
+            plain["path"] = self.data_path(entry, plain["path"])
         transforms = self.named_list(
             section.get("transforms"), path + ("transforms",), self.reg.transforms, "transform"
         )
@@ -433,13 +441,19 @@ class _Checker:
         dataset = entry.name if entry is not None else DataConfig.dataset
         return DataConfig(dataset=dataset, options=options, transforms=transforms, **plain)
 
-    def data_path(self, entry: Entry, data_path: str | None) -> None:
+    def data_path(self, entry: Entry, data_path: str | None) -> str | None:
+        """The data set's path made absolute (see `Document.folder_of`), so that a run's saved
+        config names the files it read wherever it is loaded from."""
         path = ("data", "path")
         if entry.needs_path and data_path is None:
             where = f"; get it from {entry.obtain}" if entry.obtain else ""
             self.issue(path, f"the path of data set {entry.name}'s files", "nothing", where)
         elif not entry.needs_path and data_path is not None:
             self.issue(path, f"no path (data set {entry.name} reads no files)", repr(data_path))
+        elif data_path is not None:
+            folder = self.doc.folder_of(path)
+            return os.path.abspath(os.path.join(folder, os.path.expanduser(data_path)))
+        return data_path
 
     def model(self, top: Mapping[str, Any]) -> ModelConfig:
         path = ("model",)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from trainctl.config_yaml import Document
 
 MAX_RUN_NAME_LENGTH = 200  # leaves room for a timestamp and suffix in a 255-byte file name
 _RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -113,7 +116,8 @@ def default_optimizer() -> NamedConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    """A whole run. `source` (the file it came from) is not part of its dict form."""
+    """A whole run. `source` (the file it came from) and `document` are not part of its
+    dict form."""
 
     name: str
     seed: int = 0
@@ -130,3 +134,9 @@ class Config:
     debug: DebugConfig = field(default_factory=DebugConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
     source: str = field(default="<string>", compare=False)
+    # The checked YAML: where each value came from (a file line or a --set), so a check that
+    # runs after loading (the model against the data, the transforms) can place its error.
+    document: Document | None = field(default=None, compare=False, repr=False)
+
+
+NOT_KEYS = ("source", "document")  # fields of Config that are not keys of a config file

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -79,15 +80,33 @@ class Document:
     lines: dict[KeyPath, int] = field(default_factory=dict)
     origins: dict[KeyPath, str] = field(default_factory=dict)  # path -> the --set that wrote it
     issues: list[ConfigIssue] = field(default_factory=list)
+    folder: Path | None = None  # where relative paths in the file are read from; None: cwd
 
     def issue(self, path: KeyPath, message: str) -> None:
         """Record a problem at `path`, naming the override that set it, else the file and line.
 
         One issue per key: a value the YAML reader already refused is not reported again.
         """
-        issue = ConfigIssue(self.origin(path), self.line(path), format_key(path), message)
+        issue = self.issue_at(path, message)
         if not any((i.file, i.key) == (issue.file, issue.key) for i in self.issues):
             self.issues.append(issue)
+
+    def issue_at(self, path: KeyPath, message: str) -> ConfigIssue:
+        """A problem at `path`, placed as `issue` places it, but not recorded: for checks
+        that run after the config is loaded (building the model, reading the data)."""
+        return ConfigIssue(self.origin(path), self.line(path), format_key(path), message)
+
+    def overridden(self, path: KeyPath) -> bool:
+        """Whether a `--set` override wrote `path` or one of its ancestors."""
+        return any(path[:end] in self.origins for end in range(len(path), -1, -1))
+
+    def folder_of(self, path: KeyPath) -> Path:
+        """The folder a relative file path at `path` is read from: the current folder when an
+        override wrote it (what a user typing a path means), else `folder`, the config file's
+        own folder (as docker compose reads the paths in its files)."""
+        if self.folder is None or self.overridden(path):
+            return Path.cwd()
+        return self.folder
 
     def origin(self, path: KeyPath) -> str:
         """The `--set` override that wrote `path` or one of its ancestors, else the file."""

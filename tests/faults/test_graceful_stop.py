@@ -23,6 +23,8 @@ from trainctl.cli import app
 from trainctl.train import step as step_module
 from trainctl.train.checkpoint import load_checkpoint
 
+SITE = ROOT / "tests" / "faults" / "killpoint_site"
+
 SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143)}
 STOPS: list[str] = []
 
@@ -123,7 +125,7 @@ def test_a_real_process_stopped_in_an_evaluation_resumes(tmp_path):
     marker, release = tmp_path / "held", tmp_path / "go"
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT / "tests" / "faults" / "killpoint_site"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")])),
         "TRAINCTL_KILLPOINT": "eval-batch:20",
         "TRAINCTL_KILLPOINT_MARKER": str(marker),
         "TRAINCTL_KILLPOINT_RELEASE": str(release),

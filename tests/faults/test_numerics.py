@@ -21,7 +21,7 @@ from trainctl.autograd.numerics import NonFiniteError, describe_nonfinite
 from trainctl.config import load_config
 from trainctl.errors import DataError
 from trainctl.train import components as components_module
-from trainctl.train import trainer as trainer_module
+from trainctl.train import prepare as prepare_module
 from trainctl.train.checkpoint import load_checkpoint
 from trainctl.train.components import build_components, load_data
 from trainctl.train.numerics import layer_label
@@ -75,14 +75,14 @@ def kept_step(message: str) -> int | None:
 @pytest.mark.parametrize("check", list(CHECKS))
 def test_a_nan_in_the_inputs_names_the_sample_and_step(tmp_path, monkeypatch, mode, check):
     poisoned = 100  # a training sample; which step meets it depends on the seeded shuffle
-    real_load = trainer_module.load_data
+    real_load = prepare_module.load_data
 
     def load(cfg):
         data = real_load(cfg)
         data.train.inputs[poisoned, 2, 5] = np.nan
         return data
 
-    monkeypatch.setattr(trainer_module, "load_data", load)
+    monkeypatch.setattr(prepare_module, "load_data", load)
     cfg = config(f"mode={mode}", CHECKS[check], "data.transforms=[]")
     parts = build_components(cfg, with_data=load(cfg))
     batches = parts.loader("train", training=True).epoch(0)
@@ -188,14 +188,14 @@ def test_check_numerics_names_the_gradient_that_went_wrong(tmp_path, monkeypatch
 def test_an_inf_weight_is_named_by_the_layer_whose_matmul_it_spoils(
     tmp_path, monkeypatch, mode, check
 ):
-    real_build = trainer_module.build_components
+    real_build = prepare_module.build_components
 
     def build(cfg, **kwargs):
         parts = real_build(cfg, **kwargs)
         parts.model[5].weight.data[3, 4] = np.inf
         return parts
 
-    monkeypatch.setattr(trainer_module, "build_components", build)
+    monkeypatch.setattr(prepare_module, "build_components", build)
     message, _, _ = fail(config(f"mode={mode}", CHECKS[check]), tmp_path)
     assert message.startswith("step 1: ")
     if check == "on":

@@ -12,7 +12,7 @@ in [0, 1], and int64 class labels (N,) or float32 regression targets (N, T).
 from trainctl.data.dataset import ArrayDataset, DatasetEntry, DataSplits
 from trainctl.data.loader import Loader
 from trainctl.data.registry import DATASETS, dataset_entry, load_splits
-from trainctl.data.transforms import TRANSFORMS, TransformEntry
+from trainctl.data.transforms import TRANSFORMS, TransformEntry, TransformError
 from trainctl.errors import DataError
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "DatasetEntry",
     "Loader",
     "TransformEntry",
+    "TransformError",
     "dataset_entry",
     "load_splits",
 ]

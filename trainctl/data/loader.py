@@ -23,7 +23,7 @@ import numpy as np
 from trainctl.data.dataset import ArrayDataset
 from trainctl.data.options import resolve_options
 from trainctl.data.seeding import check_seed, rng
-from trainctl.data.transforms import TRANSFORMS, Batch, TransformEntry
+from trainctl.data.transforms import TRANSFORMS, Batch, TransformEntry, TransformError
 from trainctl.errors import DataError
 
 _PUT_POLL_SECONDS = 0.05  # how often a producer blocked on a full queue checks for a stop
@@ -102,9 +102,12 @@ class Loader:
     def _transform(
         self, x: np.ndarray, y: np.ndarray, generator: np.random.Generator, augment: bool
     ) -> Batch:
-        for entry, args in self.transforms:
+        for index, (entry, args) in enumerate(self.transforms):
             if augment or not entry.random:
-                x, y = entry.apply(x, y, args, generator, self.dataset.num_classes)
+                try:
+                    x, y = entry.apply(x, y, args, generator, self.dataset.num_classes)
+                except DataError as exc:
+                    raise TransformError(index, str(exc)) from None
         return x, y
 
     def _order(self, epoch: int) -> np.ndarray:

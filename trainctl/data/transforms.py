@@ -23,6 +23,14 @@ TransformFn = Callable[
 ]
 
 
+class TransformError(DataError):
+    """A transform that does not fit the data; `index` is its place in the transform list."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 @dataclass(frozen=True, kw_only=True)
 class TransformEntry(Entry):
     """A transform a config can name: `apply(x, y, args, rng, num_classes) -> (x, y)`."""

@@ -6,6 +6,7 @@ is assembled the same way whichever command asks for it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,8 @@ import numpy as np
 
 from trainctl import backend, nn
 from trainctl.autograd import ops
-from trainctl.config import Config, ConfigError, ConfigIssue
-from trainctl.data import DataSplits, Loader, load_splits
+from trainctl.config import Config, ConfigError, ConfigIssue, config_issue
+from trainctl.data import DataSplits, Loader, TransformError, dataset_entry, load_splits
 from trainctl.nn.build import ModelError, build_model
 from trainctl.nn.losses import LOSSES
 from trainctl.optim import OPTIMIZERS, Optimizer, make_optimizer, make_schedule
@@ -27,6 +28,11 @@ LossFn = Callable[[Operand, Operand], Operand]
 
 # Losses whose targets are float arrays shaped like the outputs (class labels are converted).
 _DENSE_TARGET_LOSSES = ("mse", "bce_with_logits")
+
+# The keys `load_data` reads: together they decide which samples are in which split, so a run
+# scored with other values would count samples it trained on as held out.
+SPLIT_KEYS = ("seed", "data.dataset", "data.options", "data.path", "data.val_split",
+              "data.test_split")  # fmt: skip
 
 
 @dataclass
@@ -43,23 +49,30 @@ class Components:
     def loader(
         self, split: str, *, training: bool = False, batch_size: int | None = None
     ) -> Loader:
-        """Batches of `split`; training shuffles, drops the last batch if asked and augments."""
+        """Batches of `split`; training shuffles, drops the last batch if asked and augments.
+
+        The loader fits every transform to a sample at once: one that does not fit the data
+        is an error at its place in the config."""
         data_config = self.config.data
         dataset = getattr(self.data, split)
         if training:
             size = batch_size or data_config.batch_size
         else:
             size = batch_size or data_config.eval_batch_size or data_config.batch_size
-        return Loader(
-            dataset,
-            size,
-            shuffle=training and data_config.shuffle,
-            drop_last=training and self.config.train.drop_last,
-            seed=self.config.seed,
-            transforms=[(t.name, t.args) for t in data_config.transforms],
-            augment=training,
-            prefetch=data_config.prefetch,
-        )
+        try:
+            return Loader(
+                dataset,
+                size,
+                shuffle=training and data_config.shuffle,
+                drop_last=training and self.config.train.drop_last,
+                seed=self.config.seed,
+                transforms=[(t.name, t.args) for t in data_config.transforms],
+                augment=training,
+                prefetch=data_config.prefetch,
+            )
+        except TransformError as exc:
+            key = ("data", "transforms", exc.index, data_config.transforms[exc.index].name)
+            raise ConfigError([config_issue(self.config, key, str(exc))]) from None
 
     def prepare_targets(self, targets: np.ndarray) -> np.ndarray:
         """Targets in the form the loss takes: integer labels become one-hot (or a 0/1
@@ -111,8 +124,9 @@ def _layer_line(config: Config, indices: tuple[int, ...]) -> int | None:
 
 
 def load_data(config: Config) -> DataSplits:
-    """The config's data set, split; the splits depend on the seed alone."""
+    """The config's data set, split; the splits depend on the SPLIT_KEYS alone."""
     data_config = config.data
+    _check_data_path(config)
     return load_splits(
         data_config.dataset,
         data_config.options,
@@ -121,6 +135,26 @@ def load_data(config: Config) -> DataSplits:
         data_config.test_split,
         config.seed,
     )
+
+
+def _check_data_path(config: Config) -> None:
+    """A data.path that names nothing is an error at that key, saying where it looked."""
+    if config.data.path is None:
+        return
+    where = os.path.abspath(os.path.expanduser(config.data.path))
+    if os.path.exists(where):
+        return
+    key = ("data", "path")
+    document = config.document
+    folder = os.getcwd() if document is None else document.folder_of(key)
+    given = "given with --set" if document is not None and document.overridden(key) else "here"
+    entry = dataset_entry(config.data.dataset)
+    obtain = f"; get it from {entry.obtain}" if entry.obtain else ""
+    message = (
+        f"expected data set {entry.name}'s files at {where}, found nothing there "
+        f"(a relative path {given} is read from {folder}){obtain}"
+    )
+    raise ConfigError([config_issue(config, key, message)])
 
 
 def build_components(config: Config, *, with_data: DataSplits | None = None) -> Components:

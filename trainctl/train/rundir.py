@@ -1,7 +1,7 @@
 """Run folders: one directory per training run, created once and never reused.
 
 A run folder holds config.yaml (what makes a directory a run folder), metrics.jsonl,
-summary.json, train.log, checkpoints/ and tensorboard/. `RunFolder.create` names it
+summary.json, splits.json, train.log, checkpoints/ and tensorboard/. `RunFolder.create` names it
 `<name>-<UTC YYYYmmdd-HHMMSS>` and claims it with `os.mkdir`, which fails when the name is
 taken (by another run, a file, or a symlink, which is never followed), so the next suffix
 (-2, -3, ...) is tried: two processes starting in the same second get different folders.
@@ -15,10 +15,12 @@ import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from trainctl.config import Config, load_config
 from trainctl.config_schema import MAX_RUN_NAME_LENGTH, is_run_name
 from trainctl.errors import RunFolderError
 from trainctl.train.atomic import (
@@ -162,6 +164,11 @@ class RunFolder:
         return self.path / "summary.json"
 
     @property
+    def splits_path(self) -> Path:
+        """Which samples the run trained on and held out (see `trainctl.train.heldout`)."""
+        return self.path / "splits.json"
+
+    @property
     def log_path(self) -> Path:
         return self.path / "train.log"
 
@@ -181,29 +188,17 @@ class RunFolder:
             )
         return self.checkpoints_dir / f"{tag}.safetensors"
 
-    # ------------------------------------------------------------ summary.json
+    # ------------------------------------------------------------ config.yaml, summary.json
+
+    def read_config(self, overrides: Sequence[str] = ()) -> Config:
+        """The run's config with `overrides`. Its data.path is absolute; a relative one, which
+        runs made before relative paths were read from the config's folder hold, is read from
+        the current folder, as it was when they trained."""
+        return load_config(self.config_path, overrides, relative_to=Path.cwd())
 
     def read_summary(self) -> dict[str, Any]:
-        path = self.summary_path
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RunFolderError(f"{path} does not exist (the run wrote no summary)") from None
-        except OSError as exc:
-            raise RunFolderError(f"cannot read {path}: {describe_os_error(exc)}") from exc
-        except UnicodeDecodeError as exc:
-            raise RunFolderError(f"{path} is not UTF-8 text: {exc.reason}") from exc
-        try:
-            summary = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RunFolderError(
-                f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            ) from exc
-        except RecursionError:
-            raise RunFolderError(f"{path} is not valid JSON: nested too deeply") from None
-        if not isinstance(summary, dict):
-            raise RunFolderError(f"{path}: expected a JSON object, found {type(summary).__name__}")
-        _check_summary(path, summary)
+        summary = read_json_object(self.summary_path, "the run wrote no summary")
+        _check_summary(self.summary_path, summary)
         return summary
 
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -263,6 +258,30 @@ def _check_field(path: Path, key: str, value: Any, kind: str) -> None:
         found = json.dumps(value)
         found = found if len(found) <= 40 else found[:37] + "..."
         raise RunFolderError(f"{path}: {key} must be a JSON {kind}, found {found}")
+
+
+def read_json_object(path: Path, missing: str) -> dict[str, Any]:
+    """The JSON object in `path`; a RunFolderError when it cannot be read or is not one
+    (`missing` says why a file that does not exist is absent)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} does not exist ({missing})") from None
+    except OSError as exc:
+        raise RunFolderError(f"cannot read {path}: {describe_os_error(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise RunFolderError(f"{path} is not UTF-8 text: {exc.reason}") from exc
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    except RecursionError:
+        raise RunFolderError(f"{path} is not valid JSON: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise RunFolderError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 def list_runs(runs_root: Path | str) -> list[RunFolder]:

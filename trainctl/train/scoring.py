@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from trainctl.config import load_config
 from trainctl.errors import TrainctlError
 from trainctl.metrics import accuracy, confusion_matrix, mae, mse, r2, top_k_accuracy
 from trainctl.train.atomic import atomic_write_json
 from trainctl.train.checkpoint import check_compatible, load_checkpoint
 from trainctl.train.components import build_components
 from trainctl.train.evaluation import EvalResult, evaluate_split
+from trainctl.train.heldout import check_splits, refuse_split_changes
 from trainctl.train.rundir import RunFolder
 
 SPLITS = ("test", "val", "train")
@@ -72,16 +72,21 @@ def score_run(
     split: str = "test",
     overrides: Sequence[str] = (),
 ) -> RunScore:
-    """Rebuild the run's model from its config, load the checkpoint, score `split`."""
+    """Rebuild the run's model from its config, load the checkpoint, score `split`.
+
+    `overrides` may change how the run is scored, never which samples it held out."""
     if split not in SPLITS:
         raise EvalError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     run = RunFolder.open(run_dir)
-    config = load_config(run.config_path, overrides)
+    config = run.read_config(overrides)
+    if overrides:
+        refuse_split_changes(run.read_config(), config)
     path = run.checkpoint_path(checkpoint) if checkpoint in ("best", "last") else Path(checkpoint)
     if not path.exists():
         raise EvalError(f"checkpoint {path} does not exist (expected best, last or a file path)")
     saved = load_checkpoint(path)
     components = build_components(config)
+    check_splits(run, components.data)
     if getattr(components.data, split) is None:
         hint = {"val": "data.val_split", "test": "data.test_split"}.get(split, "")
         raise EvalError(f"run {run.path} has no {split} split (it was trained with {hint} = 0)")

@@ -33,15 +33,16 @@ import numpy as np
 
 from trainctl import backend
 from trainctl.autograd.numerics import NonFiniteError
-from trainctl.config import Config, config_differences, dump_config, load_config
+from trainctl.config import Config, config_differences, dump_config
 from trainctl.errors import CheckpointError, RunFolderError, TrainctlError
 from trainctl.metrics import higher_is_better
 from trainctl.train.atomic import atomic_write_text
 from trainctl.train.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from trainctl.train.components import Components, build_components, load_data
+from trainctl.train.components import Components
 from trainctl.train.environment import environment_info
 from trainctl.train.evaluation import evaluate_split
 from trainctl.train.events import EventWriter
+from trainctl.train.heldout import check_splits, record_splits, refuse_split_changes
 from trainctl.train.metrics_log import (
     MetricsLog,
     read_metrics,
@@ -49,8 +50,8 @@ from trainctl.train.metrics_log import (
     truncate_after_step,
 )
 from trainctl.train.numerics import first_nonfinite, nonfinite_batch, parameter_label
+from trainctl.train.prepare import PreparedTraining, prepare_training
 from trainctl.train.progress import Reporter, format_record
-from trainctl.train.resources import ResourceError, check_resources
 from trainctl.train.rundir import RunFolder
 from trainctl.train.step import Step
 
@@ -163,15 +164,16 @@ class Trainer:
     def __init__(
         self,
         config: Config,
-        components: Components,
+        prepared: PreparedTraining,
         run: RunFolder,
         reporter: Reporter,
         options: TrainOptions,
     ) -> None:
+        components = prepared.components
         self.config, self.components, self.run = config, components, run
         self.reporter, self.options = reporter, options
-        self.step_fn = components.make_step()
-        self.loader = components.loader("train", training=True)
+        self.step_fn = prepared.step
+        self.loader = prepared.loader
         self.steps_per_epoch = self.loader.batches_per_epoch
         self.total_steps = components.total_steps()
         self.state = TrainerState()
@@ -442,18 +444,22 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
         config = _resume_config(run, config, options.force)
     elif config is None:
         raise ResumeError("give a CONFIG to train, or --resume RUN_DIR to continue a run")
-    components, notices = _build(config, options.force)
+    prepared = prepare_training(config, options.force)
+    components = prepared.components
     if run is None:  # made only now: a config that cannot be built leaves no folder behind
         run = _new_run(config, options)
         atomic_write_text(run.config_path, dump_config(config))
-    trainer = Trainer(config, components, run, reporter, options)
+        record_splits(run, components.data)
+    else:
+        check_splits(run, components.data)
+    trainer = Trainer(config, prepared, run, reporter, options)
     started = time.time()
     summary = _initial_summary(run, config, options, components, started)
     trainer.summary = summary
     if options.resume is not None:
         _prepare_resume(trainer, run)
     run.write_summary(summary)
-    for notice in notices:
+    for notice in prepared.notices:
         trainer.say(notice, notice=True)
     trainer.say(
         f"{'resuming' if options.resume else 'training'} {config.name} in {run.path} "
@@ -489,17 +495,6 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
     run.write_summary(summary)
     trainer.close()
     return TrainResult(run, status, EXIT_CODES[outcome], summary, resume_command)
-
-
-def _build(config: Config, force: bool) -> tuple[Components, list[str]]:
-    """Load the data, check that the run fits and ends (before any allocation), build it."""
-    data = load_data(config)
-    notices = check_resources(config, data, backend.get_device(config.device), force)
-    try:
-        return build_components(config, with_data=data), notices
-    except MemoryError as exc:
-        message = f"{config.source}: out of memory while building the model: {exc}"
-        raise ResourceError(message) from exc
 
 
 def _run_failure(trainer: Trainer, exc: BaseException) -> BaseException:
@@ -541,7 +536,7 @@ def _new_run(config: Config, options: TrainOptions) -> RunFolder:
 
 
 def _resume_config(run: RunFolder, given: Config | None, force: bool) -> Config:
-    saved = load_config(run.config_path)
+    saved = run.read_config()
     if given is None:
         return saved
     differences = config_differences(saved, given)
@@ -551,6 +546,7 @@ def _resume_config(run: RunFolder, given: Config | None, force: bool) -> Config:
             f"{', '.join(differences)}; resume without CONFIG to continue as it was, "
             "or pass --force to resume with the new values"
         )
+    refuse_split_changes(saved, given)  # even with --force: the run trained on its splits
     if differences:
         atomic_write_text(run.config_path, dump_config(given))
     return given

@@ -1,0 +1,40 @@
+"""Everything `train` does before its first step; `validate --build` does it and stops there.
+
+One function for both, so a config that `validate --build` passes gets past every check that
+training makes before it starts: the data files and splits, the memory and length of the
+run, the model against the data, the optimizer and schedule, the transforms against a sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainctl import backend
+from trainctl.config import Config
+from trainctl.data import Loader
+from trainctl.train.components import Components, build_components, load_data
+from trainctl.train.resources import ResourceError, check_resources
+from trainctl.train.step import Step
+
+
+@dataclass
+class PreparedTraining:
+    """A run ready for its first step."""
+
+    components: Components
+    step: Step
+    loader: Loader  # the training batches, transforms fitted to the data
+    notices: list[str]  # the refusals --force turned into notices
+
+
+def prepare_training(config: Config, force: bool = False) -> PreparedTraining:
+    """Load the data, check that the run fits and ends (before any allocation), build it."""
+    data = load_data(config)
+    notices = check_resources(config, data, backend.get_device(config.device), force)
+    try:
+        components = build_components(config, with_data=data)
+    except MemoryError as exc:
+        message = f"{config.source}: out of memory while building the model: {exc}"
+        raise ResourceError(message) from exc
+    loader = components.loader("train", training=True)
+    return PreparedTraining(components, components.make_step(), loader, notices)
