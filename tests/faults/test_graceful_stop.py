@@ -123,7 +123,14 @@ def test_a_real_process_stopped_in_an_evaluation_resumes(tmp_path):
     marker, release = tmp_path / "held", tmp_path / "go"
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT / "tests" / "faults" / "killpoint_site"),
+        # The site imports trainctl (eval-batch) before Python puts the working folder on
+        # sys.path: the trainctl under test must come from PYTHONPATH, as for the resume below.
+        "PYTHONPATH": os.pathsep.join(
+            filter(
+                None,
+                [str(ROOT / "tests" / "faults" / "killpoint_site"), os.environ.get("PYTHONPATH")],
+            )
+        ),
         "TRAINCTL_KILLPOINT": "eval-batch:20",
         "TRAINCTL_KILLPOINT_MARKER": str(marker),
         "TRAINCTL_KILLPOINT_RELEASE": str(release),
