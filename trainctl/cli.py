@@ -171,19 +171,22 @@ def train(
         None, metavar="[CONFIG]", help="The YAML config (optional with --resume)."
     ),
     overrides: list[str] = _OVERRIDES,
-    resume: Path = typer.Option(
+    resume: str = typer.Option(
         None,
         "--resume",
-        metavar="RUN_DIR",
-        help="Continue this run folder from its last checkpoint.",
+        metavar="RUN",
+        help=(
+            "Continue this run (its folder, or its name under --runs-root) from its last "
+            "checkpoint; --set may change how long it goes on, its log, eval and checkpoint "
+            "cadence and its early stopping."
+        ),
     ),
     force: bool = typer.Option(
         False,
         "--force",
         help=(
             "Go ahead anyway: with a model that needs more memory than is free, with more "
-            "than a billion steps, or (with --resume and a CONFIG) with a config that differs "
-            "from the run's."
+            "than a billion steps, or (with --resume) with config keys a resume may not change."
         ),
     ),
     name: str = typer.Option(None, "--name", help="Run name (default: the config's name)."),
@@ -191,7 +194,7 @@ def train(
         None, "--run-dir", help="Write the run into exactly this (new or empty) folder."
     ),
     runs_root: Path = typer.Option(
-        Path("runs"), "--runs-root", help="Where run folders are created."
+        Path("runs"), "--runs-root", help="Where run folders are created (and --resume looks)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final result."),
 ) -> None:
@@ -202,19 +205,26 @@ def train(
     and prints the resume command. A run that needs more memory than the device has free is
     refused before anything is allocated (--force to try anyway).
 
-    Example: [bold]trainctl train configs/digits_mlp.yaml --set optimizer.lr=0.1[/bold]
+    Example: [bold]trainctl train configs/digits_mlp.yaml --set optimizer.lr=0.1[/bold],
+    then [bold]trainctl train --resume digits-mlp-20261123-101500 --set train.epochs=30[/bold]
     """
 
     from trainctl.config import load_config
     from trainctl.train.progress import make_reporter
+    from trainctl.train.rundir import find_run
     from trainctl.train.trainer import TrainOptions
     from trainctl.train.trainer import train as run_training
 
     loaded = load_config(config, overrides) if config else None
-    if loaded is None and overrides:
-        raise typer.BadParameter("--set needs a CONFIG (a resumed run keeps its own config)")
+    resume_dir = find_run(resume, runs_root).path if resume is not None else None
     options = TrainOptions(
-        runs_root, run_dir, name, resume, force, command=_command_line("train", config)
+        runs_root,
+        run_dir,
+        name,
+        resume_dir,
+        force,
+        command=_command_line("train", config),
+        overrides=[] if loaded else overrides,
     )
     reporter = make_reporter(quiet)
     try:
@@ -236,13 +246,16 @@ def train(
 
 @app.command("eval")
 def evaluate(
-    run: Path = typer.Argument(..., metavar="RUN_DIR", help="A run folder made by trainctl train."),
+    run: str = typer.Argument(
+        ..., metavar="RUN", help="A run folder, or its name under --runs-root."
+    ),
     checkpoint: str = typer.Option(
         "best", "--checkpoint", "-c", help="best, last, or the path of a checkpoint file."
     ),
     split: str = typer.Option("test", "--split", "-s", help="test, val or train."),
     overrides: list[str] = _OVERRIDES,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where runs are looked up."),
 ) -> None:
     """Score a run's checkpoint on one split: loss, metrics and (classes) a confusion matrix.
 
@@ -257,9 +270,10 @@ def evaluate(
     from rich.console import Console
 
     from trainctl.render import confusion_table, scores_table
+    from trainctl.train.rundir import find_run
     from trainctl.train.scoring import score_run
 
-    score = score_run(run, checkpoint, split, overrides)
+    score = score_run(find_run(run, runs_root).path, checkpoint, split, overrides)
     if as_json:
         typer.echo(json.dumps(score.as_dict(), indent=2))
         return
@@ -289,8 +303,9 @@ def runs_list(
 ) -> None:
     """List runs: name, status, steps, best metric, duration, mode and device.
 
-    A run whose summary.json cannot be read is listed as unreadable, with one line saying why
-    on stderr, and the exit code is 2.
+    A run that ended without finishing its summary (killed) is listed as stopped, with the
+    steps and best metric its files hold. A run whose summary.json cannot be read is listed
+    as unreadable, with one line saying why on stderr, and the exit code is 2.
 
     Example: [bold]trainctl runs[/bold], then [bold]trainctl runs show RUN_NAME[/bold]
     """
@@ -301,12 +316,13 @@ def runs_list(
 
     from trainctl.errors import RunFolderError
     from trainctl.render import runs_table
+    from trainctl.train.run_status import current_summary
     from trainctl.train.rundir import list_runs
 
     rows, damaged = [], []
     for folder in list_runs(runs_root):
         try:
-            rows.append((folder.path.name, folder.read_summary()))
+            rows.append((folder.path.name, current_summary(folder)))
         except TrainctlError as exc:
             rows.append((folder.path.name, {"status": "unreadable"}))
             damaged.append(str(exc))
@@ -322,27 +338,27 @@ def runs_list(
 def runs_show(
     ctx: typer.Context,
     run: str = typer.Argument(
-        ..., metavar="RUN", help="A run folder, or its name under the runs root."
+        ..., metavar="RUN", help="A run folder, or its name under --runs-root."
+    ),
+    runs_root: Path = typer.Option(
+        None, "--runs-root", help="Where runs are looked up (default: that of runs, or runs)."
     ),
 ) -> None:
-    """Print a run's summary and its training loss curve.
+    """Print a run's summary and its training loss curve; for a run that stopped without
+    finishing (killed), the command that resumes it.
 
-    Example: [bold]trainctl runs show runs/digits-mlp-20261123-101500[/bold]
+    Example: [bold]trainctl runs show digits-mlp-20261123-101500[/bold]
     """
-    import os.path
-
     from rich.console import Console
 
     from trainctl.render import loss_curve, summary_table
     from trainctl.train.metrics_log import read_metrics
-    from trainctl.train.rundir import RunFolder
+    from trainctl.train.run_status import current_summary
+    from trainctl.train.rundir import find_run
 
-    path = Path(run)
-    if not os.path.exists(path) and ctx.obj is not None:  # False, not an error, for any name
-        path = Path(ctx.obj) / run
-    folder = RunFolder.open(path)
+    folder = find_run(run, runs_root or ctx.obj or Path("runs"))
     console = Console()
-    console.print(summary_table(folder.read_summary()))
+    console.print(summary_table(current_summary(folder)))
     records = read_metrics(folder.metrics_path) if folder.metrics_path.exists() else []
     points = [(r.get("step"), r.get("loss")) for r in records if r.get("kind") == "train"]
     console.print("training loss", style="bold")

@@ -95,6 +95,30 @@ class TrainConfig:
     best_metric: str | None = None
 
 
+# The keys `train --resume RUN --set KEY=VALUE` may change: how long the run goes on, what it
+# logs, evaluates and checkpoints, when it stops early, how evaluation and loading are batched,
+# and the numerics checks. None of them changes a step already taken or the weights, batches
+# and random draws of the steps that follow (one exception: a cosine schedule whose
+# total_steps is null spans the run, so it stretches to a new length from the resume on).
+# Every other key would make the resumed run a different run.
+RESUMABLE_KEYS = (
+    "train.epochs",
+    "train.max_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.early_stopping",
+    "data.eval_batch_size",
+    "data.prefetch",
+    "debug.check_numerics",
+)
+
+
+def is_resumable(key: str) -> bool:
+    """Whether a resume may change the dotted config `key` (or a key inside it)."""
+    return any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE_KEYS)
+
+
 @dataclass(frozen=True)
 class DebugConfig:
     check_numerics: bool = False

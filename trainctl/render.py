@@ -67,6 +67,7 @@ _STATUS_STYLE = {
     "completed": "green",
     "running": "yellow",
     "interrupted": "yellow",
+    "stopped": "yellow",
     "failed": "red",
 }
 

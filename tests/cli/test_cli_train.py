@@ -217,3 +217,18 @@ def test_signal_stops_a_real_process_which_then_resumes(tmp_path, signum, code):
     assert resumed.returncode == 0, resumed.stderr
     steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
     assert steps == list(range(1, 2001))
+
+
+def test_resume_takes_set_for_what_the_run_has_not_computed_yet(tmp_path):
+    result = invoke("train", ROOT / "configs/digits_mlp.yaml", "--set", "train.max_steps=4",
+                    "--runs-root", tmp_path, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    result = invoke("train", "--resume", run, "--set", "train.max_steps=8", "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].startswith("completed: 8 steps")
+    assert "max_steps: 8" in (run / "config.yaml").read_text()
+    result = invoke("train", "--resume", run, "--set", "data.batch_size=8", "-q")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"--set changes data.batch_size of the run {run}")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output

@@ -125,7 +125,7 @@ def test_sigterm_stops_with_143(tmp_path):
 def test_resume_with_a_changed_config_is_refused_unless_forced(tmp_path):
     stopped = run_train(config(), tmp_path, reporter=SignalAtStep(5))
     changed = config(CONFIG, "optimizer.lr=0.02", "train.log_every=2")
-    with pytest.raises(ResumeError, match=r"optimizer\.lr, train\.log_every"):
+    with pytest.raises(ResumeError, match=r"changes optimizer\.lr of the run"):
         train(changed, TrainOptions(resume=stopped.run.path), QuietReporter())
     result = train(changed, TrainOptions(resume=stopped.run.path, force=True), QuietReporter())
     assert result.status == "completed"
@@ -158,3 +158,79 @@ def test_digits_mlp_quickstart_reaches_95_percent(tmp_path):
 
     result = run_train(load_config(cfg_path), tmp_path)
     assert result.summary["final"]["val"]["accuracy"] > 0.95
+
+
+# ---------------------------------------------------------------- changing a run on resume
+
+STEP_SCHEDULE = "schedule={name: step, step_size: 10, gamma: 0.5}"
+
+
+def test_resume_with_set_extends_a_run_to_the_losses_of_the_longer_run(tmp_path):
+    longer = run_train(config(CONFIG, STEP_SCHEDULE, "train.max_steps=60"), tmp_path / "a")
+    finished = run_train(config(CONFIG, STEP_SCHEDULE), tmp_path / "b")
+    assert finished.summary["steps"] == 40
+    run = finished.run.path
+    options = TrainOptions(resume=run, overrides=["train.max_steps=60", "train.log_every=2"])
+    extended = train(None, options, QuietReporter())
+    assert extended.status == "completed" and extended.summary["steps"] == 60
+    got = train_losses(run)
+    assert got[:40] == train_losses(longer.run.path)[:40]  # the first 40 steps, logged singly
+    singly = [loss for _, loss in train_losses(longer.run.path)[40:]]
+    pairs = [(41 + i + 1, float(np.mean(singly[i : i + 2]))) for i in range(0, 20, 2)]
+    assert got[40:] == pairs  # then the mean of every two steps
+    saved = (run / "config.yaml").read_text()
+    assert "max_steps: 60" in saved and "log_every: 2" in saved
+    log = (run / "train.log").read_text()
+    assert "resuming with new values for train.max_steps, train.log_every" in log
+    longer_weights = load_checkpoint(longer.run.path / "checkpoints" / "last.safetensors")
+    weights = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    for name, array in longer_weights.model_state.items():
+        np.testing.assert_array_equal(weights.model_state[name], array)
+
+
+def test_resume_with_set_refuses_keys_that_make_another_run_and_changes_nothing(tmp_path):
+    run = run_train(config(), tmp_path, reporter=SignalAtStep(5)).run.path
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    overrides = ["train.epochs=3", "optimizer.lr=0.5", "seed=9", "model.layers[1].linear.out=8"]
+    with pytest.raises(ResumeError) as refused:
+        train(None, TrainOptions(resume=run, overrides=overrides), QuietReporter())
+    message = str(refused.value)
+    assert message.startswith(
+        f"--set changes seed, model.layers[1].linear.out, optimizer.lr of the run {run}"
+    )
+    assert "may change only train.epochs, train.max_steps, train.log_every" in message
+    assert "train.epochs," in message and "--force" in message
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_stretched_cosine_schedule_is_announced(tmp_path):
+    run = run_train(config(), tmp_path).run.path
+    train(None, TrainOptions(resume=run, overrides=["train.max_steps=50"]), QuietReporter())
+    assert (
+        "schedule cosine spans the run (total_steps: null): from step 40 on, the learning rate "
+        "follows the plan for 50 steps instead of 40" in (run / "train.log").read_text()
+    )
+
+
+def test_an_early_stopped_run_trains_on_with_more_patience(tmp_path):
+    overrides = ["train.max_steps=400", "train.eval_every=2", "optimizer.lr=1.0e-9",
+                 "train.early_stopping={metric: loss, patience: 2, min_delta: 1.0}"]  # fmt: skip
+    stopped = run_train(config(CONFIG, *overrides), tmp_path)
+    assert stopped.summary["steps"] == 6
+    run = stopped.run.path
+    again = train(None, TrainOptions(resume=run), QuietReporter())
+    assert again.summary["steps"] == 6  # the same rule: still stopped, and it says how to go on
+    assert "resume with --set train.early_stopping=" in (run / "train.log").read_text()
+    more = ["train.early_stopping.patience=4"]
+    result = train(None, TrainOptions(resume=run, overrides=more), QuietReporter())
+    assert result.summary["steps"] == 10  # two more evaluations without improvement: 8, 10
+    assert result.summary["early_stopped"] is True
+
+
+def test_early_stopping_on_a_new_metric_starts_counting_again(tmp_path):
+    overrides = ["train.max_steps=400", "train.eval_every=2", "optimizer.lr=1.0e-9",
+                 "train.early_stopping={metric: loss, patience: 2, min_delta: 1.0}"]  # fmt: skip
+    run = run_train(config(CONFIG, *overrides), tmp_path).run.path
+    new_rule = ["train.early_stopping={metric: accuracy, patience: 2, min_delta: 1.0}"]
+    result = train(None, TrainOptions(resume=run, overrides=new_rule), QuietReporter())
+    assert result.summary["steps"] == 12  # 8: first accuracy seen, 10 and 12 no better

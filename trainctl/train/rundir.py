@@ -284,6 +284,23 @@ def read_json_object(path: Path, missing: str) -> dict[str, Any]:
     return value
 
 
+def find_run(run: Path | str, runs_root: Path | str) -> RunFolder:
+    """The run folder `run` names: a path to one, else a run's folder name under `runs_root`.
+
+    Every command that takes a run (`eval`, `train --resume`, `runs show`) finds it here.
+    """
+    try:
+        return RunFolder.open(run)
+    except RunFolderError as as_path:
+        named = Path(runs_root) / str(run)
+        if not is_run_name(str(run)) or named == Path(run):
+            raise
+        try:
+            return RunFolder.open(named)
+        except RunFolderError as as_name:
+            raise RunFolderError(f"{as_path}; {as_name}") from None
+
+
 def list_runs(runs_root: Path | str) -> list[RunFolder]:
     """The run folders under `runs_root` (those holding config.yaml), oldest first.
 

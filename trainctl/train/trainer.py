@@ -23,7 +23,7 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +33,13 @@ import numpy as np
 
 from trainctl import backend
 from trainctl.autograd.numerics import NonFiniteError
-from trainctl.config import Config, config_differences, dump_config
+from trainctl.config import (
+    Config,
+    EarlyStoppingConfig,
+    config_differences,
+    dump_config,
+)
+from trainctl.config_schema import RESUMABLE_KEYS, is_resumable
 from trainctl.errors import CheckpointError, RunFolderError, TrainctlError
 from trainctl.metrics import higher_is_better
 from trainctl.train.atomic import atomic_write_text
@@ -52,7 +58,10 @@ from trainctl.train.metrics_log import (
 from trainctl.train.numerics import first_nonfinite, nonfinite_batch, parameter_label
 from trainctl.train.prepare import PreparedTraining, prepare_training
 from trainctl.train.progress import Reporter, format_record
+from trainctl.train.resources import planned_steps_of
+from trainctl.train.run_status import final_scores, resume_command
 from trainctl.train.rundir import RunFolder
+from trainctl.train.runlock import hold_run_lock
 from trainctl.train.step import Step
 
 EXIT_CODES = {"completed": 0, "failed": 1, "SIGINT": 130, "SIGTERM": 143}
@@ -76,6 +85,7 @@ class TrainOptions:
     resume: Path | None = None
     force: bool = False
     command: list[str] = field(default_factory=list)
+    overrides: Sequence[str] = ()  # --set on a resumed run's own config
 
 
 @dataclass
@@ -437,32 +447,50 @@ class Trainer:
 
 
 def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> TrainResult:
-    """Run (or resume) a training run; the run folder holds everything it produced."""
-    run = None
+    """Run (or resume) a training run; the run folder holds everything it produced.
+
+    The run folder's lock is held from before anything in it changes until the run ends, so
+    a second process that tries to write the same folder is refused (RunLockedError)."""
     if options.resume is not None:
         run = RunFolder.open(options.resume)
-        config = _resume_config(run, config, options.force)
-    elif config is None:
-        raise ResumeError("give a CONFIG to train, or --resume RUN_DIR to continue a run")
+        with hold_run_lock(run.path):
+            saved = run.read_config()
+            config = _resume_config(run, saved, config, options)
+            prepared = prepare_training(config, options.force)
+            check_splits(run, prepared.components.data)
+            return _run(config, prepared, run, options, reporter, saved)
+    if config is None:
+        raise ResumeError("give a CONFIG to train, or --resume RUN to continue a run")
     prepared = prepare_training(config, options.force)
-    components = prepared.components
-    if run is None:  # made only now: a config that cannot be built leaves no folder behind
-        run = _new_run(config, options)
+    run = _new_run(config, options)  # only now: a config that cannot be built leaves no folder
+    with hold_run_lock(run.path):
         atomic_write_text(run.config_path, dump_config(config))
-        record_splits(run, components.data)
-    else:
-        check_splits(run, components.data)
+        record_splits(run, prepared.components.data)
+        return _run(config, prepared, run, options, reporter)
+
+
+def _run(
+    config: Config,
+    prepared: PreparedTraining,
+    run: RunFolder,
+    options: TrainOptions,
+    reporter: Reporter,
+    resumed: Config | None = None,
+) -> TrainResult:
+    """Train `run` to its end; `resumed` is the config the run had before this resume."""
+    components = prepared.components
+    notices = list(prepared.notices)
     trainer = Trainer(config, prepared, run, reporter, options)
     started = time.time()
     summary = _initial_summary(run, config, options, components, started)
     trainer.summary = summary
-    if options.resume is not None:
-        _prepare_resume(trainer, run)
+    if resumed is not None:
+        notices += _prepare_resume(trainer, run, resumed)
     run.write_summary(summary)
-    for notice in prepared.notices:
+    for notice in notices:
         trainer.say(notice, notice=True)
     trainer.say(
-        f"{'resuming' if options.resume else 'training'} {config.name} in {run.path} "
+        f"{'training' if resumed is None else 'resuming'} {config.name} in {run.path} "
         f"({config.mode} mode, {components.device}, {trainer.total_steps} steps, "
         f"{trainer.steps_per_epoch} per epoch)"
     )
@@ -484,17 +512,16 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
         raise failure from exc
     status = "completed" if outcome == "completed" else "interrupted"
     summary.update(status=status, finished_at=_now())
-    resume_command = None
+    command = None
     if status == "interrupted":
         summary["signal"] = outcome
-        resume_command = f"trainctl train --resume {shlex.quote(str(run.path))}"
-        summary["resume_command"] = resume_command
+        command = summary["resume_command"] = resume_command(run)
         trainer.say(f"interrupted by {outcome} at step {trainer.state.step}; resume with:", True)
-        trainer.say(f"  {resume_command}", True)
+        trainer.say(f"  {command}", True)
     _finish_summary(trainer, summary, started)
     run.write_summary(summary)
     trainer.close()
-    return TrainResult(run, status, EXIT_CODES[outcome], summary, resume_command)
+    return TrainResult(run, status, EXIT_CODES[outcome], summary, command)
 
 
 def _run_failure(trainer: Trainer, exc: BaseException) -> BaseException:
@@ -535,37 +562,54 @@ def _new_run(config: Config, options: TrainOptions) -> RunFolder:
     return RunFolder.create(options.runs_root, options.name or config.name)
 
 
-def _resume_config(run: RunFolder, given: Config | None, force: bool) -> Config:
-    saved = run.read_config()
+def _resume_config(
+    run: RunFolder, saved: Config, given: Config | None, options: TrainOptions
+) -> Config:
+    """The config the resumed run goes on with: the run's own, changed by a CONFIG or by
+    `--set` only in RESUMABLE_KEYS (any key with --force)."""
     if given is None:
-        return saved
-    differences = config_differences(saved, given)
-    if differences and not force:
+        if not options.overrides:
+            return saved
+        given = run.read_config(options.overrides)
+        source = "--set"
+    else:
+        source = given.source
+    refused = [key for key in config_differences(saved, given) if not is_resumable(key)]
+    if refused and not options.force:
         raise ResumeError(
-            f"{given.source} differs from the config of {run.path} in: "
-            f"{', '.join(differences)}; resume without CONFIG to continue as it was, "
-            "or pass --force to resume with the new values"
+            f"{source} changes {', '.join(refused)} of the run {run.path}, which would make it "
+            f"a different run; a resume may change only {', '.join(RESUMABLE_KEYS)}. Resume "
+            "without the others to continue as it was, or pass --force to resume with the "
+            "new values"
         )
     refuse_split_changes(saved, given)  # even with --force: the run trained on its splits
-    if differences:
-        atomic_write_text(run.config_path, dump_config(given))
     return given
 
 
-def _prepare_resume(trainer: Trainer, run: RunFolder) -> None:
-    """Restore checkpoints/last and cut the logs back to its step. A run killed before its
-    first checkpoint has nothing to restore: it starts again from step 0, and says so.
+def _prepare_resume(trainer: Trainer, run: RunFolder, saved: Config) -> list[str]:
+    """Restore checkpoints/last, record a changed config and cut the logs back to the
+    checkpoint's step; the notices to show. A run killed before its first checkpoint has
+    nothing to restore: it starts again from step 0, and says so.
 
     Everything that can refuse the resume (the summary, the checkpoint) is read before
     anything in the folder changes."""
     previous = run.read_summary() if run.summary_path.exists() else {}
+    notices = []
     if run.checkpoint_path("last").exists():
         trainer.restore("last")
     else:
-        trainer.say(
+        notices.append(
             f"{run.path} has no checkpoint yet (it stopped before its first one): "
-            "training it again from step 0",
-            notice=True,
+            "training it again from step 0"
+        )
+    changed = config_differences(saved, trainer.config)
+    if changed:
+        atomic_write_text(run.config_path, dump_config(trainer.config))
+        notices += _adopt_changed_config(trainer, saved, changed)
+    if trainer.state.early_stopped:
+        notices.append(
+            f"the run stopped early at step {trainer.state.step} (train.early_stopping): "
+            "resume with --set train.early_stopping=... to train it on"
         )
     repaired = repair_metrics(run.metrics_path)
     if repaired:
@@ -577,22 +621,39 @@ def _prepare_resume(trainer: Trainer, run: RunFolder) -> None:
     trainer.summary["resumed_from_step"] = trainer.state.step
     trainer.summary["started_at"] = previous.get("started_at", trainer.summary["started_at"])
     trainer.summary["resumes"] = int(previous.get("resumes", 0)) + 1
-    final = _final_scores(read_metrics(run.metrics_path) if run.metrics_path.exists() else [])
+    final = final_scores(read_metrics(run.metrics_path) if run.metrics_path.exists() else [])
     if final:
         trainer.summary["final"] = final
+    return notices
 
 
-def _final_scores(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The summary's "final" scores as the kept records leave them, for a resumed run that
-    has no step or evaluation left to make."""
-    final: dict[str, Any] = {}
-    for record in records:
-        if record.get("kind") == "train":
-            final["train_loss"] = record.get("loss")
-        elif record.get("kind") == "eval" and record.get("split") == "val":
-            skip = ("kind", "split", "step", "epoch")
-            final["val"] = {key: value for key, value in record.items() if key not in skip}
-    return final
+def _adopt_changed_config(trainer: Trainer, saved: Config, changed: list[str]) -> list[str]:
+    """Carry the restored state over to the changed config; the notices saying what changed."""
+    notices = [f"resuming with new values for {', '.join(changed)} (saved in config.yaml)"]
+    old_rule, new_rule = saved.train.early_stopping, trainer.config.train.early_stopping
+    if old_rule != new_rule:
+        _carry_early_stopping(trainer.state, old_rule, new_rule)
+    schedule = saved.schedule
+    if schedule.name == "cosine" and schedule.args.get("total_steps") is None:
+        planned = planned_steps_of(saved, len(trainer.components.data.train))[0]
+        if planned != trainer.total_steps:
+            notices.append(
+                f"schedule cosine spans the run (total_steps: null): from step "
+                f"{trainer.state.step} on, the learning rate follows the plan for "
+                f"{trainer.total_steps} steps instead of {planned}"
+            )
+    return notices
+
+
+def _carry_early_stopping(
+    state: TrainerState, old: EarlyStoppingConfig | None, new: EarlyStoppingConfig | None
+) -> None:
+    """Early stopping under a rule changed on resume: the count of evaluations without
+    improvement carries over while the same metric is watched the same way and starts again
+    otherwise; whether the run has stopped follows the new rule."""
+    if new is None or old is None or (old.metric, old.mode) != (new.metric, new.mode):
+        state.stop_best, state.stale_evals = None, 0
+    state.early_stopped = new is not None and state.stale_evals >= new.patience
 
 
 def _now() -> str:
