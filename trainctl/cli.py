@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
 from trainctl import __version__
+from trainctl.cli_help import HelpCommand, HelpGroup
 from trainctl.errors import TrainctlError
 
 EXIT_USER_ERROR = 2
 
 
-class _App(TyperGroup):
+class _App(HelpGroup):
     """The command group: user errors are messages, not tracebacks (unless --debug)."""
 
     def invoke(self, ctx: typer.Context) -> Any:
@@ -89,7 +89,7 @@ def main(
     """
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def devices() -> None:
     """List the compute devices trainctl can use: the CPU always, CUDA when CuPy finds a GPU.
 
@@ -111,7 +111,7 @@ def devices() -> None:
     Console().print(table)
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def validate(
     config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config file."),
     overrides: list[str] = _OVERRIDES,
@@ -149,7 +149,7 @@ def validate(
     )
 
 
-@app.command("config")
+@app.command("config", cls=HelpCommand)
 def show_config(
     config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config file."),
     overrides: list[str] = _OVERRIDES,
@@ -163,10 +163,10 @@ def show_config(
     typer.echo(dump_config(load_config(config, overrides)), nl=False)
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def train(
     config: str = typer.Argument(
-        None, metavar="[CONFIG]", help="The YAML config (optional with --resume)."
+        None, metavar="CONFIG", help="The YAML config (optional with --resume)."
     ),
     overrides: list[str] = _OVERRIDES,
     resume: Path = typer.Option(
@@ -232,7 +232,7 @@ def train(
         raise typer.Exit(result.exit_code)
 
 
-@app.command("eval")
+@app.command("eval", cls=HelpCommand)
 def evaluate(
     run: Path = typer.Argument(..., metavar="RUN_DIR", help="A run folder made by trainctl train."),
     checkpoint: str = typer.Option(
@@ -273,7 +273,10 @@ def evaluate(
 
 
 runs_app = typer.Typer(
-    help="List training runs, or show one.", invoke_without_command=True, no_args_is_help=False
+    cls=HelpGroup,
+    help="List training runs, or show one.",
+    invoke_without_command=True,
+    no_args_is_help=False,
 )
 app.add_typer(runs_app, name="runs")
 
@@ -314,7 +317,7 @@ def runs_list(
         raise RunFolderError("\n".join(damaged))
 
 
-@runs_app.command("show")
+@runs_app.command("show", cls=HelpCommand)
 def runs_show(
     ctx: typer.Context,
     run: str = typer.Argument(
@@ -355,7 +358,7 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
         raise typer.BadParameter(message) from None
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def compare(
     config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config to benchmark."),
     overrides: list[str] = _OVERRIDES,
@@ -428,7 +431,7 @@ def compare(
         raise DisagreementError(f"the modes disagree beyond tolerance: see {folder / 'compare.md'}")
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def graph(
     config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config."),
     overrides: list[str] = _OVERRIDES,
@@ -436,12 +439,17 @@ def graph(
         "optimized", "--stage", help="traced (as recorded) or optimized (after the passes)."
     ),
     fmt: str = typer.Option(
-        "text", "--format", help="text (IR, one node per line), dot (Graphviz) or code (Python)."
+        "text",
+        "--format",
+        metavar="FORMAT",
+        help="text (IR, one node per line), dot (Graphviz) or code (Python).",
     ),
     disable: str = typer.Option(
         None, "--disable", metavar="PASSES", help="Passes to skip, e.g. fuse,cse (debugging)."
     ),
-    output: Path = typer.Option(None, "--output", "-o", help="Write to this file instead."),
+    output: Path = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Write to this file instead."
+    ),
 ) -> None:
     """Show the training step's static graph: IR, Graphviz DOT or the generated Python.
 
