@@ -204,6 +204,7 @@ def train(
     """
 
     from trainctl.config import load_config
+    from trainctl.number_format import metric_text
     from trainctl.train.progress import make_reporter
     from trainctl.train.trainer import TrainOptions
     from trainctl.train.trainer import train as run_training
@@ -223,7 +224,7 @@ def train(
     final = summary.get("final", {}).get("val") or {
         "train loss": summary.get("final", {}).get("train_loss")
     }
-    scores = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if isinstance(v, float))
+    scores = ", ".join(f"{k} {metric_text(v)}" for k, v in final.items() if isinstance(v, float))
     typer.echo(
         f"{result.status}: {summary['steps']} steps in {summary['duration_s']:.1f}s"
         f"{', ' + scores if scores else ''}; run folder {result.run.path}"
@@ -285,11 +286,17 @@ app.add_typer(runs_app, name="runs")
 def runs_list(
     ctx: typer.Context,
     runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where run folders live."),
+    plain: bool = typer.Option(
+        False, "--plain", help="Tab-separated lines, as printed when stdout is not a terminal."
+    ),
 ) -> None:
     """List runs: name, status, steps, best metric, duration, mode and device.
 
-    A run whose summary.json cannot be read is listed as unreadable, with one line saying why
-    on stderr, and the exit code is 2.
+    On a narrow terminal the least useful columns (device, mode, duration, steps) are left
+    out. In a pipe, or with --plain, it prints a header and one tab-separated line per run
+    with every column, so [bold]trainctl runs | grep completed[/bold] works. A run whose
+    summary.json cannot be read is listed as unreadable, with one line saying why on stderr,
+    and the exit code is 2.
 
     Example: [bold]trainctl runs[/bold], then [bold]trainctl runs show RUN_NAME[/bold]
     """
@@ -299,7 +306,7 @@ def runs_list(
     from rich.console import Console
 
     from trainctl.errors import RunFolderError
-    from trainctl.render import runs_table
+    from trainctl.render import runs_table, runs_tsv
     from trainctl.train.rundir import list_runs
 
     rows, damaged = [], []
@@ -312,7 +319,11 @@ def runs_list(
     if not rows:
         typer.echo(f"no runs in {runs_root}")
         return
-    Console().print(runs_table(rows))
+    console = Console()
+    if plain or not console.is_terminal:
+        typer.echo(runs_tsv(rows), nl=False)
+    else:
+        console.print(runs_table(rows, console.width))
     if damaged:  # listed all the same; the exit code tells a script that some are damaged
         raise RunFolderError("\n".join(damaged))
 
