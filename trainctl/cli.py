@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
 from trainctl import __version__
+from trainctl.cli_help import HelpCommand, HelpGroup
 from trainctl.errors import TrainctlError
 
 EXIT_USER_ERROR = 2
 
 
-class _App(TyperGroup):
+class _App(HelpGroup):
     """The command group: user errors are messages, not tracebacks (unless --debug)."""
 
     def invoke(self, ctx: typer.Context) -> Any:
@@ -89,7 +89,7 @@ def main(
     """
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def devices() -> None:
     """List the compute devices trainctl can use: the CPU always, CUDA when CuPy finds a GPU.
 
@@ -111,7 +111,7 @@ def devices() -> None:
     Console().print(table)
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def validate(
     config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config file."),
     overrides: list[str] = _OVERRIDES,
@@ -151,7 +151,7 @@ def validate(
     )
 
 
-@app.command("config")
+@app.command("config", cls=HelpCommand)
 def show_config(
     config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config file."),
     overrides: list[str] = _OVERRIDES,
@@ -165,10 +165,10 @@ def show_config(
     typer.echo(dump_config(load_config(config, overrides)), nl=False)
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def train(
     config: str = typer.Argument(
-        None, metavar="[CONFIG]", help="The YAML config (optional with --resume)."
+        None, metavar="CONFIG", help="The YAML config (optional with --resume)."
     ),
     overrides: list[str] = _OVERRIDES,
     resume: str = typer.Option(
@@ -210,6 +210,7 @@ def train(
     """
 
     from trainctl.config import load_config
+    from trainctl.number_format import metric_text
     from trainctl.train.progress import make_reporter
     from trainctl.train.rundir import find_run
     from trainctl.train.trainer import TrainOptions
@@ -235,7 +236,7 @@ def train(
     final = summary.get("final", {}).get("val") or {
         "train loss": summary.get("final", {}).get("train_loss")
     }
-    scores = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if isinstance(v, float))
+    scores = ", ".join(f"{k} {metric_text(v)}" for k, v in final.items() if isinstance(v, float))
     typer.echo(
         f"{result.status}: {summary['steps']} steps in {summary['duration_s']:.1f}s"
         f"{', ' + scores if scores else ''}; run folder {result.run.path}"
@@ -244,7 +245,7 @@ def train(
         raise typer.Exit(result.exit_code)
 
 
-@app.command("eval")
+@app.command("eval", cls=HelpCommand)
 def evaluate(
     run: str = typer.Argument(
         ..., metavar="RUN", help="A run folder, or its name under --runs-root."
@@ -291,7 +292,10 @@ def evaluate(
 
 
 runs_app = typer.Typer(
-    help="List training runs, or show one.", invoke_without_command=True, no_args_is_help=False
+    cls=HelpGroup,
+    help="List training runs, or show one.",
+    invoke_without_command=True,
+    no_args_is_help=False,
 )
 app.add_typer(runs_app, name="runs")
 
@@ -300,12 +304,18 @@ app.add_typer(runs_app, name="runs")
 def runs_list(
     ctx: typer.Context,
     runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where run folders live."),
+    plain: bool = typer.Option(
+        False, "--plain", help="Tab-separated lines, as printed when stdout is not a terminal."
+    ),
 ) -> None:
     """List runs: name, status, steps, best metric, duration, mode and device.
 
     A run that ended without finishing its summary (killed) is listed as stopped, with the
-    steps and best metric its files hold. A run whose summary.json cannot be read is listed
-    as unreadable, with one line saying why on stderr, and the exit code is 2.
+    steps and best metric its files hold. On a narrow terminal the least useful columns
+    (device, mode, duration, steps) are left out. In a pipe, or with --plain, it prints a
+    header and one tab-separated line per run with every column, so [bold]trainctl runs |
+    grep completed[/bold] works. A run whose summary.json cannot be read is listed as
+    unreadable, with one line saying why on stderr, and the exit code is 2.
 
     Example: [bold]trainctl runs[/bold], then [bold]trainctl runs show RUN_NAME[/bold]
     """
@@ -315,7 +325,7 @@ def runs_list(
     from rich.console import Console
 
     from trainctl.errors import RunFolderError
-    from trainctl.render import runs_table
+    from trainctl.render import runs_table, runs_tsv
     from trainctl.train.run_status import current_summary
     from trainctl.train.rundir import list_runs
 
@@ -329,12 +339,16 @@ def runs_list(
     if not rows:
         typer.echo(f"no runs in {runs_root}")
         return
-    Console().print(runs_table(rows))
+    console = Console()
+    if plain or not console.is_terminal:
+        typer.echo(runs_tsv(rows), nl=False)
+    else:
+        console.print(runs_table(rows, console.width))
     if damaged:  # listed all the same; the exit code tells a script that some are damaged
         raise RunFolderError("\n".join(damaged))
 
 
-@runs_app.command("show")
+@runs_app.command("show", cls=HelpCommand)
 def runs_show(
     ctx: typer.Context,
     run: str = typer.Argument(
@@ -375,7 +389,7 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
         raise typer.BadParameter(message) from None
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def compare(
     config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config to benchmark."),
     overrides: list[str] = _OVERRIDES,
@@ -448,7 +462,7 @@ def compare(
         raise DisagreementError(f"the modes disagree beyond tolerance: see {folder / 'compare.md'}")
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def graph(
     config: str = typer.Argument(..., metavar="CONFIG", help="The YAML config."),
     overrides: list[str] = _OVERRIDES,
@@ -456,12 +470,17 @@ def graph(
         "optimized", "--stage", help="traced (as recorded) or optimized (after the passes)."
     ),
     fmt: str = typer.Option(
-        "text", "--format", help="text (IR, one node per line), dot (Graphviz) or code (Python)."
+        "text",
+        "--format",
+        metavar="FORMAT",
+        help="text (IR, one node per line), dot (Graphviz) or code (Python).",
     ),
     disable: str = typer.Option(
         None, "--disable", metavar="PASSES", help="Passes to skip, e.g. fuse,cse (debugging)."
     ),
-    output: Path = typer.Option(None, "--output", "-o", help="Write to this file instead."),
+    output: Path = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Write to this file instead."
+    ),
 ) -> None:
     """Show the training step's static graph: IR, Graphviz DOT or the generated Python.
 

@@ -11,16 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-
-def _number(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
-    return str(value)
+from trainctl.number_format import duration, metric_text
 
 
 def scores_table(scores: dict[str, Any]) -> Table:
@@ -28,7 +25,7 @@ def scores_table(scores: dict[str, Any]) -> Table:
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     for key, value in scores.items():
-        table.add_row(key, _number(value))
+        table.add_row(key, metric_text(value))
     return table
 
 
@@ -44,23 +41,12 @@ def confusion_table(matrix: np.ndarray) -> Table:
     return table
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
 def best_text(summary: dict[str, Any]) -> str:
     best = summary.get("best")
     if not best:
         return "-"
     metric = str(best.get("metric", "?")).removeprefix("val/")
-    return f"{metric} {_number(best.get('value'))} @ {_number(best.get('step'))}"
+    return f"{metric} {metric_text(best.get('value'))} @ {metric_text(best.get('step'))}"
 
 
 _STATUS_STYLE = {
@@ -72,27 +58,61 @@ _STATUS_STYLE = {
 }
 
 
-def runs_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> Table:
-    """One row per run: (folder name, summary dict)."""
-    table = Table(title="Runs")
-    for column in ("run", "status", "steps", "best (val)", "duration", "mode", "device"):
-        table.add_column(
-            column,
-            justify="right" if column in ("steps", "duration") else "left",
-            no_wrap=column in ("run", "best (val)"),
-        )
-    for name, summary in rows:
-        status = str(summary.get("status", "?"))
-        table.add_row(
-            name,
-            Text(status, style=_STATUS_STYLE.get(status, "")),
-            _number(summary.get("steps")),
-            best_text(summary),
-            duration(summary.get("duration_s")),
-            str(summary.get("mode", "-")),
-            str(summary.get("device", "-")),
-        )
+# The columns of `trainctl runs`, left to right, and the order a narrow screen drops them in.
+_RUN_COLUMNS = ("run", "status", "steps", "best (val)", "duration", "mode", "device")
+_DROPPED_FIRST = ("device", "mode", "duration", "steps", "best (val)")
+
+
+def _run_cells(name: str, summary: dict[str, Any]) -> dict[str, str]:
+    return {
+        "run": name,
+        "status": str(summary.get("status", "?")),
+        "steps": metric_text(summary.get("steps")),
+        "best (val)": best_text(summary),
+        "duration": duration(summary.get("duration_s")),
+        "mode": str(summary.get("mode", "-")),
+        "device": str(summary.get("device", "-")),
+    }
+
+
+def runs_table(rows: Sequence[tuple[str, dict[str, Any]]], width: int | None = None) -> Table:
+    """One row per run: (folder name, summary dict). To fit in `width` columns, columns go
+    in the order device, mode, duration, steps, best; no cell is ever cut to '…'."""
+    cells = [_run_cells(name, summary) for name, summary in rows]
+    columns = list(_RUN_COLUMNS)
+    table = _runs_table(columns, cells)
+    for dropped in _DROPPED_FIRST:
+        if width is None or _natural_width(table) <= width:
+            break
+        columns.remove(dropped)
+        table = _runs_table(columns, cells)
     return table
+
+
+def _runs_table(columns: list[str], cells: list[dict[str, str]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for column in columns:
+        right = column in ("steps", "duration")
+        table.add_column(column, justify="right" if right else "left", overflow="fold")
+    for row in cells:  # Text, not markup: a summary edited by hand may hold brackets
+        style = {"status": _STATUS_STYLE.get(row["status"], "")}
+        table.add_row(*(Text(row[column], style=style.get(column, "")) for column in columns))
+    return table
+
+
+def _natural_width(table: Table) -> int:
+    """The cells the table takes when nothing has to wrap."""
+    console = Console(width=10_000)
+    return Measurement.get(console, console.options, table).maximum
+
+
+def runs_tsv(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """`trainctl runs` for pipes: a header, then one tab-separated line per run, every column."""
+    lines = ["\t".join(_RUN_COLUMNS)]
+    for name, summary in rows:
+        cells = _run_cells(name, summary)
+        lines.append("\t".join(" ".join(cells[c].split()) for c in _RUN_COLUMNS))
+    return "\n".join(lines) + "\n"
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -109,9 +129,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row("best", best_text(summary))
     final = summary.get("final") or {}  # null in a summary edited by hand
     if "train_loss" in final:
-        table.add_row("final train loss", _number(final["train_loss"]))
+        table.add_row("final train loss", metric_text(final["train_loss"]))
     for key, value in (final.get("val") or {}).items():
-        table.add_row(f"final val {key}", _number(value))
+        table.add_row(f"final val {key}", metric_text(value))
     timing = summary.get("step_time_ms")
     if timing:
         median, p90 = (_milliseconds(timing.get(key)) for key in ("median", "p90"))
@@ -124,10 +144,13 @@ def _milliseconds(value: Any) -> str:
 
 
 _LEVELS = " ▁▂▃▄▅▆▇█"
+LOG_SCALE_DECADES = 1.5  # a loss that falls further than this is drawn on a log scale
 
 
 def loss_curve(points: Sequence[tuple[int, float]], width: int = 60, height: int = 8) -> str:
-    """A block-character chart of (step, loss): columns average the points they cover."""
+    """A block-character chart of (step, loss): columns average the points they cover; a
+    loss spanning more than 1.5 decades is drawn on a log scale (the chart says so), or
+    everything after its first drop would sit flat on the floor."""
     finite = [
         (s, v)
         for s, v in points
@@ -140,9 +163,12 @@ def loss_curve(points: Sequence[tuple[int, float]], width: int = 60, height: int
     chunks = np.array_split(values, columns)
     means = np.array([c.mean() for c in chunks])
     low, high = float(means.min()), float(means.max())
-    span = high - low or 1.0
+    log_scale = low > 0 and math.log10(high / low) > LOG_SCALE_DECADES
+    heights = np.log10(means) if log_scale else means
+    bottom = float(heights.min())
+    span = float(heights.max()) - bottom or 1.0
     # Row units; the lowest column keeps a one-eighth block so the curve never vanishes.
-    levels = (means - low) / span * (height - 0.125) + 0.125
+    levels = (heights - bottom) / span * (height - 0.125) + 0.125
     rows = []
     for row in range(height, 0, -1):
         line = ""
@@ -157,5 +183,6 @@ def loss_curve(points: Sequence[tuple[int, float]], width: int = 60, height: int
     lines += [f"{'':>{pad}} │{r}" for r in rows[1:-1]]
     lines.append(f"{label_bottom:>{pad}} ┤{rows[-1]}")
     lines.append(f"{'':>{pad}} └{'─' * columns}")
-    lines.append(f"{'':>{pad}}  step {first} … {last}")
+    scale = "; loss on a log scale" if log_scale else ""
+    lines.append(f"{'':>{pad}}  step {first} … {last}{scale}")
     return "\n".join(lines)

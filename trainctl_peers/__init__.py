@@ -19,7 +19,12 @@ from trainctl.errors import TrainctlError
 if TYPE_CHECKING:
     from trainctl_peers.torch_peer import TorchPeer
 
-__all__ = ["PeerError", "TorchPeer", "load_torch_peer"]
+__all__ = ["README_TORCH_VERSION", "TORCH_CPU_INSTALL", "PeerError", "TorchPeer", "load_torch_peer"]
+
+# A plain `pip install torch` pulls the CUDA build (several GB of nvidia-* packages) even
+# onto a machine without a GPU; the peer runs on the CPU, so the CPU wheels are enough.
+TORCH_CPU_INSTALL = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+README_TORCH_VERSION = "2.13.0"  # the PyTorch behind the README's figures (CPU build)
 
 
 class PeerError(TrainctlError):
@@ -33,7 +38,8 @@ def load_torch_peer() -> type[TorchPeer]:
     except (ImportError, OSError) as exc:
         if isinstance(exc, ImportError) and exc.name == "torch":
             raise PeerError(
-                "--with torch needs PyTorch, which is not installed: pip install torch"
+                f"--with torch needs PyTorch, which is not installed: {TORCH_CPU_INSTALL} "
+                f"(the CPU build; the README's figures used PyTorch {README_TORCH_VERSION}, CPU)"
             ) from None
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise PeerError(

@@ -157,6 +157,7 @@ def test_with_torch_when_torch_is_missing_is_a_clean_error(tmp_path, monkeypatch
     )
     assert result.exit_code == 2
     assert "--with torch needs PyTorch, which is not installed: pip install torch" in result.output
+    assert "--index-url https://download.pytorch.org/whl/cpu" in result.output
     assert "Traceback" not in result.output
 
 

@@ -69,3 +69,33 @@ def test_devices_lists_cpu_and_cuda_with_backend_status() -> None:
     assert len(cuda_rows) == 1, result.output
     # The cuda row shows exactly what the backend reports, brackets and all.
     assert backend.cuda_status() in cuda_rows[0]
+
+
+def _command_paths(command, path=()) -> list[tuple[str, ...]]:
+    """Every command and group of the app, as the words that invoke it."""
+    paths = [path]
+    for name, child in getattr(command, "commands", {}).items():
+        paths += _command_paths(child, (*path, name))
+    return paths
+
+
+def test_every_help_names_option_values_and_no_python_types() -> None:
+    """Typer writes `--force <bool>` (a flag takes no value), `--name <str>`, and `[[CONFIG]]`
+    for an optional argument given the metavar [CONFIG]; help reads NAME, FILE, [CONFIG]."""
+    import re
+
+    import typer
+
+    paths = _command_paths(typer.main.get_command(app))
+    assert ("runs", "show") in paths and len(paths) >= 10
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0, (path, result.output)
+        options = result.output.split("Options", 1)[1]
+        types = re.findall(r"<(?:bool|str|int|float|path)>", options)
+        assert not types, (path, types, result.output)
+        usage = next(line for line in result.output.splitlines() if "Usage:" in line)
+        assert "[[" not in usage and "{" not in usage, (path, usage)
+    usage = runner.invoke(app, ["train", "--help"]).output
+    assert "trainctl train [OPTIONS] [CONFIG]" in usage
+    assert "trainctl eval [OPTIONS] RUN" in runner.invoke(app, ["eval", "--help"]).output

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,6 +146,28 @@ def test_runs_lists_and_shows(digits_run):
     assert result.exit_code == 0, result.output
     assert "training loss" in result.output and "step 1 … 60" not in result.output
     assert "step 20 … 60" in result.output and "█" in result.output
+
+
+def test_runs_in_a_pipe_prints_tab_separated_lines(digits_run):
+    result = invoke("runs", "--runs-root", digits_run.parent)  # CliRunner's stdout is no tty
+    assert result.exit_code == 0, result.output
+    header, *rows = result.output.splitlines()
+    assert header.split("\t")[:3] == ["run", "status", "steps"]
+    completed = [row.split("\t") for row in rows if "completed" in row]  # runs | grep completed
+    assert [row[:3] for row in completed] == [[digits_run.name, "completed", "60"]]
+
+
+def test_runs_on_an_80_column_terminal_fits_without_cutting_cells(digits_run):
+    terminal = {"COLUMNS": "80", "TTY_COMPATIBLE": "1", "FORCE_COLOR": "1", "NO_COLOR": "1"}
+    result = runner.invoke(app, ["runs", "--runs-root", str(digits_run.parent)], env=terminal)
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.output)  # the header is bold
+    lines = text.splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines) and "…" not in text
+    assert any(line.startswith(f"{digits_run.name}  completed") for line in lines), lines
+    plain = runner.invoke(app, ["runs", "--runs-root", str(digits_run.parent), "--plain"],
+                          env=terminal)  # fmt: skip
+    assert f"{digits_run.name}\tcompleted\t60\t" in plain.output
 
 
 def test_runs_on_an_empty_root(tmp_path):

@@ -72,7 +72,8 @@ def test_a_second_writer_is_refused_and_a_killed_run_is_stopped_not_running(tmp_
     assert listed.exit_code == 0, listed.output
     row = next(line for line in listed.stdout.splitlines() if run.name in line)
     assert "stopped" in row and "running" not in row
-    assert " 12 " in row and "accuracy" in row and "@ 10" in row
+    _, status, steps, best, *_ = row.split("\t")  # not a terminal: tab-separated
+    assert (status, steps) == ("stopped", "12") and "accuracy" in best and "@ 10" in best
     shown = invoke("runs", "show", run.name, "--runs-root", runs)
     assert shown.exit_code == 0, shown.output
     assert f"trainctl train --resume {run}" in shown.stdout

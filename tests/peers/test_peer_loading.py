@@ -3,14 +3,20 @@ TrainctlError. These tests need no torch: they simulate its absence."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import trainctl_peers
 from trainctl.errors import TrainctlError
-from trainctl_peers import PeerError, load_torch_peer
+from trainctl_peers import README_TORCH_VERSION, TORCH_CPU_INSTALL, PeerError, load_torch_peer
 
-MISSING = "--with torch needs PyTorch, which is not installed: pip install torch"
+MISSING = (
+    "--with torch needs PyTorch, which is not installed: pip install torch --index-url "
+    "https://download.pytorch.org/whl/cpu (the CPU build; the README's figures used PyTorch "
+    "2.13.0, CPU)"
+)
+README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
 @pytest.fixture
@@ -28,8 +34,20 @@ def test_missing_torch_is_a_clean_trainctl_error(no_torch):
 
 
 def test_importing_torchpeer_by_name_gives_the_same_error(no_torch):
-    with pytest.raises(PeerError, match="not installed: pip install torch"):
+    with pytest.raises(PeerError, match="not installed: pip install torch --index-url"):
         trainctl_peers.TorchPeer  # noqa: B018
+
+
+def test_the_install_hint_is_the_cpu_build_the_readme_gives(no_torch):
+    """A plain `pip install torch` pulls the multi-GB CUDA build onto a CPU-only machine."""
+    with pytest.raises(PeerError) as caught:
+        load_torch_peer()
+    assert TORCH_CPU_INSTALL == "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    assert TORCH_CPU_INSTALL in str(caught.value)
+    assert f"PyTorch {README_TORCH_VERSION}" in str(caught.value)
+    assert f"\n{TORCH_CPU_INSTALL}\n" in README  # a line of its own, to copy
+    assert f"PyTorch {README_TORCH_VERSION}, CPU build" in README
+    assert f"PyTorch {README_TORCH_VERSION} CPU" in README  # the Performance section's machine
 
 
 def test_a_torch_that_fails_inside_is_not_called_missing(monkeypatch):

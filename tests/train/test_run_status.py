@@ -81,7 +81,8 @@ def test_runs_and_runs_show_list_a_killed_run_as_stopped(killed):
                            env={"COLUMNS": "200"})  # fmt: skip
     assert listed.exit_code == 0, listed.output
     row = next(line for line in listed.stdout.splitlines() if killed.path.name in line)
-    assert "stopped" in row and "running" not in row and " 30 " in row and "@ 30" in row
+    _, status, steps, best, *_ = row.split("\t")  # not a terminal: tab-separated
+    assert (status, steps) == ("stopped", "30") and "@ 30" in best
     shown = runner.invoke(app, ["runs", "show", str(killed.path)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
     assert f"trainctl train --resume {killed.path}" in shown.stdout

@@ -1,45 +1,43 @@
 """How a training run shows its progress: a Rich bar on a terminal, plain lines elsewhere.
 
 The trainer calls the same `Reporter` methods whatever the output is; `make_reporter` picks a
-live progress bar when stdout is a terminal, one line per logged step and evaluation when it
-is not (CI logs stay readable), and nothing but the final line with `--quiet`.
+live progress line per epoch when stdout is a terminal, one line per logged step and
+evaluation when it is not (CI logs stay readable), and nothing but the final line with
+`--quiet`.
 """
 
 from __future__ import annotations
 
+import math
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.live import Live
+from rich.text import Text
+
+from trainctl.number_format import lr_text, metric_text, rate_text
+from trainctl.train.progress_line import EpochLine
 
 
 def format_record(record: dict[str, Any]) -> str:
-    """One log line: `step 50 epoch 1 loss 0.4321 lr 0.01 samples/s 12345`."""
+    """One log line: `step 50 epoch 1.00 loss 0.4321 lr 0.01 samples/s 12350`."""
     skip = {"kind", "wall_time", "time"}
     parts = []
     for key, value in record.items():
         if key in skip or value is None:
             continue
-        label = "samples/s" if key == "samples_per_s" else key
-        text = f"{value:.2f}" if key == "epoch" else _format_value(value)
-        parts.append(f"{label} {text}")
+        if key == "epoch":
+            parts.append(f"epoch {value:.2f}")
+        elif key == "lr":
+            parts.append(f"lr {lr_text(value)}")
+        elif key == "samples_per_s":
+            parts.append(f"samples/s {rate_text(value)}")
+        else:
+            parts.append(f"{key} {metric_text(value)}")
     return " ".join(parts)
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, float):
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-            return f"{value:.3e}"
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
-    return str(value)
 
 
 class Reporter:
@@ -56,7 +54,8 @@ class Reporter:
         self.message(text)
 
     def epoch_started(self, epoch: int, epochs: int | None, batches: int, start: int) -> None:
-        pass
+        """Epoch `epoch` (from 0) of the `epochs` the run will have begins at batch `start`;
+        it runs `batches` batches in all (fewer than a full epoch when max_steps ends it)."""
 
     def advanced(self, loss: float, lr: float, samples_per_s: float) -> None:
         pass
@@ -91,60 +90,59 @@ class QuietReporter(Reporter):
 
 
 class BarReporter(Reporter):
-    """A Rich progress bar per epoch with loss, last validation metric, lr, samples/s, ETA."""
+    """A live line per epoch (see progress_line); a finished epoch's line stays on screen,
+    each evaluation prints a line of its own below it, and messages print above the bar."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    REFRESH_S = 0.1  # redraw at most ten times a second: a step may take well under 1 ms
+
+    def __init__(
+        self, console: Console | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__(console)
-        self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[metric]}"),
-            TextColumn("lr {task.fields[lr]}"),
-            TextColumn("{task.fields[speed]} samples/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
-        self.task = None
-        self.metric = ""
-        self.progress.start()
+        self.clock = clock
+        self.line: EpochLine | None = None
+        self.drawn_at = -math.inf
+        self.live = Live(Text(""), console=self.console, auto_refresh=False, transient=True)
+        self.live.start()
 
     def message(self, text: str) -> None:
-        self.progress.console.print(text, markup=False, highlight=False)
+        self.console.print(text, markup=False, highlight=False)
 
     def epoch_started(self, epoch: int, epochs: int | None, batches: int, start: int) -> None:
-        label = f"{epoch + 1}/{epochs}" if epochs else str(epoch + 1)
-        self.task = self.progress.add_task(
-            "train", total=batches, completed=start, epoch=label, loss="-", metric=self.metric,
-            lr="-", speed="-",
-        )  # fmt: skip
+        label = f"epoch {epoch + 1}/{epochs}" if epochs else f"epoch {epoch + 1}"
+        self.line = EpochLine(label, batches, start, self.clock)
+        self.live.update(self.line, refresh=True)
+        self.drawn_at = self.clock()
 
     def advanced(self, loss: float, lr: float, samples_per_s: float) -> None:
-        if self.task is not None:
-            self.progress.update(
-                self.task, advance=1, loss=_format_value(loss), lr=f"{lr:.3g}",
-                speed=f"{samples_per_s:,.0f}", metric=self.metric,
-            )  # fmt: skip
+        if self.line is None:
+            return
+        self.line.advance(loss, lr, samples_per_s)
+        now = self.clock()
+        if now - self.drawn_at >= self.REFRESH_S:
+            self.live.refresh()
+            self.drawn_at = now
 
     def logged(self, record: dict[str, Any]) -> None:
         pass
 
     def evaluated(self, record: dict[str, Any]) -> None:
-        shown = {k: v for k, v in record.items() if k not in ("step", "epoch", "kind")}
-        self.metric = " ".join(f"{k} {_format_value(v)}" for k, v in shown.items())
-        if self.task is not None:
-            self.progress.update(self.task, metric=self.metric)
-        else:
-            self.message(f"eval {format_record(record)}")
+        scores = {k: v for k, v in record.items() if k not in ("kind", "split", "step", "epoch")}
+        shown = ", ".join(f"{k} {metric_text(v)}" for k, v in scores.items())
+        self.message(f"  {record['split']} at step {record['step']}: {shown}")
 
     def epoch_finished(self) -> None:
-        self.task = None
+        """The epoch's final line goes above the live area, where it stays."""
+        if self.line is None:
+            return
+        self.line.finish()
+        self.live.update(Text(""), refresh=True)
+        self.console.print(self.line)
+        self.line = None
 
     def close(self) -> None:
-        self.progress.stop()
+        self.epoch_finished()  # an interrupted epoch keeps its line too
+        self.live.stop()
 
 
 def make_reporter(quiet: bool = False, console: Console | None = None) -> Reporter:

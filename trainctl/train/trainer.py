@@ -350,12 +350,13 @@ class Trainer:
         window = self.state.window  # losses since the last record (restored on resume)
         window_samples = 0
         window_start = time.perf_counter()
-        epochs = train_config.epochs or math.ceil(self.total_steps / self.steps_per_epoch)
+        epochs = math.ceil(self.total_steps / self.steps_per_epoch)  # max_steps may cut the run
         if self._evaluation_pending():
             self.evaluate()
         while self._more_to_do(stop):
             state = self.state
-            self.reporter.epoch_started(state.epoch, epochs, self.steps_per_epoch, state.batch)
+            this_epoch = min(self.steps_per_epoch, state.batch + self.total_steps - state.step)
+            self.reporter.epoch_started(state.epoch, epochs, this_epoch, state.batch)
             finished_epoch = True
             with contextlib.closing(self.loader.epoch(state.epoch, state.batch)) as batches:
                 for inputs, targets in batches:

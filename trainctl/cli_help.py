@@ -1,0 +1,43 @@
+"""How `--help` reads: every option's value named, no Python type labels, plain usage lines.
+
+Recent Typer versions label options with their Python type in angle brackets, flags
+included (`--force <bool>`, though a flag takes no value), and write a required argument
+as `{CONFIG}` in the usage line. With these command classes a flag shows nothing after it,
+an option shows its value's name (`--runs-root RUNS_ROOT`, or the metavar it was given), and
+the usage line reads the way click and most tools write it: `trainctl eval [OPTIONS] RUN_DIR`,
+`trainctl train [OPTIONS] [CONFIG]`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typer.core import TyperCommand, TyperGroup
+
+
+class _NamedValues:
+    """Options without a metavar get one: none for a flag, the option's name for a value."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if param.param_type_name == "option" and param.metavar is None:
+                param.metavar = "" if param.is_flag else param.name.upper()
+        return params
+
+
+class HelpGroup(_NamedValues, TyperGroup):
+    """A command group whose --help names option values instead of their types."""
+
+
+class HelpCommand(_NamedValues, TyperCommand):
+    """A command whose --help names option values and writes arguments as CONFIG or [CONFIG]."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                continue
+            name = (param.metavar or param.name.upper()) + ("..." if param.nargs != 1 else "")
+            pieces.append(name if param.required else f"[{name}]")
+        return pieces
