@@ -1,9 +1,16 @@
-"""Shared fixtures: every device-aware test runs on cpu, and on cuda where CuPy sees a GPU."""
+"""Shared fixtures: every device-aware test runs on cpu, and on cuda where CuPy sees a GPU.
+Also picks the Hypothesis profile (see hypothesis_profiles.py)."""
+
+import os
 
 import pytest
 from devices import DEVICES
+from hypothesis import settings
+from hypothesis_profiles import profile_for
 
 from trainctl import backend
+
+settings.load_profile(profile_for(os.environ))
 
 
 @pytest.fixture(params=DEVICES)

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from autograd_cases import FORWARD_CASES, GRAD_CASES, Case
+from kinks import KINKS, Kink
 
 import trainctl
 from trainctl.autograd import Tensor, ops, tensor
@@ -113,27 +114,14 @@ def test_cast_gradient_comes_back_in_the_input_dtype(device):
     np.testing.assert_array_equal(x.grad.numpy(), weights.astype(np.float32))
 
 
-def test_tied_maxima_share_the_gradient():
-    x = tensor([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]], np.float64, requires_grad=True)
-    x.max(axis=1).sum().backward()
-    np.testing.assert_allclose(x.grad.numpy(), [[0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
-
-
-def test_relu_and_abs_gradients_at_the_kink():
-    x = tensor([-1.0, 0.0, 2.0], np.float64, requires_grad=True)
-    ops.relu(x).sum().backward()
-    np.testing.assert_array_equal(x.grad.numpy(), [0, 0, 1])
-    x.grad = None
-    ops.abs(x).sum().backward()
-    np.testing.assert_array_equal(x.grad.numpy(), [-1, 1, 1])
-
-
-def test_maximum_ties_send_the_gradient_to_the_first_operand():
-    a = tensor([1.0, 2.0], np.float64, requires_grad=True)
-    b = tensor([1.0, 3.0], np.float64, requires_grad=True)
-    ops.maximum(a, b).sum().backward()
-    np.testing.assert_array_equal(a.grad.numpy(), [1, 0])
-    np.testing.assert_array_equal(b.grad.numpy(), [0, 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kink", KINKS, ids=lambda k: k.name)
+def test_gradient_at_a_kink_is_the_analytic_value(kink: Kink, dtype, device):
+    xs = [tensor(a, dtype, device, requires_grad=True) for a in kink.arrays(dtype)]
+    kink.fn(*xs).sum().backward()
+    for x, want in zip(xs, kink.expected(dtype), strict=True):
+        assert x.grad.dtype == dtype
+        np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ ops. Our images are NHWC with conv weights (KH, KW, Cin, Cout); PyTorch's are NC
 import numpy as np
 import pytest
 from autograd_cases import conv2d
+from kinks import KINKS
 
 from trainctl.autograd import ops, tensor
 
@@ -133,3 +134,16 @@ def test_embedding_lookup(device):
             [table, indices], ops.gather_rows, lambda t, i: F.embedding(i, t), device, [True, False]
         )
     )
+
+
+@pytest.mark.parametrize("kink", KINKS, ids=lambda k: k.name)
+def test_gradients_at_kinks_match_torch(kink, device):
+    """The engine's convention at every kink is PyTorch's, and the table says what it is."""
+    arrays = kink.arrays(np.float32)
+    mine = [tensor(a, device=device, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    kink.fn(*mine).sum().backward()
+    kink.torch_fn(torch, *theirs).sum().backward()
+    for m, t, want in zip(mine, theirs, kink.expected(np.float32), strict=True):
+        np.testing.assert_array_equal(t.grad.numpy(), want)
+        np.testing.assert_array_equal(m.grad.numpy(), t.grad.numpy())

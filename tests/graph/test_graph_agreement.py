@@ -137,6 +137,35 @@ def test_every_loss_agrees(name):
     assert_agree(eager, graph)
 
 
+def test_bce_at_zero_logits_gives_the_right_update_in_both_modes():
+    """A zero-initialised layer puts every logit exactly at the kink of the stable form;
+    the gradient there is sigmoid(0) - target, and both modes must apply it."""
+
+    def build():
+        layer = nn.Linear(5, 4)
+        layer.weight.data[...] = 0
+        layer.bias.data[...] = 0
+        return layer
+
+    batches = batches_of((6, 5), "binary", n=1)
+    x, y = batches[0]
+    runs = {
+        mode: run_mode(
+            mode,
+            build,
+            lambda ps: optim.SGD(ps, lr=1.0),
+            nn.binary_cross_entropy_with_logits,
+            batches,
+        )
+        for mode in ("eager", "graph")
+    }
+    assert_agree(runs["eager"], runs["graph"])
+    dlogits = (0.5 - y) / y.size
+    for run in runs.values():
+        np.testing.assert_allclose(run.params["bias"], -dlogits.sum(axis=0), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(run.params["weight"], -(x.T @ dlogits), rtol=1e-5, atol=1e-6)
+
+
 OPTIMIZERS = {
     "sgd": lambda ps: optim.SGD(ps, lr=0.1),
     "sgd_momentum_decay": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-2),

@@ -4,10 +4,12 @@ gradients as eager backward(), bit for bit (the same rules, summed in the same o
 import numpy as np
 import pytest
 from graph_helpers import run_graph
+from kinks import KINKS, Kink
 
 from trainctl.autograd import Tensor, ops
-from trainctl.autograd.graph import Graph, TracingError, gradients
+from trainctl.autograd.graph import Graph, TracingError, gradients, tracing
 from trainctl.autograd.ops import Spec
+from trainctl.autograd.passes import optimize
 from trainctl.backend import CPU
 
 F32 = np.dtype(np.float32)
@@ -59,6 +61,29 @@ def test_graph_gradients_equal_eager_gradients(name, plan_memory):
         a[:, 1] = a[:, 0]  # ties share the gradient
     for got, want in zip(_graph_grads(fn, a, b, plan_memory), _eager_grads(fn, a, b), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kink", KINKS, ids=lambda k: k.name)
+def test_graph_gradients_at_kinks_equal_eager_and_the_analytic_value(kink: Kink, dtype):
+    """Through the whole pass pipeline (selects, fusion, Numba loops), as a training step runs."""
+    arrays = kink.arrays(dtype)
+    with tracing(CPU) as tracer:  # a loss's targets are eager constants, captured by the trace
+        graph = tracer.graph
+        values = [
+            graph.add_input(f"x{i}", Spec(a.shape, np.dtype(dtype)), requires_grad=True)
+            for i, a in enumerate(arrays)
+        ]
+        grads = gradients(kink.fn(*values).sum(), values)
+    graph.outputs.update({f"g{i}": g for i, g in enumerate(grads)})
+    optimized, _ = optimize(graph)
+    eager = [Tensor(a, requires_grad=True) for a in arrays]
+    kink.fn(*eager).sum().backward()
+    for got, x, want in zip(
+        run_graph(optimized, *arrays), eager, kink.expected(dtype), strict=True
+    ):
+        np.testing.assert_array_equal(got, x.grad.numpy())
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
 
 
 def test_only_what_needs_a_gradient_is_differentiated():

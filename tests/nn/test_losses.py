@@ -77,6 +77,30 @@ def test_bce_with_logits_is_stable_at_large_logits(dtype):
     assert loss.dtype == dtype
 
 
+# Exactly at the kink of the stable form (0, -0.0), next to it, and far out on both sides.
+BCE_LOGITS = np.array([0.0, -0.0, 1e-30, -1e-30, 1e-3, -1e-3, 0.7, -2.5, 30.0, -30.0, 80.0, -80.0])
+BCE_TARGETS = np.array([1.0, 0.0, 1.0, 0.0, 0.3, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_bce_with_logits_gradient_is_sigmoid_minus_target_everywhere(reduction, dtype, device):
+    x = Tensor(BCE_LOGITS.astype(dtype), device=device, requires_grad=True)
+    loss = nn.binary_cross_entropy_with_logits(x, BCE_TARGETS, reduction)
+    loss.sum().backward()
+    with np.errstate(under="ignore"):
+        sigmoid = np.exp(-np.logaddexp(0.0, -BCE_LOGITS))
+    scale = 1 / BCE_LOGITS.size if reduction == "mean" else 1.0
+    want = (sigmoid - BCE_TARGETS) * scale
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-6, atol=np.finfo(dtype).eps * scale)
+
+
+def test_bce_with_logits_gradcheck_near_and_far_from_zero():
+    logits = Tensor(np.concatenate([BCE_LOGITS[4:], [1e-2, -5e-3, 4.0]]), requires_grad=True)
+    targets = np.concatenate([BCE_TARGETS[4:], [0.5, 0.0, 1.0]])
+    assert gradcheck(lambda: nn.binary_cross_entropy_with_logits(logits, targets), [logits]) < 1e-6
+
+
 def test_unknown_reduction_is_rejected():
     with pytest.raises(ValueError, match="reduction"):
         nn.mse_loss(Tensor(np.ones(2)), np.ones(2), "average")

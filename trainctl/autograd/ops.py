@@ -290,11 +290,13 @@ class Maximum(Op):
 
     @staticmethod
     def vjp(g, out, a, b):
-        # Ties send the gradient to `a`, as relu(x) = maximum(x, 0) expects.
-        return (
-            lambda: sum_to(where(a >= b, g, 0.0), _shape(a)),
-            lambda: sum_to(where(a >= b, 0.0, g), _shape(b)),
-        )
+        # Ties split the gradient evenly, as in PyTorch.
+        def share(x, other):
+            return lambda: sum_to(
+                where(other > x, 0.0, where(equal(x, other), g * 0.5, g)), _shape(x)
+            )
+
+        return (share(a, b), share(b, a))
 
 
 class Greater(Op):
@@ -378,13 +380,15 @@ class Sigmoid(Op):
 class Relu(Op):
     forward = staticmethod(lambda xp, x: xp.maximum(x, 0))
     infer = staticmethod(_same)
+    # relu'(0) = 0, as in PyTorch.
     vjp = staticmethod(lambda g, out, x: (lambda: where(x > 0, g, 0.0),))
 
 
 class Abs(Op):
     forward = staticmethod(lambda xp, x: xp.abs(x))
     infer = staticmethod(_same)
-    vjp = staticmethod(lambda g, out, x: (lambda: where(x >= 0, g, -g),))
+    # abs'(0) = 0 (the sign of x), as in PyTorch.
+    vjp = staticmethod(lambda g, out, x: (lambda: where(x > 0, g, where(x < 0, -g, 0.0)),))
 
 
 class Pow(Op):

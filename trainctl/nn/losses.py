@@ -75,15 +75,21 @@ def binary_cross_entropy_with_logits(
     logits: Operand, targets: Any, reduction: str = "mean"
 ) -> Operand:
     """-y log sigmoid(x) - (1 - y) log(1 - sigmoid(x)) in the stable form
-    relu(x) - x*y + log(1 + exp(-|x|)): no exp of a positive number, so no overflow."""
+    relu(x) - x*y + log(1 + exp(-|x|)): no exp of a positive number, so no overflow.
+
+    -|x| is written x - 2 relu(x), so both kinks at 0 are one relu's and agree: with
+    r = relu'(0) the gradient at 0 is r - y + (1 - 2r) / 2 = sigmoid(0) - y, whatever r is.
+    relu and abs each choose their own value at 0, and the two choices need not add up.
+    """
     targets = _as_operand(targets, logits, logits.dtype)
     if tuple(logits.shape) != tuple(targets.shape):
         raise ShapeError(
             f"binary_cross_entropy_with_logits: logits {tuple(logits.shape)} != "
             f"targets {tuple(targets.shape)}"
         )
-    x = logits
-    per_element = ops.relu(x) - x * targets + ops.log(1.0 + ops.exp(-ops.abs(x)))
+    x, positive_part = logits, ops.relu(logits)
+    minus_abs = x - 2.0 * positive_part
+    per_element = positive_part - x * targets + ops.log(1.0 + ops.exp(minus_abs))
     return _reduce(per_element, reduction)
 
 
