@@ -44,7 +44,13 @@ TOP_ARGS = {
     "seed": Arg("int", Config.seed, "seed of every random draw", low=0),
     "mode": Arg("str", Config.mode, "how a step runs", choices=("eager", "graph")),
     "device": Arg("str", Config.device, "where it runs", choices=("cpu", "cuda", "auto")),
-    "dtype": Arg("str", Config.dtype, "parameter dtype", choices=("float32", "float64")),
+    "dtype": Arg(
+        "str",
+        Config.dtype,
+        "parameter dtype; mixed_float16 and mixed_bfloat16 keep float32 weights and compute "
+        "in 16 bits where it is safe (Keras's mixed precision)",
+        choices=("float32", "float64", "mixed_float16", "mixed_bfloat16"),
+    ),
 }
 DATA_ARGS = {
     "path": Arg(

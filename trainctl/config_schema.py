@@ -147,7 +147,7 @@ class Config:
     seed: int = 0
     mode: Literal["eager", "graph"] = "eager"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-    dtype: Literal["float32", "float64"] = "float32"
+    dtype: Literal["float32", "float64", "mixed_float16", "mixed_bfloat16"] = "float32"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig
     loss: NamedConfig = field(default_factory=default_loss)

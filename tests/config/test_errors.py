@@ -273,7 +273,8 @@ def test_unknown_names_with_did_you_mean(text: str, expected: str) -> None:
         ("seed: 1.5", "seed: expected an integer >= 0, found 1.5"),
         (
             "dtype: float16",
-            "dtype: expected one of float32, float64, found 'float16' (did you mean 'float64'?)",
+            "dtype: expected one of float32, float64, mixed_float16, mixed_bfloat16, found "
+            "'float16' (did you mean 'float64'?)",
         ),
         (
             "name: my run",

@@ -128,7 +128,7 @@ class _Codegen:
         for index, v in enumerate(graph.inputs):
             name = self.names[v] = f"input{index}"
             self.input_names.append(name)
-            self.define(name, f"xp.empty({v.shape!r}, xp.{v.dtype.name})")
+            self.define(name, f"xp.empty({v.shape!r}, {self.dtype(v.dtype)})")
         for c in used_constants(graph):
             self.names[c] = self.bind("const", c.array)
         self.device_scalars = device_scalars
@@ -146,6 +146,15 @@ class _Codegen:
             self.scalar_slots.update({s: i for i, s in enumerate(graph.scalars)})
 
     # ------------------------------------------------------------ helpers
+
+    def dtype(self, dtype: np.dtype) -> str:
+        """How the code names `dtype`: `xp.float32`, or a bound name for one the array module
+        does not export (bfloat16 comes from ml_dtypes)."""
+        if hasattr(self.xp, dtype.name):
+            return f"xp.{dtype.name}"
+        if dtype not in self.names:
+            self.names[dtype] = self.bind(f"dtype_{dtype.name}_", dtype)
+        return self.names[dtype]
 
     def fresh(self, prefix: str) -> str:
         self.counter += 1
@@ -192,7 +201,7 @@ class _Codegen:
         float64 array at the start of every step)."""
         name = self.scalar_arrays.get(dtype.name)
         if name is None:
-            expression = f"xp.zeros({self.scalar_count}, xp.{dtype.name})"
+            expression = f"xp.zeros({self.scalar_count}, {self.dtype(dtype)})"
             name = self.scalar_arrays[dtype.name] = self.define(f"scalars_{dtype.name}", expression)
         slot = self.scalar_slots[x]
         return self.view(f"{name}[{slot}:{slot + 1}].reshape(())")
@@ -275,7 +284,7 @@ class _Codegen:
         for storage in plan.storages:
             if storage.kind == "pool":
                 name = f"buffer{storage.index}"
-                self.define(name, f"xp.empty({storage.size}, xp.{storage.dtype.name})")
+                self.define(name, f"xp.empty({storage.size}, {self.dtype(storage.dtype)})")
                 storage_names[storage] = name
         fixed = graph.inputs + [slot.value for slot in graph.state] + used_constants(graph)
         for value in fixed:
@@ -601,7 +610,7 @@ def _emit_im2col(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
         # A private padded image: its border is zeroed once, only the interior is written.
         n, h, w, c = x.shape
         shape = (n, h + 2 * pad, w + 2 * pad, c)
-        padded = g.define(g.fresh("padded"), f"xp.zeros({shape!r}, xp.{x.dtype.name})")
+        padded = g.define(g.fresh("padded"), f"xp.zeros({shape!r}, {g.dtype(x.dtype)})")
         g.private_bytes += math.prod(shape) * x.dtype.itemsize
         interior = g.view(f"{padded}[:, {pad}:{pad + h}, {pad}:{pad + w}, :]")
         g.line(f"xp.copyto({interior}, {source})")
@@ -635,7 +644,7 @@ def _emit_col2im(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
     if ops.col2im_transposes(c):
         # As Col2im.forward: one transposing copy into a private buffer, then contiguous adds.
         shape = (kh, kw, n, oh, ow, c)
-        pieces = g.define(g.fresh("pieces"), f"xp.empty({shape!r}, xp.{cols.dtype.name})")
+        pieces = g.define(g.fresh("pieces"), f"xp.empty({shape!r}, {g.dtype(cols.dtype)})")
         g.private_bytes += math.prod(shape) * cols.dtype.itemsize
         g.line(f"xp.copyto({pieces}, {by_offset})")
     g.line(f"{out}.fill(0)")
@@ -700,7 +709,7 @@ def _emit_uniform(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None
     attrs = node.attrs
     g.line(
         f"backend.uniform(xp, {g.key(attrs['key'])}, {attrs['shape']!r}, "
-        f"xp.{attrs['dtype'].name}, out={out})"
+        f"{g.dtype(attrs['dtype'])}, out={out})"
     )
 
 

@@ -539,7 +539,11 @@ class Concatenate(Op):
 class Matmul(Op):
     """Batched matrix product of operands with at least two dimensions."""
 
-    forward = staticmethod(lambda xp, a, b: xp.matmul(a, b))
+    @staticmethod
+    def forward(xp, a, b):
+        out = xp.matmul(a, b)
+        # NumPy multiplies bfloat16 (ml_dtypes) into float32: round to bfloat16, as GPUs do.
+        return out if out.dtype == a.dtype else out.astype(a.dtype)
 
     @staticmethod
     def infer(a, b):

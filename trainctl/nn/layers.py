@@ -49,7 +49,7 @@ class Linear(Module):
     def forward(self, x: Operand) -> Operand:
         ok = x.ndim >= 1 and x.shape[-1] == self.in_features
         _check(self, x, ok, f"(..., {self.in_features})")
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(self.autocast(x), self.autocast(self.weight), self.autocast(self.bias))
 
     def extra_repr(self) -> str:
         bias = self.bias is not None
@@ -81,7 +81,8 @@ class Conv2d(Module):
     def forward(self, x: Operand) -> Operand:
         ok = x.ndim == 4 and x.shape[-1] == self.in_channels
         _check(self, x, ok, f"(N, H, W, {self.in_channels}) (NHWC)")
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        weight, bias = self.autocast(self.weight), self.autocast(self.bias)
+        return F.conv2d(self.autocast(x), weight, bias, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         return (
@@ -111,7 +112,8 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     def forward(self, x: Operand) -> Operand:
         self._check_images(x)
-        return F.avg_pool2d(x, self.kernel_size, self.stride)
+        mean = F.avg_pool2d(self.full_precision(x), self.kernel_size, self.stride)
+        return self.autocast(mean)
 
 
 class GlobalAvgPool2d(Module):
@@ -119,7 +121,7 @@ class GlobalAvgPool2d(Module):
 
     def forward(self, x: Operand) -> Operand:
         _check(self, x, x.ndim == 4, "(N, H, W, C) (NHWC)")
-        return x.mean(axis=(1, 2))
+        return self.autocast(self.full_precision(x).mean(axis=(1, 2)))
 
 
 class Flatten(Module):
@@ -165,10 +167,10 @@ class _BatchNorm(Module):
         ok = x.ndim == self.ndim and x.shape[-1] == self.num_features
         _check(self, x, ok, self.layout.format(C=self.num_features))
         y, self.running_mean, self.running_var = F.batch_norm(
-            x, self.weight, self.bias, self.running_mean, self.running_var,
-            self.training, self.momentum, self.eps,
+            self.full_precision(x), self.weight, self.bias, self.running_mean,
+            self.running_var, self.training, self.momentum, self.eps,
         )  # fmt: skip
-        return y
+        return self.autocast(y)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -200,7 +202,8 @@ class LayerNorm(Module):
         k = len(self.normalized_shape)
         ok = x.ndim >= k and tuple(x.shape[x.ndim - k :]) == self.normalized_shape
         _check(self, x, ok, f"(..., {', '.join(map(str, self.normalized_shape))})")
-        return F.layer_norm(x, self.weight, self.bias, k, self.eps)
+        y = F.layer_norm(self.full_precision(x), self.weight, self.bias, k, self.eps)
+        return self.autocast(y)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}"
@@ -229,7 +232,7 @@ class Embedding(Module):
             raise ShapeError(
                 f"Embedding({self.extra_repr()}) needs integer indices, got {indices.dtype}"
             )
-        return ops.gather_rows(self.weight, indices)
+        return self.autocast(ops.gather_rows(self.weight, indices))
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
@@ -275,7 +278,7 @@ class Softmax(Module):
         self.axis = axis
 
     def forward(self, x: Operand) -> Operand:
-        return ops.softmax(x, self.axis)
+        return ops.softmax(self.full_precision(x), self.axis)  # float32 under mixed precision
 
     def extra_repr(self) -> str:
         return f"axis={self.axis}"

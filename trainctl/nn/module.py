@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from trainctl.autograd import ops
 from trainctl.autograd.tensor import Tensor
 from trainctl.backend import Device, get_device, to_host
 from trainctl.errors import StateDictError
@@ -35,6 +36,9 @@ class Module:
     the same forward with symbolic values and captures such rebindings as state outputs;
     an in-place write would be invisible to it.
     """
+
+    # The dtype layers compute in under mixed precision (nn/precision.py); None: as stored.
+    compute_dtype: np.dtype | None = None
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -202,6 +206,26 @@ class Module:
             else:
                 setattr(module, key, Tensor._wrap(moved, target or t.device))
         return self
+
+    def set_compute_dtype(self, dtype: Any) -> Module:
+        """Compute in `dtype` (float16, bfloat16) in every layer, parameters kept as they are
+        (mixed precision); None computes in the parameters' dtype again."""
+        for module in self.modules():
+            object.__setattr__(module, "compute_dtype", None if dtype is None else np.dtype(dtype))
+        return self
+
+    def autocast(self, x: Any) -> Any:
+        """`x` in the compute dtype, where one is set and `x` is floating."""
+        dtype = self.compute_dtype
+        if dtype is None or x is None or x.dtype == dtype or x.dtype.kind not in "fV":
+            return x
+        return ops.cast(x, dtype)
+
+    def full_precision(self, x: Any) -> Any:
+        """`x` in float32 under mixed precision (statistics, means); as it is otherwise."""
+        if self.compute_dtype is None or x.dtype == np.float32:
+            return x
+        return ops.cast(x, np.float32)
 
     def zero_grad(self) -> None:
         for p in self.parameters():

@@ -35,6 +35,7 @@ from trainctl.optim.entries import (
     optimizer_conflicts,
     schedule_conflicts,
 )
+from trainctl.optim.loss_scale import LossScaler
 from trainctl.optim.optimizers import (
     OPTIMIZERS,
     SGD,
@@ -68,6 +69,7 @@ __all__ = [
     "CosineLR",
     "ExponentialLR",
     "LinearWarmup",
+    "LossScaler",
     "MultiStepLR",
     "Optimizer",
     "RMSprop",

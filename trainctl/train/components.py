@@ -19,7 +19,8 @@ from trainctl.config import Config, ConfigError, ConfigIssue, config_issue
 from trainctl.data import DataSplits, Loader, TransformError, dataset_entry, load_splits
 from trainctl.nn.build import ModelError, build_model
 from trainctl.nn.losses import LOSSES
-from trainctl.optim import OPTIMIZERS, Optimizer, make_optimizer, make_schedule
+from trainctl.nn.precision import precision_of
+from trainctl.optim import OPTIMIZERS, LossScaler, Optimizer, make_optimizer, make_schedule
 from trainctl.train.resources import planned_steps_of
 from trainctl.train.step import Step, make_step
 
@@ -45,6 +46,7 @@ class Components:
     loss_fn: LossFn
     optimizer: Optimizer
     output_shape: tuple[int, ...]
+    loss_scaler: LossScaler | None = None  # float16 mixed precision
 
     def loader(
         self, split: str, *, training: bool = False, batch_size: int | None = None
@@ -97,6 +99,7 @@ class Components:
             grad_clip=self.config.train.grad_clip,
             check_numerics=self.config.debug.check_numerics,
             cuda_graphs=self.config.graph.cuda_graphs,
+            loss_scaler=self.loss_scaler,
         )
 
     def total_steps(self) -> int:
@@ -160,7 +163,11 @@ def _check_data_path(config: Config) -> None:
 def build_components(config: Config, *, with_data: DataSplits | None = None) -> Components:
     """Seed the generators, load the data, build the model on its device, the optimizer."""
     device = backend.get_device(config.device)
-    dtype = np.dtype(config.dtype)
+    precision = precision_of(config.dtype)
+    if precision.name == "mixed_bfloat16" and device.name == "cuda":
+        message = "mixed_bfloat16 runs on the CPU only (CuPy has no bfloat16): use mixed_float16"
+        raise _config_error(config, "dtype", message)
+    dtype = precision.param_dtype
     backend.manual_seed(config.seed)
     data = with_data or load_data(config)
     train = data.train
@@ -172,6 +179,7 @@ def build_components(config: Config, *, with_data: DataSplits | None = None) -> 
         line = _layer_line(config, exc.indices)
         raise _config_error(config, exc.where, exc.message, line) from None
     model.to(device, dtype)
+    model.set_compute_dtype(precision.compute_dtype)
     _check_outputs(config, data, output_shape)
 
     steps, _ = planned_steps_of(config, len(train))
@@ -184,6 +192,7 @@ def build_components(config: Config, *, with_data: DataSplits | None = None) -> 
     return Components(
         config, device, dtype, data, model,
         make_loss_fn(config.loss.name, config.loss.args), optimizer, output_shape,
+        LossScaler() if precision.loss_scaling else None,
     )  # fmt: skip
 
 

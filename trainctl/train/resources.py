@@ -27,6 +27,7 @@ from trainctl.config import Config
 from trainctl.data import DataSplits
 from trainctl.errors import TrainctlError
 from trainctl.nn.build import LayerSpec
+from trainctl.nn.precision import precision_of
 from trainctl.optim import make_optimizer
 
 # A billion updates take eleven days even at 1 ms a step; no config means that on purpose.
@@ -168,7 +169,7 @@ def estimate_memory(config: Config, data: DataSplits) -> MemoryEstimate:
     tally = _Tally()
     sample = tuple(data.train.inputs.shape[1:])
     _walk(config.model.layers, sample, tally)
-    itemsize = np.dtype(config.dtype).itemsize
+    itemsize = precision_of(config.dtype).param_dtype.itemsize  # activations: an upper bound
     batch = min(config.data.batch_size, len(data.train))
     evaluated = max((len(split) for split in (data.val, data.test) if split is not None), default=0)
     eval_batch = min(config.data.eval_batch_size or config.data.batch_size, evaluated)

@@ -41,7 +41,7 @@ from trainctl.autograd.passes import FlatState, PassRecord, check_pass_names, op
 from trainctl.backend import Device, to_host
 from trainctl.errors import TrainctlError
 from trainctl.nn import Module
-from trainctl.optim import Optimizer
+from trainctl.optim import LossScaler, Optimizer
 from trainctl.train.numerics import (
     LOSS_ORIGIN,
     UPDATE_ORIGIN,
@@ -97,8 +97,10 @@ class Step:
         dtype: np.dtype,
         grad_clip: float | None = None,
         check_numerics: bool = False,
+        loss_scaler: LossScaler | None = None,
     ) -> None:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.loss_scaler = loss_scaler
         self.device, self.dtype = device, np.dtype(dtype)
         if grad_clip is not None and not grad_clip > 0:
             raise StepError(f"grad_clip must be a number > 0 or null, got {grad_clip!r}")
@@ -109,6 +111,20 @@ class Step:
     def train(self, inputs: np.ndarray, targets: np.ndarray) -> float:
         """Forward in train mode, loss, backward, clipping, update; returns the loss."""
         raise NotImplementedError
+
+    def _output(self, out: Operand) -> Operand:
+        """The model's output in the parameters' dtype (float32 under mixed precision)."""
+        return out if self.model.compute_dtype is None else ops.cast(out, self.dtype)
+
+    def _loss(self, out: Operand, targets: Operand) -> Operand:
+        return self.loss_fn(self._output(out), targets)
+
+    def _scalars(self) -> dict[str, float]:
+        """The host numbers of the next step: the optimizer's, and the loss scale's."""
+        scalars = self.optimizer.step_scalars()
+        if self.loss_scaler is not None:
+            scalars = {**scalars, **self.loss_scaler.step_scalars()}
+        return scalars
 
     def evaluate(self, inputs: np.ndarray) -> np.ndarray:
         """Forward in eval mode; the outputs as a host array."""
@@ -144,23 +160,38 @@ class EagerStep(Step):
         x = Tensor._wrap(host_to_device(inputs, self.device, self.dtype), self.device)
         y = Tensor._wrap(host_to_device(targets, self.device, self.dtype), self.device)
         self.model.train()
-        loss = self.loss_fn(self.model(x), y)
+        loss = self._loss(self.model(x), y)
         self.optimizer.zero_grad()
-        loss.backward()
+        scaler = self.loss_scaler
+        if scaler is None:
+            loss.backward()
+        else:
+            scalars = scaler.step_scalars()
+            (loss * scalars["loss_scale"]).backward()
+        with_grad = [p for p in self.optimizer.params if p.grad is not None]
+        finite = True
+        if scaler is not None:
+            with no_grad():
+                for p in with_grad:
+                    p.grad = p.grad * scalars["inverse_loss_scale"]
+            xp = self.device.xp
+            finite = all(bool(xp.isfinite(p.grad.data).all()) for p in with_grad)
         if self.grad_clip is not None:
-            with_grad = [p for p in self.optimizer.params if p.grad is not None]
             with no_grad():
                 clipped = clip_by_global_norm([p.grad for p in with_grad], self.grad_clip)
             for p, g in zip(with_grad, clipped, strict=True):
                 p.grad = g
-        self.optimizer.step()
+        if finite:  # a float16 step whose gradients overflowed is skipped
+            self.optimizer.step()
+        if scaler is not None:
+            scaler.update(finite)
         return float(loss.item())
 
     def _evaluate(self, inputs: np.ndarray) -> np.ndarray:
         x = Tensor._wrap(host_to_device(inputs, self.device, self.dtype), self.device)
         self.model.eval()
         with no_grad():
-            out = self.model(x)
+            out = self._output(self.model(x))
         return np.array(out.numpy(), copy=True)
 
 
@@ -208,6 +239,7 @@ class GraphStep(Step):
         check_numerics: bool = False,
         cuda_graphs: bool = False,
         device_scalars: bool | None = None,
+        loss_scaler: LossScaler | None = None,
     ) -> None:
         """`device_scalars` keeps the host numbers in device arrays, as CUDA graphs need; it
         follows `cuda_graphs` unless set (the tests set it to check that code on the CPU)."""
@@ -219,6 +251,7 @@ class GraphStep(Step):
             dtype=dtype,
             grad_clip=grad_clip,
             check_numerics=check_numerics,
+            loss_scaler=loss_scaler,
         )
         self.scopes = LayerScopes(model) if check_numerics else None
         check_pass_names(disabled_passes)
@@ -246,12 +279,15 @@ class GraphStep(Step):
             self.model.train()
         with self._on_stream():
             bound = self._load(compiled, inputs, targets)
-            scalars = self.optimizer.step_scalars()
+            scalars = self._scalars()
             args = [scalars[name] for name in compiled.program.scalar_names]
             for generator, _ in compiled.graph.generators:
                 args += [generator.seed, generator.counter]
-            (loss,) = compiled.run(args, bound)
-            self._store(compiled)
+            loss, *finite = compiled.run(args, bound)
+            finite = bool(finite[0]) if finite else True
+            self._store(compiled, finite)
+            if self.loss_scaler is not None:
+                self.loss_scaler.update(finite)
             return float(loss)
 
     def evaluate(self, inputs: np.ndarray) -> np.ndarray:
@@ -324,8 +360,9 @@ class GraphStep(Step):
                     xp.copyto(owned, entry[name].data)
         return bound
 
-    def _store(self, compiled: _Compiled) -> None:
-        """Point the model and the optimizer at the updated arrays, as opt.step() would."""
+    def _store(self, compiled: _Compiled, stepped: bool = True) -> None:
+        """Point the model and the optimizer at the updated arrays, as opt.step() would;
+        a skipped step (`stepped` False: its float16 gradients overflowed) leaves the clock."""
         for places, owned in compiled.buffers:
             for module, key in places:
                 if module.__dict__[key].data is not owned:
@@ -339,7 +376,7 @@ class GraphStep(Step):
                 slots = compiled.optimizer_state.get(index, {})
                 entry = {name: Tensor._wrap(owned, self.device) for name, owned in slots.items()}
                 state[index] = self._installed[index] = entry
-        self.optimizer.step_count += 1
+        self.optimizer.step_count += int(stepped)
         for generator, draws in compiled.graph.generators:
             generator.counter += draws
 
@@ -430,11 +467,15 @@ class GraphStep(Step):
             model.train()
             out = model(x)
             graph.origin = LOSS_ORIGIN
-            loss = self.loss_fn(out, y)
+            loss = self._loss(out, y)
             if not isinstance(loss, Value):
                 raise TracingError("the loss function must return a value computed from the model")
             graph.outputs["loss"] = loss
-            grads = gradients(loss, params)
+            scalars = {
+                name: graph.add_scalar(name, value) for name, value in self._scalars().items()
+            }
+            scaled = loss if self.loss_scaler is None else loss * scalars["loss_scale"]
+            grads = gradients(scaled, params)
             graph.origin = UPDATE_ORIGIN
             active = [
                 (i, p, g)
@@ -442,20 +483,28 @@ class GraphStep(Step):
                 if g is not None
             ]
             with no_grad():
+                finite = None
+                if self.loss_scaler is not None and active:
+                    inverse = scalars["inverse_loss_scale"]
+                    active = [(i, p, g * inverse) for i, p, g in active]
+                    finite = graph.outputs["finite"] = _all_finite([g for _, _, g in active])
                 if self.grad_clip is not None and active:
                     clipped = clip_by_global_norm([g for _, _, g in active], self.grad_clip)
                     active = [(i, p, g) for (i, p, _), g in zip(active, clipped, strict=True)]
-                scalars = {
-                    name: graph.add_scalar(name, value)
-                    for name, value in optimizer.step_scalars().items()
-                }
+                rule_scalars = {name: scalars[name] for name in optimizer.step_scalars()}
                 for index, param, grad in active:
                     spec = ops.Spec(param.shape, param.dtype)
                     state = {
                         name: graph.add_state(f"opt:{index}.{name}", spec, (index, name))
                         for name in optimizer.state_names
                     }
-                    new_param, new_state = optimizer.update_rule(param, grad, state, **scalars)
+                    new_param, new_state = optimizer.update_rule(param, grad, state, **rule_scalars)
+                    if finite is not None:  # an overflowed float16 step changes nothing
+                        new_param = ops.where(finite, new_param, param)
+                        new_state = {
+                            name: ops.where(finite, value, state[name])
+                            for name, value in new_state.items()
+                        }
                     self._set_output(graph, param.name, param, new_param)
                     for name, value in new_state.items():
                         self._set_output(graph, f"opt:{index}.{name}", state[name], value)
@@ -484,7 +533,7 @@ class GraphStep(Step):
                 out = self.model(x)
             if not isinstance(out, Value):
                 raise TracingError("the model must return a value computed from its input")
-            tracer.graph.outputs["output"] = out
+            tracer.graph.outputs["output"] = self._output(out)
         return tracer.graph
 
     def stats(self) -> dict[str, Any]:
@@ -510,6 +559,13 @@ class GraphStep(Step):
                 for c in self._compiled.values()
             ],
         }
+
+
+def _all_finite(grads: Sequence[Operand]) -> Operand:
+    """True when no gradient holds an Inf or NaN: x * 0 is 0 for every finite x and NaN for
+    the others, and one NaN makes the whole sum NaN."""
+    total = sum(ops.sum(g * 0.0) for g in grads)
+    return ops.equal(total, 0.0)
 
 
 def _cuda_graph_status_of(compiled: _Compiled) -> dict[str, Any]:
@@ -616,6 +672,7 @@ def make_step(
     check_numerics: bool = False,
     cuda_graphs: bool = False,
     device_scalars: bool | None = None,
+    loss_scaler: LossScaler | None = None,
 ) -> Step:
     """The training step of `model` in `mode` ("eager" or "graph").
 
@@ -624,6 +681,7 @@ def make_step(
     output holds NaN or Inf, naming it (slow: for finding where a run goes wrong).
     `cuda_graphs` replays graph mode's steps as CUDA graphs on a GPU (ignored elsewhere);
     `device_scalars` is GraphStep's (the code CUDA graphs need, for checking on the CPU).
+    `loss_scaler` scales the loss of a float16 mixed-precision model (optim/loss_scale.py).
     """
     if mode == "eager":
         return EagerStep(
@@ -634,6 +692,7 @@ def make_step(
             dtype=dtype,
             grad_clip=grad_clip,
             check_numerics=check_numerics,
+            loss_scaler=loss_scaler,
         )
     if mode == "graph":
         return GraphStep(
@@ -648,6 +707,7 @@ def make_step(
             check_numerics=check_numerics,
             cuda_graphs=cuda_graphs,
             device_scalars=device_scalars,
+            loss_scaler=loss_scaler,
         )
     raise StepError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
 

@@ -211,11 +211,14 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
 
     def trainer_state(self) -> dict[str, Any]:
-        return {
+        state = {
             "trainer": asdict(self.state),
             "generator": backend.default_generator.state_dict(),
             "mode": self.config.mode,
         }
+        if self.components.loss_scaler is not None:
+            state["loss_scale"] = self.components.loss_scaler.state_dict()
+        return state
 
     def save(self, tag: str) -> None:
         """Write checkpoints/<tag>, unless a tensor in it is NaN or Inf: that is never saved."""
@@ -274,6 +277,8 @@ class Trainer:
         self.components.optimizer.load_state_dict(checkpoint.optimizer_state)
         saved = checkpoint.trainer_state
         backend.default_generator.load_state_dict(saved["generator"])
+        if self.components.loss_scaler is not None and "loss_scale" in saved:
+            self.components.loss_scaler.load_state_dict(saved["loss_scale"])
         self.state = TrainerState(**saved["trainer"])
         if tag == "last":
             self.checkpoint_step = self.state.step
