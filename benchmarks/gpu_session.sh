@@ -9,14 +9,14 @@
 #   OUT=gpu-logs bash benchmarks/gpu_session.sh            # everything
 #   PARTS="tests bench" bash benchmarks/gpu_session.sh     # some parts
 #
-# Parts: env install devices tests configs resume compare bench. `DEVICE=cpu` runs the same
+# Parts: env install devices tests configs mixed resume compare bench. `DEVICE=cpu` runs the same
 # parts on the CPU (the gpu tests skip): that is how the script itself is tried out before
 # GPU time is spent on it.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-logs}"
-PARTS="${PARTS:-env install devices tests configs resume compare bench}"
+PARTS="${PARTS:-env install devices tests configs mixed resume compare bench}"
 BENCH_ARGS="${BENCH_ARGS:-}"
 PYTHON="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}" # DEVICE=cpu tries the script out on a machine without a GPU
@@ -91,6 +91,20 @@ train_configs() {
     return $failed
 }
 
+# Mixed precision on the GPU: the quickstart and the digits CNN in both modes, to the end.
+train_mixed() {
+    local failed=0 config mode
+    for config in configs/digits_mlp.yaml configs/digits_cnn.yaml; do
+        for mode in eager graph; do
+            trainctl train "$config" --set device=$DEVICE --set "mode=$mode" \
+                --set dtype=mixed_float16 --runs-root "$WORK/mixed" --quiet || failed=1
+        done
+        trainctl train "$config" --set device=$DEVICE --set mode=graph \
+            --runs-root "$WORK/mixed" --quiet || failed=1
+    done
+    return $failed
+}
+
 # A run checkpointed on the GPU goes on on the CPU, and one from the CPU goes on on the GPU.
 resume_across_devices() {
     local config=configs/digits_mlp.yaml
@@ -113,7 +127,8 @@ compare_on_gpu() {
 }
 
 export OUT LOG WORK PYTHON DEVICE
-export -f say env_report install gpu_tests train_configs resume_across_devices compare_on_gpu
+export -f say env_report install gpu_tests train_configs train_mixed resume_across_devices \
+    compare_on_gpu
 
 wanted env && part env 30 env_report
 wanted install && part install 90 install
@@ -127,6 +142,7 @@ fi
 wanted devices && part devices 30 trainctl devices
 wanted tests && part tests 180 gpu_tests
 wanted configs && part configs 180 train_configs
+wanted mixed && part mixed 120 train_mixed
 wanted resume && part resume 90 resume_across_devices
 wanted compare && part compare 90 compare_on_gpu
 # shellcheck disable=SC2086

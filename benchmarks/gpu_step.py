@@ -68,10 +68,12 @@ class Case:
     model: str
     batch_size: int
     device: str
+    dtype: str = "float32"
 
     @property
     def label(self) -> str:
-        return f"{self.model}:{self.batch_size}"
+        mixed = " mixed" if self.dtype.startswith("mixed") else ""
+        return f"{self.model}:{self.batch_size}{mixed}"
 
 
 def config_path(model: str, folder: Path) -> Path:
@@ -84,7 +86,12 @@ def config_path(model: str, folder: Path) -> Path:
 
 def components_for(path: Path, case: Case, overrides: list[str]) -> Components:
     """The config's components on the case's device, with random data for its data set."""
-    settings = [f"data.batch_size={case.batch_size}", f"device={case.device}", "data.transforms=[]"]
+    settings = [
+        f"data.batch_size={case.batch_size}",
+        f"device={case.device}",
+        f"dtype={case.dtype}",
+        "data.transforms=[]",
+    ]
     config = load_config(str(path), settings + overrides)
     rng = np.random.default_rng(0)
     size = 2 * case.batch_size
@@ -149,7 +156,7 @@ def torch_steps(path: Path, case: Case, compile_too: bool) -> tuple[dict, dict]:
         try:
             peer.train(inputs, targets)
         except Exception as exc:  # a peer that fails is reported, not fatal to the table
-            print(f"{case.label:<12} {label}: failed: {type(exc).__name__}: {str(exc)[:200]}")
+            print(f"{case.label:<18} {label}: failed: {type(exc).__name__}: {str(exc)[:200]}")
             continue
         synchronize()
         notes[label] = {"first_step_s": time.perf_counter() - start}
@@ -176,6 +183,9 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu to try the script out")
+    parser.add_argument(
+        "--dtypes", default="float32,mixed_float16", help="config dtypes to time each case in"
+    )
     args = parser.parse_args()
 
     from trainctl.backend import cuda_status
@@ -186,13 +196,16 @@ def main() -> None:
 
         print(f"PyTorch {torch.__version__} (CUDA {torch.version.cuda})")
     print(f"{args.steps} timed steps per engine after {args.warmup} warm-up, {args.rounds} rounds")
-    print(f"{'case':<12} {'engine':<16} {'median ms':>10} {'p90 ms':>8} {'first step s':>13}")
+    print(f"{'case':<18} {'engine':<16} {'median ms':>10} {'p90 ms':>8} {'first step s':>13}")
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        for text in args.cases.split(","):
-            model, size = text.split(":")
-            case = Case(model, int(size), args.device)
-            path = config_path(model, Path(folder))
+        cases = [
+            Case(model, int(size), args.device, dtype)
+            for dtype in args.dtypes.split(",")
+            for model, size in (text.split(":") for text in args.cases.split(","))
+        ]
+        for case in cases:
+            path = config_path(case.model, Path(folder))
             steps, notes = trainctl_steps(path, case)
             if not args.no_torch:
                 more_steps, more_notes = torch_steps(path, case, not args.no_compile)
@@ -202,13 +215,14 @@ def main() -> None:
             for label, timing in timings.items():
                 first = notes[label]["first_step_s"]
                 print(
-                    f"{case.label:<12} {label:<16} {timing.median:>10.3f} {timing.p90:>8.3f} "
+                    f"{case.label:<18} {label:<16} {timing.median:>10.3f} {timing.p90:>8.3f} "
                     f"{first:>13.2f}",
                     flush=True,
                 )
                 results.append(
                     {
                         "case": case.label,
+                        "dtype": case.dtype,
                         "engine": label,
                         "median_ms": timing.median,
                         "p90_ms": timing.p90,
@@ -224,9 +238,9 @@ def main() -> None:
             if "pytorch eager" in median:
                 best = min(median["trainctl graph"], median["graph+cuda graph"])
                 ratios.append(f"best graph/pytorch {best / median['pytorch eager']:.2f}x")
-            print(f"{case.label:<12} ratios: {', '.join(ratios)}", flush=True)
+            print(f"{case.label:<18} ratios: {', '.join(ratios)}", flush=True)
             captured = notes["graph+cuda graph"]["step"]
-            print(f"{case.label:<12} CUDA graph: {capture_note(captured)}", flush=True)
+            print(f"{case.label:<18} CUDA graph: {capture_note(captured)}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

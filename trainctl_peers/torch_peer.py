@@ -26,6 +26,7 @@ from trainctl_peers.torch_model import Slot, TorchModel, build_torch_model
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+_AUTOCAST = {"mixed_float16": torch.float16, "mixed_bfloat16": torch.bfloat16}
 
 
 def _loss_fn(name: str, args: dict[str, Any]) -> LossFn:
@@ -122,6 +123,14 @@ class TorchPeer:
         self._prepare_targets = components.prepare_targets
         self._grad_clip = components.config.train.grad_clip
         self._dtype = np.dtype(components.dtype)
+        # Mixed precision the PyTorch way: autocast, and a GradScaler for float16.
+        self._autocast = _AUTOCAST.get(components.config.dtype)
+        self._scaler = None
+        if self._autocast == torch.float16:
+            self._scaler = torch.amp.GradScaler(device.type)
+        if self._autocast is not None:
+            self.reason = "mixed precision: PyTorch's autocast picks its own ops to run in 16 bits"
+            self.comparable = False
 
     @classmethod
     def from_components(cls, components: Components, device: str = "cpu") -> TorchPeer:
@@ -154,14 +163,25 @@ class TorchPeer:
         y = self._tensor(self._prepare_targets(targets))
         self.model.train()
         self.optimizer.zero_grad()
-        loss = self._loss_fn(self.model(x), y)
-        loss.backward()
+        if self._autocast is None:
+            loss = self._loss_fn(self.model(x), y)
+        else:
+            with torch.autocast(self.device.type, dtype=self._autocast):
+                loss = self._loss_fn(self.model(x).float(), y)
+        scaler = self._scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
         if self._grad_clip is not None:
             # torch's formula is trainctl's: scale = min(1, clip / (norm + 1e-6)).
             torch.nn.utils.clip_grad_norm_(self._params, self._grad_clip)
         for group in self.optimizer.param_groups:
             group["lr"] = self._schedule.lr_at(self.step_count)
-        self.optimizer.step()
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
+            scaler.update()
         self.step_count += 1
         return loss.item()
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from devices import cuda_only
 from signals import SignalAtStep
 
 from trainctl import backend, nn
@@ -176,3 +177,23 @@ def test_training_in_mixed_precision_reaches_the_float32_accuracy(tmp_path, conf
         return result.summary["final"]["val"]["accuracy"]
 
     assert accuracy(name) >= accuracy("float32") - 0.01
+
+
+@cuda_only
+def test_float16_on_the_gpu_agrees_across_modes_and_is_captured_with_its_loss_scale():
+    cuda = backend.get_device("cuda")
+
+    def run_on(mode):
+        net = model(np.float16).to(cuda)
+        optimizer = Adam(net.parameters(), lr=0.01)
+        step = make_step(
+            mode, net, nn.cross_entropy, optimizer, device=cuda, dtype=np.float32,
+            loss_scaler=LossScaler(), cuda_graphs=True,
+        )  # fmt: skip
+        return [step.train(x, y) for x, y in batches()], optimizer.step_count, step
+
+    eager, graph = run_on("eager"), run_on("graph")
+    np.testing.assert_allclose(graph[0], eager[0], rtol=1e-3)
+    assert eager[1] == graph[1] == 6
+    train_signature = [s for s in graph[2].stats()["signatures"] if s["kind"] == "train"][0]
+    assert train_signature["cuda_graph"]["captured"], train_signature["cuda_graph"]
