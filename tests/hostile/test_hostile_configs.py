@@ -121,7 +121,9 @@ def test_alias_bombs_are_refused_quickly(workdir, bomb):
     text, expanded = bomb
     started = time.perf_counter()
     result = validate_bytes(workdir, text.encode())
-    assert time.perf_counter() - started < 2
+    # A hang guard, not a speed target: an unguarded bomb expands for minutes or exhausts
+    # memory; 30 s leaves a loaded CI machine a wide margin (it takes milliseconds).
+    assert time.perf_counter() - started < 30
     if expanded > 100_000:
         assert result.exit_code == 2
         assert "alias" in result.stderr, result.stderr
