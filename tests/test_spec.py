@@ -18,6 +18,8 @@ from trainctl.spec import REQUIRED, Arg, ArgError, Entry, describe, resolve_args
         (Arg("float_or_floats"), 0.5, 0.5),
         (Arg("float_or_floats"), [0.1, 0.2], [0.1, 0.2]),
         (Arg("int", nullable=True), None, None),
+        (Arg("int", choices=(1, 3)), 3, 3),
+        (Arg("ints", low=1, length=2), [4, 5], [4, 5]),
     ],
 )
 def test_valid_values_are_converted(arg, value, expected):
@@ -46,6 +48,10 @@ def test_valid_values_are_converted(arg, value, expected):
         ),
         (Arg("float_or_floats", low=0, low_open=True), 0.0, "a number > 0"),
         (Arg("int"), None, "an integer"),
+        (Arg("int", choices=(1, 3)), 2, "one of 1, 3"),
+        (Arg("ints", low=1, length=2), [4], "a list of 2 integers >= 1"),
+        (Arg("ints", low=1, length=2), [4, 5, 6], "a list of 2 integers >= 1"),
+        (Arg("ints", low=1, length=2), [4, 0], "a list of 2 integers >= 1"),
     ],
 )
 def test_bad_values_say_what_was_expected(arg, value, phrase):

@@ -268,7 +268,9 @@ class _Checker:
         try:
             return arg.check(found), True
         except ArgError as exc:
-            hint = _did_you_mean(found, arg.choices) if arg.choices and found is not None else ""
+            hint = ""
+            if arg.choices and found is not None:
+                hint = _did_you_mean(found, map(str, arg.choices))
             self.issue(path, exc.expected, _found(exc.found), hint)
             return (None if arg.required else copy.deepcopy(arg.default)), False
 

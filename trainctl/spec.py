@@ -57,7 +57,8 @@ class Arg:
     """One argument: its kind, default and allowed range.
 
     kind: "int", "float", "bool", "str", "ints" (list of ints), "floats" (list of numbers),
-    "float_or_floats" (a number or a list of numbers, e.g. per-channel means).
+    "float_or_floats" (a number or a list of numbers, e.g. per-channel means). `length`
+    fixes how many items a list holds; `choices` may be strings or integers.
     """
 
     kind: str
@@ -67,8 +68,9 @@ class Arg:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
-    choices: tuple[str, ...] | None = None
+    choices: tuple[str | int, ...] | None = None
     nullable: bool = False
+    length: int | None = None
 
     @property
     def required(self) -> bool:
@@ -77,7 +79,10 @@ class Arg:
     def expected(self) -> str:
         """What a valid value looks like, as a phrase: 'an integer >= 1', 'one of a, b'."""
         if self.choices is not None:
-            text = "one of " + ", ".join(self.choices)
+            text = "one of " + ", ".join(map(str, self.choices))
+        elif self.length is not None:
+            item = "integers" if self.kind == "ints" else "numbers"
+            text = f"a list of {self.length} {item}{self._range()}"
         else:
             text = _KIND_PHRASES[self.kind] + self._range()
         return text + (" or null" if self.nullable else "")
@@ -119,6 +124,8 @@ class Arg:
             low=self.low, high=self.high, low_open=self.low_open, high_open=self.high_open,
         )  # fmt: skip
         if not isinstance(value, list) or not value:
+            raise ArgError(self.expected(), value)
+        if self.length is not None and len(value) != self.length:
             raise ArgError(self.expected(), value)
         try:
             return [item.check(v) for v in value]
