@@ -1,4 +1,5 @@
-"""Writers of small files in the real on-disk formats (IDX, CIFAR-10 binary), for the tests."""
+"""Writers of small files in the real on-disk formats (IDX, CIFAR-10 binary, image folders),
+for the tests."""
 
 from __future__ import annotations
 
@@ -68,3 +69,29 @@ def write_cifar(folder: Path, per_batch: int = 2, test_size: int = 3, seed: int 
         split: (np.concatenate([i for i, _ in parts]), np.concatenate([lab for _, lab in parts]))
         for split, parts in arrays.items()
     }
+
+
+IMAGE_FORMATS = (".png", ".jpg", ".jpeg")
+CLASS_COLOURS = {"cat": (200, 40, 40), "dog": (40, 40, 200), "owl": (40, 200, 40)}
+
+
+def write_image_folder(
+    folder: Path, classes=("dog", "cat", "owl"), per_class: int = 4, seed: int = 0
+) -> dict[str, list[Path]]:
+    """A folder per class of small images, PNG and JPEG in turn, of several sizes, each
+    mostly its class's colour; the paths written, by class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    written: dict[str, list[Path]] = {}
+    for name in classes:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        written[name] = []
+        for i in range(per_class):
+            height, width = 6 + 2 * i, 8 + i
+            noise = rng.integers(0, 30, (height, width, 3))
+            pixels = (np.array(CLASS_COLOURS[name]) + noise).astype(np.uint8)
+            path = folder / name / f"img{i}{IMAGE_FORMATS[i % len(IMAGE_FORMATS)]}"
+            Image.fromarray(pixels).save(path)
+            written[name].append(path)
+    return written

@@ -232,7 +232,7 @@ def test_unknown_keys_at_every_level_with_did_you_mean(text: str, expected: str)
         (
             MODEL + "data: {dataset: spiral}\n",
             "c.yaml:2: data.dataset: expected a data set (digits, regression, spirals, blobs, "
-            "images, mnist, fashion_mnist, cifar10, npz, csv), found 'spiral' "
+            "images, mnist, fashion_mnist, cifar10, npz, csv, image_folder), found 'spiral' "
             "(did you mean 'spirals'?)",
         ),
         (

@@ -21,6 +21,7 @@ def test_registry_names_and_flags():
         "cifar10": (True, True),
         "npz": (True, False),
         "csv": (True, False),
+        "image_folder": (True, False),
     }
 
 

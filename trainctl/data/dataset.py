@@ -2,11 +2,13 @@
 
 Every reader ends in the same place: float32 inputs (features `(N, F)` or NHWC images in
 [0, 1]) and either int64 class labels `(N,)` or float32 regression targets `(N, T)`. The
-trainer, the splits and the loader only ever see this form.
+trainer, the splits and the loader only ever see this form. The inputs are an array, or
+`LazyInputs` that look like one and decode the samples a batch indexes only then.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,33 @@ from trainctl.spec import Entry
 TASKS = ("classification", "regression")
 
 
+class LazyInputs(ABC):
+    """Inputs read from files when indexed: `inputs[indices]` decodes those samples into a
+    fresh array (in the loader's prefetch thread), `subset` and `identity` decode nothing."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __getitem__(self, index: slice | np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def subset(self, indices: np.ndarray) -> LazyInputs:
+        """The samples at `indices`, still undecoded."""
+
+    @abstractmethod
+    def identity(self) -> bytes:
+        """Bytes that change when any sample would decode differently (for splits.json)."""
+
+
 @dataclass
 class ArrayDataset:
-    """Inputs and targets held in host memory, one row per sample."""
+    """Inputs and targets, one row per sample; inputs in host memory or decoded on access."""
 
-    inputs: np.ndarray
+    inputs: np.ndarray | LazyInputs
     targets: np.ndarray
     task: str
     num_classes: int | None
@@ -33,9 +57,9 @@ class ArrayDataset:
 
     def subset(self, indices: np.ndarray) -> ArrayDataset:
         """The samples at `indices`, copied (a split never shares memory with its parent)."""
-        return ArrayDataset(
-            self.inputs[indices], self.targets[indices], self.task, self.num_classes
-        )
+        inputs = self.inputs
+        picked = inputs.subset(indices) if isinstance(inputs, LazyInputs) else inputs[indices]
+        return ArrayDataset(picked, self.targets[indices], self.task, self.num_classes)
 
 
 @dataclass
@@ -47,6 +71,8 @@ class DataSplits:
     test: ArrayDataset | None
     name: str
     source: str
+    class_names: tuple[str, ...] | None = None  # by class index, where the data names them
+    skipped_files: tuple[str, ...] | None = None  # unreadable files left out (skip_bad)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -68,6 +94,9 @@ class Loaded(NamedTuple):
     train: ArrayDataset
     test: ArrayDataset | None
     source: str
+    val: ArrayDataset | None = None  # the data set's own validation split, if it has one
+    class_names: tuple[str, ...] | None = None
+    skipped_files: tuple[str, ...] | None = None
 
 
 LoadFn = Callable[[dict[str, Any], Path | None, int], Loaded]

@@ -12,14 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from trainctl.data.dataset import ArrayDataset, DataSplits
+from trainctl.data.dataset import ArrayDataset, DataSplits, LazyInputs
 
 SPLIT_NAMES = ("train", "val", "test")
 
 
 def split_identity(splits: DataSplits) -> dict[str, dict[str, Any] | None]:
     """Per split, its sample count and the SHA-256 of its inputs and targets (dtype, shape
-    and bytes); None for a split the data has not got."""
+    and bytes; inputs decoded from files by their `identity`); None for a split the data has
+    not got."""
     return {name: _fingerprint(getattr(splits, name)) for name in SPLIT_NAMES}
 
 
@@ -27,7 +28,11 @@ def _fingerprint(dataset: ArrayDataset | None) -> dict[str, Any] | None:
     if dataset is None:
         return None
     digest = hashlib.sha256()
-    for array in (dataset.inputs, dataset.targets):
+    arrays = [dataset.inputs, dataset.targets]
+    if isinstance(dataset.inputs, LazyInputs):  # its files, not their decoded pixels
+        digest.update(dataset.inputs.identity())
+        arrays.pop(0)
+    for array in arrays:
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).data)
     return {"samples": len(dataset), "sha256": digest.hexdigest()}

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainctl.data import cifar, csvfile, digits, idx, npz, synthetic
+from trainctl.data import cifar, csvfile, digits, idx, imagefolder, npz, synthetic
 from trainctl.data.dataset import DatasetEntry, DataSplits
 from trainctl.data.options import resolve_options
 from trainctl.data.seeding import check_seed
@@ -28,6 +28,7 @@ DATASETS: dict[str, DatasetEntry] = {
         cifar.ENTRY,
         npz.ENTRY,
         csvfile.ENTRY,
+        imagefolder.ENTRY,
     )
 }
 

@@ -2,8 +2,8 @@
 
 Both fractions are of the loaded training set, and one seeded permutation assigns the
 samples: the first ones to test (only when the data set has no test split of its own), the
-next to validation, the rest to training. A fraction above zero always carves at least one
-sample, and carving never leaves training empty.
+next to validation (likewise), the rest to training. A fraction above zero always carves at
+least one sample, and carving never leaves training empty.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def split(loaded: Loaded, name: str, val_split: float, test_split: float, seed: 
     train = loaded.train
     total = len(train)
     n_test = 0 if loaded.test is not None else carve_count(total, test_split)
-    n_val = carve_count(total, val_split)
+    n_val = 0 if loaded.val is not None else carve_count(total, val_split)
     if n_test + n_val >= total:
         raise DataError(
             f"data set {name!r} has {total} training sample(s); val_split {val_split:g} "
@@ -49,8 +49,10 @@ def split(loaded: Loaded, name: str, val_split: float, test_split: float, seed: 
     ]
     return DataSplits(
         train=train.subset(np.sort(train_part)) if n_test + n_val else train,
-        val=carved[1],
+        val=loaded.val if loaded.val is not None else carved[1],
         test=loaded.test if loaded.test is not None else carved[0],
         name=name,
         source=loaded.source,
+        class_names=loaded.class_names,
+        skipped_files=loaded.skipped_files,
     )
