@@ -70,6 +70,16 @@ def test_confusion_table_lists_every_cell():
     assert "3" in rows[0] and "4" in rows[1]
 
 
+def test_confusion_table_labels_classes_by_name_verbatim():
+    text = render(confusion_table(np.array([[3, 1], [0, 4]]), ("cat", "[bold]dog")))
+    lines = text.splitlines()
+    assert [line.split() for line in lines if "cat" in line or "dog" in line] == [
+        ["┃", "┃", "cat", "┃", "[bold]dog", "┃"],
+        ["│", "cat", "│", "3", "│", "1", "│"],
+        ["│", "[bold]dog", "│", "0", "│", "4", "│"],
+    ]
+
+
 def test_a_loss_spanning_decades_is_drawn_on_a_log_scale():
     """From 2.3 down to 1e-5 a linear chart is a spike then a flat floor; on a log scale an
     exponential decay is a straight slope, and the chart says which scale it uses."""

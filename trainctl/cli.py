@@ -287,7 +287,7 @@ def evaluate(
     )
     console.print(scores_table({"loss": score.result.loss, **score.scores}))
     if score.confusion is not None and len(score.confusion) <= 20:
-        console.print(confusion_table(score.confusion))
+        console.print(confusion_table(score.confusion, score.class_names))
     console.print(f"wrote {score.report_path}", markup=False, highlight=False)
 
 

@@ -29,15 +29,17 @@ def scores_table(scores: dict[str, Any]) -> Table:
     return table
 
 
-def confusion_table(matrix: np.ndarray) -> Table:
-    """Rows are true classes, columns predicted; the diagonal (correct) is highlighted."""
+def confusion_table(matrix: np.ndarray, class_names: Sequence[str] | None = None) -> Table:
+    """Rows are true classes, columns predicted; the diagonal (correct) is highlighted.
+    Classes are labelled by name where the data set names them, else by index."""
+    labels = list(class_names) if class_names is not None else [str(i) for i in range(len(matrix))]
     table = Table(title="confusion matrix (rows: true, columns: predicted)")
     table.add_column("", style="bold", justify="right")
     for j in range(matrix.shape[1]):
-        table.add_column(str(j), justify="right")
+        table.add_column(Text(labels[j]), justify="right")
     for i, row in enumerate(matrix):
         cells = [Text(str(v), style="bold green" if i == j else "") for j, v in enumerate(row)]
-        table.add_row(str(i), *cells)
+        table.add_row(Text(labels[i]), *cells)
     return table
 
 

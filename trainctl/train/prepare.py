@@ -24,13 +24,18 @@ class PreparedTraining:
     components: Components
     step: Step
     loader: Loader  # the training batches, transforms fitted to the data
-    notices: list[str]  # the refusals --force turned into notices
+    notices: list[str]  # the refusals --force turned into notices, files the data skipped
 
 
 def prepare_training(config: Config, force: bool = False) -> PreparedTraining:
     """Load the data, check that the run fits and ends (before any allocation), build it."""
     data = load_data(config)
     notices = check_resources(config, data, backend.get_device(config.device), force)
+    if data.skipped_files:
+        notices.append(
+            f"skipped {len(data.skipped_files)} unreadable file(s) (data.options.skip_bad), "
+            f"the first: {data.skipped_files[0]}"
+        )
     try:
         components = build_components(config, with_data=data)
     except MemoryError as exc:

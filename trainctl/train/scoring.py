@@ -35,6 +35,7 @@ class RunScore:
     scores: dict[str, float]
     confusion: np.ndarray | None
     report_path: Path
+    class_names: tuple[str, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         report: dict[str, Any] = {
@@ -49,6 +50,8 @@ class RunScore:
         }
         if self.confusion is not None:
             report["confusion_matrix"] = self.confusion.tolist()
+        if self.class_names is not None:
+            report["class_names"] = list(self.class_names)
         return report
 
 
@@ -104,6 +107,6 @@ def score_run(
     scores.update(result.metrics)
     trainer_state = saved.trainer_state.get("trainer", {})
     score = RunScore(run, path, trainer_state.get("step"), data.task, result, scores, confusion,
-                     run.path / f"eval-{split}.json")  # fmt: skip
+                     run.path / f"eval-{split}.json", data.class_names)  # fmt: skip
     atomic_write_json(score.report_path, score.as_dict())
     return score

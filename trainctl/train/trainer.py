@@ -669,7 +669,8 @@ def _now() -> str:
 def _initial_summary(
     run: RunFolder, config: Config, options: TrainOptions, components: Components, started: float
 ) -> dict[str, Any]:
-    return {
+    data = components.data
+    summary = {
         "status": "running",
         "name": config.name,
         "run_dir": str(run.path),
@@ -677,13 +678,18 @@ def _initial_summary(
         "device": str(components.device),
         "dtype": config.dtype,
         "seed": config.seed,
-        "dataset": components.data.name,
-        "data_source": components.data.source,
+        "dataset": data.name,
+        "data_source": data.source,
         "parameters": sum(p.size for p in components.model.parameters()),
         "command": shlex.join(options.command) if options.command else None,
         "started_at": _now(),
         "versions": environment_info(),
     }
+    if data.class_names is not None:
+        summary["class_names"] = list(data.class_names)
+    if data.skipped_files is not None:
+        summary["skipped_bad_files"] = len(data.skipped_files)
+    return summary
 
 
 def _finish_summary(trainer: Trainer, summary: dict[str, Any], started: float) -> None:
