@@ -379,6 +379,65 @@ def runs_show(
     console.print(loss_curve(points), markup=False, highlight=False)
 
 
+data_app = typer.Typer(
+    cls=HelpGroup,
+    help="Fetch the classic data sets, or list them.\n\nExample: [bold]trainctl data fetch "
+    "mnist[/bold], then [bold]trainctl data list[/bold]",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+
+_DATA_ROOT = typer.Option(
+    None,
+    "--root",
+    metavar="DIR",
+    help="Fetch into DIR/NAME instead of the data cache (default: $TRAINCTL_DATA, else the "
+    "platform's cache folder, e.g. ~/.cache/trainctl).",
+)
+
+
+@data_app.command("fetch", cls=HelpCommand)
+def data_fetch(
+    name: str = typer.Argument(..., metavar="NAME", help="mnist, fashion_mnist or cifar10."),
+    root: Path = _DATA_ROOT,
+) -> None:
+    """Download a data set into the data cache (or DIR/NAME), unless it is there already.
+
+    Tries each mirror in turn, checks every file's SHA-256, resumes a download that broke
+    off, and gives a file its final name only once it is complete and checked. Offline, it
+    names the files to place by hand and the folder. A config with data.download: true does
+    the same on first use.
+
+    Example: [bold]trainctl data fetch mnist[/bold], then
+    [bold]trainctl train configs/mnist_mlp.yaml[/bold]
+    """
+    from trainctl.data.cache import dataset_folder
+    from trainctl.data.download_progress import RichDownloadProgress
+    from trainctl.data.fetch import fetch_dataset
+
+    result = fetch_dataset(name, dataset_folder(name, root), RichDownloadProgress())
+    if result.fetched:
+        typer.echo(f"{name}: fetched {', '.join(result.fetched)} into {result.folder}")
+    else:
+        typer.echo(f"{name} is already in {result.folder}")
+
+
+@data_app.command("list", cls=HelpCommand)
+def data_list(
+    root: Path = typer.Option(None, "--root", metavar="DIR", help="Look in DIR/NAME instead."),
+) -> None:
+    """List the data sets trainctl fetches: present or not, their size on disk and folder.
+
+    One line per data set, the folder last, so the output suits grep and awk as it is.
+
+    Example: [bold]trainctl data list[/bold]
+    """
+    from trainctl.data.fetch import dataset_status
+    from trainctl.render import datasets_lines
+
+    typer.echo(datasets_lines(dataset_status(root)))
+
+
 def _int_list(text: str | None, option: str) -> list[int] | None:
     if text is None:
         return None

@@ -149,6 +149,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         "data": {
             "dataset": data.dataset,
             "path": data.path,
+            "download": data.download,
             "options": data.options,
             "batch_size": data.batch_size,
             "eval_batch_size": data.eval_batch_size,

@@ -59,6 +59,12 @@ DATA_ARGS = {
         "the data set's files; a relative path is read from the config file's folder",
         nullable=True,
     ),
+    "download": Arg(
+        "bool",
+        DataConfig.download,
+        "fetch mnist, fashion_mnist or cifar10 into data.path (null: the data cache, "
+        "$TRAINCTL_DATA) when missing, as `trainctl data fetch` does",
+    ),
     "batch_size": Arg("int", DataConfig.batch_size, "training batch size", low=1),
     "eval_batch_size": Arg(
         "int", DataConfig.eval_batch_size, "null: batch_size", low=1, nullable=True
@@ -146,7 +152,7 @@ class Registries:
     layers: Mapping[str, Entry]
     losses: Mapping[str, Entry]  # entries have .task
     metrics: Mapping[str, Entry]  # entries have .higher_is_better
-    datasets: Mapping[str, Entry]  # entries have .needs_path and .obtain
+    datasets: Mapping[str, Entry]  # entries have .needs_path, .obtain and .downloadable
     transforms: Mapping[str, Entry]
     optimizers: Mapping[str, Entry]
     schedules: Mapping[str, Entry]
@@ -438,7 +444,7 @@ class _Checker:
             else:
                 expected = f"a mapping of the options of {entry.name}"
                 self.issue(path + ("options",), expected, _found(raw))
-            plain["path"] = self.data_path(entry, plain["path"])
+            plain["path"] = self.data_path(entry, plain["path"], plain["download"])
         transforms = self.named_list(
             section.get("transforms"), path + ("transforms",), self.reg.transforms, "transform"
         )
@@ -449,11 +455,16 @@ class _Checker:
         dataset = entry.name if entry is not None else DataConfig.dataset
         return DataConfig(dataset=dataset, options=options, transforms=transforms, **plain)
 
-    def data_path(self, entry: Entry, data_path: str | None) -> str | None:
+    def data_path(self, entry: Entry, data_path: str | None, download: bool) -> str | None:
         """The data set's path made absolute (see `Document.folder_of`), so that a run's saved
-        config names the files it read wherever it is loaded from."""
+        config names the files it read wherever it is loaded from. A data set trainctl can
+        download needs none: null is its folder in the data cache."""
         path = ("data", "path")
-        if entry.needs_path and data_path is None:
+        if download and not entry.downloadable:
+            fetchable = ", ".join(n for n, e in self.reg.datasets.items() if e.downloadable)
+            expected = f"false (data set {entry.name} cannot be downloaded; {fetchable} can)"
+            self.issue(("data", "download"), expected, "true")
+        if entry.needs_path and data_path is None and not entry.downloadable:
             where = f"; get it from {entry.obtain}" if entry.obtain else ""
             self.issue(path, f"the path of data set {entry.name}'s files", "nothing", where)
         elif not entry.needs_path and data_path is not None:

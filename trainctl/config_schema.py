@@ -56,6 +56,7 @@ class ModelConfig:
 class DataConfig:
     dataset: str = "digits"
     path: str | None = None
+    download: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 64
     eval_batch_size: int | None = None

@@ -188,3 +188,21 @@ def loss_curve(points: Sequence[tuple[int, float]], width: int = 60, height: int
     scale = "; loss on a log scale" if log_scale else ""
     lines.append(f"{'':>{pad}}  step {first} … {last}{scale}")
     return "\n".join(lines)
+
+
+def datasets_lines(statuses: Sequence[Any]) -> str:
+    """`trainctl data list`: data set, present or missing, size on disk, folder."""
+    from rich.filesize import decimal
+
+    rows = [("data set", "status", "size", "folder")]
+    for status in statuses:
+        size = decimal(status.size) if status.size else "-"
+        rows.append(
+            (status.name, "present" if status.present else "missing", size, str(status.folder))
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = []
+    for *cells, folder in rows:
+        padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=True)]
+        lines.append("  ".join([*padded, folder]))
+    return "\n".join(lines)

@@ -142,9 +142,9 @@ def test_missing_file_and_a_directory(tmp_path: Path) -> None:
         ),
         (
             MODEL + "data:\n  batchsize: 3\n",
-            "c.yaml:3: data.batchsize: expected a key of data (dataset, path, options, batch_size, "
-            "eval_batch_size, val_split, test_split, shuffle, transforms, prefetch), found "
-            "'batchsize' (did you mean 'batch_size'?)",
+            "c.yaml:3: data.batchsize: expected a key of data (dataset, path, download, options, "
+            "batch_size, eval_batch_size, val_split, test_split, shuffle, transforms, prefetch), "
+            "found 'batchsize' (did you mean 'batch_size'?)",
         ),
         (
             MODEL + "train: {epoch: 3}\n",
@@ -459,9 +459,9 @@ def test_missing_required_values(text: str, expected: str) -> None:
             "metrics[2]: expected each metric once, found 'accuracy' again",
         ),
         (
-            "data: {dataset: mnist}",
-            "data.path: expected the path of data set mnist's files, found nothing; get it from "
-            "http://yann.lecun.com/exdb/mnist/ (or one of its mirrors)",
+            "data: {dataset: digits, download: true}",
+            "data.download: expected false (data set digits cannot be downloaded; mnist, "
+            "fashion_mnist, cifar10 can), found true",
         ),
         (
             "data: {dataset: npz, path: null}",

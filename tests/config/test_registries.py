@@ -16,6 +16,7 @@ class FakeEntry(Entry):
     higher_is_better: bool = False
     needs_path: bool = False
     obtain: str = ""
+    downloadable: bool = False
 
 
 def fake_registries() -> Registries:

@@ -66,7 +66,7 @@ def test_missing_batch_names_the_file_and_the_download(tmp_path, missing):
         load(tmp_path)
     text = str(caught.value)
     assert f"in {tmp_path}: expected {missing}" in text
-    assert "https://www.cs.toronto.edu/~kriz/cifar.html" in text
+    assert "get it from `trainctl data fetch cifar10` (or data.download: true)" in text
 
 
 def test_missing_folder(tmp_path):

@@ -56,13 +56,18 @@ def test_data_error_is_a_trainctl_error():
 @pytest.mark.parametrize(
     ("dataset", "path", "message"),
     [
-        ("mnist", None, "data set 'mnist' needs a path (MNIST handwritten digits"),
-        ("cifar10", None, "get it from https://www.cs.toronto.edu/~kriz/cifar.html"),
+        (
+            "mnist",
+            None,
+            "mnist does not exist: expected a folder holding the MNIST IDX files; "
+            "get it from `trainctl data fetch mnist` (or data.download: true)",
+        ),
+        ("cifar10", None, "get it from `trainctl data fetch cifar10`"),
         ("csv", None, "data set 'csv' needs a path (a numeric table from a CSV file"),
         ("digits", "datasets/mnist", "data set 'digits' reads no files, but a path was given"),
     ],
 )
-def test_path_is_required_exactly_where_files_are_read(dataset, path, message):
+def test_a_missing_path_or_folder_says_how_to_get_the_data(dataset, path, message):
     with pytest.raises(DataError) as caught:
         load_splits(dataset, {}, path, 0.0, 0.0, 0)
     assert message in str(caught.value)

@@ -133,8 +133,8 @@ def test_corrupt_files_name_the_file_and_the_problem(tmp_path, corrupt, file, me
 @pytest.mark.parametrize(
     ("dataset", "url"),
     [
-        ("mnist", "http://yann.lecun.com/exdb/mnist/"),
-        ("fashion_mnist", "https://github.com/zalandoresearch/fashion-mnist"),
+        ("mnist", "get it from `trainctl data fetch mnist` (or data.download: true)"),
+        ("fashion_mnist", "get it from `trainctl data fetch fashion_mnist`"),
     ],
 )
 def test_missing_file_says_what_is_expected_where_and_where_to_get_it(tmp_path, dataset, url):

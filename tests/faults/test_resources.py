@@ -64,7 +64,7 @@ def example(name: str, tmp_path, *overrides: str):
 )
 def test_the_estimate_counts_the_parameters_the_builder_makes(name, tmp_path):
     if name == "mnist_keras_mlp":  # its layers on digits-sized samples: only the shapes matter
-        cfg = example(name, tmp_path, "data.dataset=digits", "data.path=null")
+        cfg = example(name, tmp_path, "data.dataset=digits", "data.download=false")
     else:
         cfg = example(name, tmp_path)
     data = load_data(cfg)

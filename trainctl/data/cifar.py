@@ -20,7 +20,7 @@ RECORD = 1 + CHANNELS * SIDE * SIDE
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILE = "test_batch.bin"
 SUBFOLDER = "cifar-10-batches-bin"
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html (CIFAR-10 binary version)"
+CIFAR10_OBTAIN = "`trainctl data fetch cifar10` (or data.download: true)"
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -51,12 +51,12 @@ def _dataset(paths: list[Path]) -> ArrayDataset:
 
 
 def load(options: dict[str, Any], path: Path | None, seed: int) -> Loaded:
-    folder = require_folder(path, "the CIFAR-10 binary batches", CIFAR10_URL)
+    folder = require_folder(path, "the CIFAR-10 binary batches", CIFAR10_OBTAIN)
     if (folder / SUBFOLDER).is_dir():
         folder = folder / SUBFOLDER
     what = f"a CIFAR-10 batch (extract cifar-10-binary.tar.gz into {folder})"
-    train_paths = [find_file(folder, (name,), what, CIFAR10_URL) for name in TRAIN_FILES]
-    test_path = find_file(folder, (TEST_FILE,), what, CIFAR10_URL)
+    train_paths = [find_file(folder, (name,), what, CIFAR10_OBTAIN) for name in TRAIN_FILES]
+    test_path = find_file(folder, (TEST_FILE,), what, CIFAR10_OBTAIN)
     source = f"{folder} (data_batch_1..5.bin, {TEST_FILE})"
     return Loaded(_dataset(train_paths), _dataset([test_path]), source)
 
@@ -65,10 +65,12 @@ ENTRY = DatasetEntry(
     name="cifar10",
     help=(
         "CIFAR-10 colour images, 32x32x3, 10 classes, own test split; path: the folder with "
-        "data_batch_1..5.bin and test_batch.bin (or its cifar-10-batches-bin subfolder)"
+        "data_batch_1..5.bin and test_batch.bin (or its cifar-10-batches-bin subfolder; "
+        "null: its folder in the data cache)"
     ),
     load=load,
     needs_path=True,
     has_test_split=True,
-    obtain=CIFAR10_URL,
+    downloadable=True,
+    obtain=CIFAR10_OBTAIN,
 )

@@ -107,10 +107,12 @@ class DatasetEntry(Entry):
     """A data set a config can name: its options (`args`), how to load it, where to get it.
 
     `load(options, path, seed)` gets the options already checked against `args`, the
-    path when `needs_path`, and the run seed (synthetic sets draw from it).
+    path when `needs_path`, and the run seed (synthetic sets draw from it). A
+    `downloadable` one is in `trainctl.data.catalog` (`data.download: true` fetches it).
     """
 
     load: LoadFn
     needs_path: bool = False
     has_test_split: bool = False
     obtain: str = ""
+    downloadable: bool = False

@@ -24,8 +24,8 @@ SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-MNIST_URL = "http://yann.lecun.com/exdb/mnist/ (or one of its mirrors)"
-FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist"
+MNIST_OBTAIN = "`trainctl data fetch mnist` (or data.download: true)"
+FASHION_MNIST_OBTAIN = "`trainctl data fetch fashion_mnist` (or data.download: true)"
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -95,23 +95,26 @@ def _loader(what: str, obtain: str) -> LoadFn:
 
 _FILES_HELP = (
     "path: a folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-    "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, each gzipped (.gz) or not"
+    "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, each gzipped (.gz) or not "
+    "(null: its folder in the data cache)"
 )
 
 MNIST = DatasetEntry(
     name="mnist",
     help=f"MNIST handwritten digits, 28x28x1, 10 classes, own test split; {_FILES_HELP}",
-    load=_loader("MNIST", MNIST_URL),
+    load=_loader("MNIST", MNIST_OBTAIN),
     needs_path=True,
     has_test_split=True,
-    obtain=MNIST_URL,
+    downloadable=True,
+    obtain=MNIST_OBTAIN,
 )
 
 FASHION_MNIST = DatasetEntry(
     name="fashion_mnist",
     help=f"Fashion-MNIST clothing images, 28x28x1, 10 classes, own test split; {_FILES_HELP}",
-    load=_loader("Fashion-MNIST", FASHION_MNIST_URL),
+    load=_loader("Fashion-MNIST", FASHION_MNIST_OBTAIN),
     needs_path=True,
     has_test_split=True,
-    obtain=FASHION_MNIST_URL,
+    downloadable=True,
+    obtain=FASHION_MNIST_OBTAIN,
 )

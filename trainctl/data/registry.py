@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trainctl.data import cifar, csvfile, digits, idx, imagefolder, npz, synthetic
+from trainctl.data.cache import dataset_folder
 from trainctl.data.dataset import DatasetEntry, DataSplits
 from trainctl.data.options import resolve_options
 from trainctl.data.seeding import check_seed
@@ -55,13 +56,17 @@ def load_splits(
     """Load data set `dataset` and split it into train, validation and test sets.
 
     `test` is the data set's own test split when it has one, else `test_split` of the
-    training samples (None for 0); `val` is `val_split` of them (None for 0).
+    training samples (None for 0); `val` is `val_split` of them (None for 0). A data set
+    trainctl can download is read from its folder in the data cache when `path` is None
+    (`fetch.fetch_dataset` puts it there).
     """
     entry = dataset_entry(dataset)
     args = resolve_options("data set", entry, options)
     val_split = check_fraction("val_split", val_split)
     test_split = check_fraction("test_split", test_split)
     seed = check_seed(seed)
+    if entry.downloadable and path is None:
+        path = str(dataset_folder(entry.name))
     if entry.needs_path and path is None:
         where = f"; get it from {entry.obtain}" if entry.obtain else ""
         raise DataError(f"data set {entry.name!r} needs a path ({entry.help}){where}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ from trainctl import backend, nn
 from trainctl.autograd import ops
 from trainctl.config import Config, ConfigError, ConfigIssue, config_issue
 from trainctl.data import DataSplits, Loader, TransformError, dataset_entry, load_splits
+from trainctl.data.download_progress import RichDownloadProgress
+from trainctl.data.fetch import fetch_dataset
 from trainctl.nn.build import ModelError, build_model
 from trainctl.nn.losses import LOSSES
 from trainctl.nn.precision import precision_of
@@ -130,6 +133,9 @@ def load_data(config: Config) -> DataSplits:
     """The config's data set, split; the splits depend on the SPLIT_KEYS alone."""
     data_config = config.data
     _check_data_path(config)
+    if data_config.download:
+        folder = None if data_config.path is None else Path(data_config.path).expanduser()
+        fetch_dataset(data_config.dataset, folder, RichDownloadProgress())
     return load_splits(
         data_config.dataset,
         data_config.options,
@@ -142,7 +148,7 @@ def load_data(config: Config) -> DataSplits:
 
 def _check_data_path(config: Config) -> None:
     """A data.path that names nothing is an error at that key, saying where it looked."""
-    if config.data.path is None:
+    if config.data.path is None or config.data.download:
         return
     where = os.path.abspath(os.path.expanduser(config.data.path))
     if os.path.exists(where):
