@@ -18,7 +18,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from trainctl.config_schema import (
+from trainctl.config.document import Document, KeyPath, quote_key
+from trainctl.config.schema import (
     MAX_RUN_NAME_LENGTH,
     NOT_KEYS,
     Config,
@@ -35,7 +36,6 @@ from trainctl.config_schema import (
     default_optimizer,
     is_run_name,
 )
-from trainctl.config_yaml import Document, KeyPath, quote_key
 from trainctl.spec import Arg, ArgError, Entry, describe
 
 # Plain fields, as Args (defaults from the schema): one way to check a value and to word

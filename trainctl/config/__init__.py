@@ -1,8 +1,8 @@
 """The run config: a typed schema, read from YAML with every problem reported at once.
 
-`load_config` reads a file (`config_yaml`), applies `--set key.path=value` overrides and
-checks every value against the schema (`config_schema`) and the registries of named things:
-layers, losses, metrics, data sets, transforms, optimizers, schedules (`config_check`). The
+`load_config` reads a file (`document`), applies `--set key.path=value` overrides and
+checks every value against the schema (`schema`) and the registries of named things:
+layers, losses, metrics, data sets, transforms, optimizers, schedules (`check`). The
 result is a `Config` in which every named thing carries all of its arguments, defaults
 filled in, so the trainer never looks a default up. Anything wrong raises one `ConfigError`
 listing every issue with its file, line and key path.
@@ -24,8 +24,15 @@ from typing import Any
 
 import yaml
 
-from trainctl.config_check import Registries, check_document, load_registries
-from trainctl.config_schema import (
+from trainctl.config.check import Registries, check_document, load_registries
+from trainctl.config.document import (
+    KeyPath,
+    apply_overrides,
+    format_key,
+    override_origin,
+    read_document,
+)
+from trainctl.config.schema import (
     Config,
     DataConfig,
     DebugConfig,
@@ -35,13 +42,6 @@ from trainctl.config_schema import (
     NamedConfig,
     ScheduleConfig,
     TrainConfig,
-)
-from trainctl.config_yaml import (
-    KeyPath,
-    apply_overrides,
-    format_key,
-    override_origin,
-    read_document,
 )
 from trainctl.errors import ConfigError, ConfigIssue
 
