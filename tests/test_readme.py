@@ -8,7 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from trainctl.cli import app
-from trainctl.reference import BEGIN, END, config_reference
+from trainctl.config.reference import BEGIN, END, config_reference
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
@@ -16,7 +16,7 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
 def test_config_reference_is_generated_from_the_registries():
     start, stop = README.index(BEGIN), README.index(END) + len(END)
     assert README[start:stop] + "\n" == config_reference(), (
-        "README config reference is stale: regenerate it with `python -m trainctl.reference`"
+        "README config reference is stale: regenerate it with `python -m trainctl.config.reference`"
     )
 
 

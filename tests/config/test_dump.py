@@ -19,7 +19,7 @@ from trainctl.config import (
     load_config,
     parse_config,
 )
-from trainctl.config_schema import NOT_KEYS, is_run_name
+from trainctl.config.schema import NOT_KEYS, is_run_name
 
 FULL = """\
 name: full

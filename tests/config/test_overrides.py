@@ -4,7 +4,7 @@ named in the message when they are wrong."""
 import pytest
 
 from trainctl.config import ConfigError, LayerConfig, NamedConfig, parse_config
-from trainctl.config_yaml import format_key, parse_key
+from trainctl.config.document import format_key, parse_key
 
 TEXT = """\
 model:

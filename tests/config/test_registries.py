@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from trainctl import config as config_module
 from trainctl.config import ConfigError, NamedConfig, Registries, load_registries, parse_config
+from trainctl.config import load as config_load
 from trainctl.spec import Arg, Entry
 
 
@@ -41,7 +41,7 @@ def fake_registries() -> Registries:
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "load_registries", fake_registries)
+    monkeypatch.setattr(config_load, "load_registries", fake_registries)
 
 
 TEXT = """\

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hostile_helpers import ROOT, TALLY, error_lines, invoke, snapshot, train_small_run
 
-from trainctl.config_yaml import MAX_DEPTH
+from trainctl.config.document import MAX_DEPTH
 from trainctl.train.rundir import RunFolder
 
 

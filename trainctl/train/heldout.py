@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainctl.config import Config, ConfigError, config_differences, config_issue, config_to_dict
-from trainctl.config_yaml import KeyPath, parse_key
+from trainctl.config.document import KeyPath, parse_key
 from trainctl.data import DataSplits
 from trainctl.data.identity import SPLIT_NAMES, split_identity
 from trainctl.errors import DataError, RunFolderError

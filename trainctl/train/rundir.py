@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainctl.config import Config, load_config
-from trainctl.config_schema import MAX_RUN_NAME_LENGTH, is_run_name
+from trainctl.config.schema import MAX_RUN_NAME_LENGTH, is_run_name
 from trainctl.errors import RunFolderError
 from trainctl.train.atomic import (
     atomic_write_json,

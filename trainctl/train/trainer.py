@@ -39,7 +39,7 @@ from trainctl.config import (
     config_differences,
     dump_config,
 )
-from trainctl.config_schema import RESUMABLE_KEYS, is_resumable
+from trainctl.config.schema import RESUMABLE_KEYS, is_resumable
 from trainctl.errors import CheckpointError, RunFolderError, TrainctlError
 from trainctl.metrics import higher_is_better
 from trainctl.train.atomic import atomic_write_text

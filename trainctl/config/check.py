@@ -13,12 +13,23 @@ import copy
 import difflib
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from trainctl.config_schema import (
+from trainctl.config.document import Document, KeyPath, quote_key
+from trainctl.config.keys import (
+    DATA_ARGS,
+    DEBUG_ARGS,
+    EARLY_STOPPING_ARGS,
+    GRAPH_ARGS,
+    SCHEDULE_ARGS,
+    TOP_ARGS,
+    TRAIN_ARGS,
+)
+from trainctl.config.registries import Registries
+from trainctl.config.schema import (
     MAX_RUN_NAME_LENGTH,
     NOT_KEYS,
     Config,
@@ -35,158 +46,14 @@ from trainctl.config_schema import (
     default_optimizer,
     is_run_name,
 )
-from trainctl.config_yaml import Document, KeyPath, quote_key
 from trainctl.spec import Arg, ArgError, Entry, describe
 
-# Plain fields, as Args (defaults from the schema): one way to check a value and to word
-# what was expected.
-TOP_ARGS = {
-    "seed": Arg("int", Config.seed, "seed of every random draw", low=0),
-    "mode": Arg("str", Config.mode, "how a step runs", choices=("eager", "graph")),
-    "device": Arg("str", Config.device, "where it runs", choices=("cpu", "cuda", "auto")),
-    "dtype": Arg(
-        "str",
-        Config.dtype,
-        "parameter dtype; mixed_float16 and mixed_bfloat16 keep float32 weights and compute "
-        "in 16 bits where it is safe (Keras's mixed precision)",
-        choices=("float32", "float64", "mixed_float16", "mixed_bfloat16"),
-    ),
-}
-DATA_ARGS = {
-    "path": Arg(
-        "str",
-        DataConfig.path,
-        "the data set's files; a relative path is read from the config file's folder",
-        nullable=True,
-    ),
-    "download": Arg(
-        "bool",
-        DataConfig.download,
-        "fetch mnist, fashion_mnist or cifar10 into data.path (null: the data cache, "
-        "$TRAINCTL_DATA) when missing, as `trainctl data fetch` does",
-    ),
-    "batch_size": Arg("int", DataConfig.batch_size, "training batch size", low=1),
-    "eval_batch_size": Arg(
-        "int", DataConfig.eval_batch_size, "null: batch_size", low=1, nullable=True
-    ),
-    "val_split": Arg(
-        "float",
-        DataConfig.val_split,
-        "fraction of train held out for validation",
-        low=0,
-        high=1,
-        high_open=True,
-    ),
-    "test_split": Arg(
-        "float",
-        DataConfig.test_split,
-        "fraction held out for test (data sets without one)",
-        low=0,
-        high=1,
-        high_open=True,
-    ),
-    "shuffle": Arg("bool", DataConfig.shuffle, "reshuffle every epoch"),
-    "prefetch": Arg("int", DataConfig.prefetch, "batches prepared ahead", low=0),
-}
-SCHEDULE_ARGS = {
-    "warmup_steps": Arg("int", ScheduleConfig.warmup_steps, "updates of linear warmup", low=0),
-    "warmup_start_factor": Arg(
-        "float", ScheduleConfig.warmup_start_factor, "warmup starts at this * lr", low=0, high=1
-    ),
-}
-TRAIN_ARGS = {
-    "epochs": Arg("int", TrainConfig.epochs, "passes over the training set", low=1, nullable=True),
-    "max_steps": Arg(
-        "int", TrainConfig.max_steps, "caps the number of updates", low=1, nullable=True
-    ),
-    "log_every": Arg("int", TrainConfig.log_every, "updates between log lines", low=1),
-    "eval_every": Arg("int", TrainConfig.eval_every, "null: every epoch end", low=1, nullable=True),
-    "checkpoint_every": Arg(
-        "int", TrainConfig.checkpoint_every, "null: every epoch end", low=1, nullable=True
-    ),
-    "grad_clip": Arg(
-        "float", TrainConfig.grad_clip, "global-norm clip", low=0, low_open=True, nullable=True
-    ),
-    "drop_last": Arg("bool", TrainConfig.drop_last, "skip a last partial batch"),
-    "best_metric": Arg("str", TrainConfig.best_metric, "picks the best checkpoint", nullable=True),
-}
-EARLY_STOPPING_ARGS = {
-    "metric": Arg("str", EarlyStoppingConfig.metric, "validation metric watched"),
-    "mode": Arg(
-        "str",
-        EarlyStoppingConfig.mode,
-        "min, max, or auto by metric",
-        choices=("min", "max", "auto"),
-    ),
-    "patience": Arg("int", EarlyStoppingConfig.patience, "evaluations without improvement", low=1),
-    "min_delta": Arg("float", EarlyStoppingConfig.min_delta, "smallest change that counts", low=0),
-}
-DEBUG_ARGS = {
-    "check_numerics": Arg(
-        "bool",
-        DebugConfig.check_numerics,
-        "check every op's output for NaN/Inf and name the first (slow; like "
-        "tf.debugging.check_numerics)",
-    ),
-}
 _TOP_KEYS = tuple(f.name for f in fields(Config) if f.name not in NOT_KEYS)
 _DATA_KEYS = tuple(f.name for f in fields(DataConfig))
 _TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 _DEBUG_KEYS = tuple(f.name for f in fields(DebugConfig))
-GRAPH_ARGS = {
-    "cuda_graphs": Arg(
-        "bool",
-        GraphConfig.cuda_graphs,
-        "on a GPU, replay each compiled step as one CUDA graph (mode: graph; steps with dropout "
-        "or check_numerics run op by op)",
-    ),
-}
 _GRAPH_KEYS = tuple(f.name for f in fields(GraphConfig))
 _NESTED_LAYERS = "residual"  # the one layer type whose value is a list of layers
-
-
-@dataclass(frozen=True)
-class Registries:
-    """Everything a config's names are checked against."""
-
-    layers: Mapping[str, Entry]
-    losses: Mapping[str, Entry]  # entries have .task
-    metrics: Mapping[str, Entry]  # entries have .higher_is_better
-    datasets: Mapping[str, Entry]  # entries have .needs_path, .obtain and .downloadable
-    transforms: Mapping[str, Entry]
-    optimizers: Mapping[str, Entry]
-    schedules: Mapping[str, Entry]
-    metric_label: Callable[[str, dict[str, Any]], str]
-    optimizer_conflicts: Callable[[str, Mapping[str, Any]], list[tuple[str, ArgError]]]
-    schedule_conflicts: Callable[[str, Mapping[str, Any], float], list[tuple[str, ArgError]]]
-
-
-def load_registries() -> Registries:
-    """The registries, imported only when a config is checked: they pull in NumPy and the
-    engine, which `trainctl --help` must not load."""
-    from trainctl.data import DATASETS, TRANSFORMS
-    from trainctl.metrics import METRICS, metric_label
-    from trainctl.nn.build import LAYERS
-    from trainctl.nn.losses import LOSSES
-    from trainctl.optim.entries import (
-        OPTIMIZER_ENTRIES,
-        SCHEDULE_ENTRIES,
-        optimizer_conflicts,
-        schedule_conflicts,
-    )
-
-    return Registries(
-        LAYERS,
-        LOSSES,
-        METRICS,
-        DATASETS,
-        TRANSFORMS,
-        OPTIMIZER_ENTRIES,
-        SCHEDULE_ENTRIES,
-        metric_label,
-        optimizer_conflicts,
-        schedule_conflicts,
-    )
 
 
 def check_document(doc: Document, registries: Registries) -> Config:

@@ -1,136 +1,17 @@
-"""The run config: a typed schema, read from YAML with every problem reported at once.
-
-`load_config` reads a file (`config_yaml`), applies `--set key.path=value` overrides and
-checks every value against the schema (`config_schema`) and the registries of named things:
-layers, losses, metrics, data sets, transforms, optimizers, schedules (`config_check`). The
-result is a `Config` in which every named thing carries all of its arguments, defaults
-filled in, so the trainer never looks a default up. Anything wrong raises one `ConfigError`
-listing every issue with its file, line and key path.
-
-Two defaults depend on other settings and are resolved at load time: `metrics` left out is
-`[accuracy]` for a classification or binary loss and `[]` for regression, and
-`train.best_metric` / `early_stopping.mode` are never null / auto in a loaded Config (the
-first metric, else loss; max for metrics where higher is better, else min).
+"""Writing a config out: as plain values, as YAML, as the keys two configs differ in, and
+as the one-line summary `trainctl validate` prints.
 """
 
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Sequence
 from dataclasses import asdict, fields
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from trainctl.config_check import Registries, check_document, load_registries
-from trainctl.config_schema import (
-    Config,
-    DataConfig,
-    DebugConfig,
-    EarlyStoppingConfig,
-    LayerConfig,
-    ModelConfig,
-    NamedConfig,
-    ScheduleConfig,
-    TrainConfig,
-)
-from trainctl.config_yaml import (
-    KeyPath,
-    apply_overrides,
-    format_key,
-    override_origin,
-    read_document,
-)
-from trainctl.errors import ConfigError, ConfigIssue
-
-__all__ = [
-    "Config",
-    "ConfigError",
-    "ConfigIssue",
-    "DataConfig",
-    "DebugConfig",
-    "EarlyStoppingConfig",
-    "LayerConfig",
-    "ModelConfig",
-    "NamedConfig",
-    "Registries",
-    "ScheduleConfig",
-    "TrainConfig",
-    "config_differences",
-    "config_issue",
-    "config_to_dict",
-    "dump_config",
-    "load_config",
-    "load_registries",
-    "parse_config",
-    "summary",
-]
-
-
-# ---------------------------------------------------------------- loading
-
-MAX_CONFIG_BYTES = 1 << 20  # configs are a few kilobytes; YAML reads about 1 MB a second
-
-
-def load_config(
-    path: str | Path, overrides: Sequence[str] = (), *, relative_to: Path | None = None
-) -> Config:
-    """The Config in the YAML file at `path`, with `--set` overrides applied; ConfigError
-    lists every problem. Relative file paths in it (data.path) are read from the file's
-    folder, or from `relative_to`."""
-    source = str(path)
-    try:
-        with open(path, "rb") as file:
-            raw = file.read(MAX_CONFIG_BYTES + 1)  # /dev/zero, or a huge file, is not read whole
-    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        issue = ConfigIssue(source, None, "", f"cannot read the file: {reason}")
-        raise ConfigError([issue]) from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        message = f"expected a config of at most {MAX_CONFIG_BYTES:,} bytes, found a larger file"
-        raise ConfigError([ConfigIssue(source, None, "", message)])
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        message = f"expected UTF-8 text, found the byte 0x{raw[exc.start]:02x}"
-        raise ConfigError([ConfigIssue(source, line, "", message)]) from None
-    folder = Path(os.path.abspath(Path(path).parent if relative_to is None else relative_to))
-    return parse_config(text, source, overrides, folder=folder)
-
-
-def parse_config(
-    text: str,
-    source: str = "<string>",
-    overrides: Sequence[str] = (),
-    *,
-    folder: Path | None = None,
-) -> Config:
-    """The Config in YAML `text`; `source` names it in messages and gives the default name.
-    Relative file paths in `text` are read from `folder` (None: the current folder)."""
-    doc = read_document(text, source)
-    doc.folder = folder
-    if not isinstance(doc.data, dict):  # a syntax error, an empty file: the issues say which
-        raise ConfigError(doc.issues)
-    apply_overrides(doc, tuple(overrides))
-    config = check_document(doc, load_registries())
-    if doc.issues:
-        rank = {override_origin(override): index for index, override in enumerate(overrides)}
-        raise ConfigError(sorted(doc.issues, key=lambda i: (rank.get(i.file, -1), i.line or 0)))
-    return config
-
-
-def config_issue(config: Config, path: KeyPath, message: str) -> ConfigIssue:
-    """A problem at `path` found after loading, placed like the loader's own: the file and
-    line of the value, or the `--set` that wrote it."""
-    if config.document is None:  # a Config made in Python
-        return ConfigIssue(config.source, None, format_key(path), message)
-    return config.document.issue_at(path, message)
-
-
-# ---------------------------------------------------------------- writing and comparing
+from trainctl.config.document import KeyPath, format_key
+from trainctl.config.schema import Config, LayerConfig, TrainConfig
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Named things (layers, losses, metrics, optimizers, transforms) carry every argument of their
 registry entry, defaults filled in. The defaults here are what a config that leaves a
-section out gets; `trainctl.config_check` builds these objects from a checked YAML file.
+section out gets; `trainctl.config.check` builds these objects from a checked YAML file.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from trainctl.config_yaml import Document
+    from trainctl.config.document import Document
 
 MAX_RUN_NAME_LENGTH = 200  # leaves room for a timestamp and suffix in a 255-byte file name
 _RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
