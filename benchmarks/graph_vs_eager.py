@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -34,6 +35,7 @@ from numpy_mlp import numpy_mlp_step  # noqa: E402
 from trainctl import nn, optim  # noqa: E402
 from trainctl.backend import CPU, manual_seed  # noqa: E402
 from trainctl.train.step import make_step  # noqa: E402
+from trainctl.train.threads import usable_cpus  # noqa: E402
 
 
 def trainctl_step(
@@ -110,7 +112,15 @@ def main() -> None:
     parser.add_argument(
         "--disable", default="", help="graph passes to switch off, e.g. jit (comma-separated)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=usable_cpus(),
+        help="CPU threads of every engine: BLAS and OpenMP pools, PyTorch (default: usable CPUs)",
+    )
     args = parser.parse_args()
+    pinned = threadpool_limits(limits=args.threads)  # noqa: F841 (held for the whole run)
+    print(f"every engine on {args.threads} CPU thread(s)")
     if args.configs:
         time_configs(args.configs, args)
         return
@@ -119,6 +129,8 @@ def main() -> None:
     if not args.no_torch:
         try:
             import torch
+
+            torch.set_num_threads(args.threads)
         except ImportError:
             torch = None
     peer = f", PyTorch {torch.__version__}" if torch else ", PyTorch not installed"

@@ -57,7 +57,8 @@ class Arg:
     """One argument: its kind, default and allowed range.
 
     kind: "int", "float", "bool", "str", "ints" (list of ints), "floats" (list of numbers),
-    "float_or_floats" (a number or a list of numbers, e.g. per-channel means). `length`
+    "float_or_floats" (a number or a list of numbers, e.g. per-channel means), "int_or_auto"
+    (the string auto or an integer, e.g. a thread count). `length`
     fixes how many items a list holds; `choices` may be strings or integers.
     """
 
@@ -109,6 +110,13 @@ class Arg:
             if isinstance(value, list):
                 return Arg("floats", **bounds)._check_list(value)
             return Arg("float", **bounds).check(value)
+        if self.kind == "int_or_auto":
+            if value == "auto":
+                return value
+            try:
+                return Arg("int", low=self.low, high=self.high).check(value)
+            except ArgError:
+                raise ArgError(self.expected(), value) from None
         converted = _CONVERTERS[self.kind](value)
         if converted is _BAD:
             raise ArgError(self.expected(), value)
@@ -155,6 +163,7 @@ _KIND_PHRASES = {
     "ints": "a non-empty list of integers",
     "floats": "a non-empty list of numbers",
     "float_or_floats": "a number or a list of numbers",
+    "int_or_auto": "auto or an integer",
 }
 
 _BAD = object()

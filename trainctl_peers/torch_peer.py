@@ -123,6 +123,7 @@ class TorchPeer:
         self._prepare_targets = components.prepare_targets
         self._grad_clip = components.config.train.grad_clip
         self._dtype = np.dtype(components.dtype)
+
         # Mixed precision the PyTorch way: autocast, and a GradScaler for float16.
         self._autocast = _AUTOCAST.get(components.config.dtype)
         self._scaler = None
@@ -131,6 +132,15 @@ class TorchPeer:
         if self._autocast is not None:
             self.reason = "mixed precision: PyTorch's autocast picks its own ops to run in 16 bits"
             self.comparable = False
+
+    def use_threads(self, threads: int | None) -> int:
+        """Run on `threads` intra-op threads (None: as before), as trainctl does; returns
+        the count before, to give back when done (torch's setting is process-wide)."""
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
+        return before
 
     @classmethod
     def from_components(cls, components: Components, device: str = "cpu") -> TorchPeer:

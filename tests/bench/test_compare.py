@@ -212,3 +212,15 @@ def test_gpu_launches_per_step_with_and_without_the_cuda_graph():
         "not captured: the step draws random numbers"
     )
     assert "GPU launches / step" not in dict(_rows(result(None)))  # on the CPU
+
+
+def test_every_engine_runs_on_the_configured_threads(tmp_path):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    result, report = compare(tmp_path, "--with", "torch", "--set", "threads=1")
+    assert result.exit_code == 0, result.output
+    assert report["threads"] == 1
+    assert report["results"][0]["modes"]["torch"]["threads"] == 1
+    assert torch.get_num_threads() == before  # torch's process-wide setting is given back
+    markdown = (Path(report["report_dir"]) / "compare.md").read_text()
+    assert "every engine on 1 CPU thread(s)" in markdown

@@ -34,6 +34,7 @@ from trainctl.config import Config
 from trainctl.errors import TrainctlError
 from trainctl.train.components import Components, build_components
 from trainctl.train.environment import environment_info
+from trainctl.train.threads import controlled_threads
 
 MODES = ("eager", "graph")
 
@@ -65,6 +66,7 @@ class CompareOptions:
     peer_loss_rtol: float = 1e-4
     peer_param_atol: float = 1e-3
     seed: int = 0  # of the bootstrap resampling
+    threads: int | None = None  # set by `compare` from the config's `threads`
 
     def check(self) -> None:
         if self.steps < 1 or self.warmup < 0 or self.rounds < 1:
@@ -340,6 +342,7 @@ def measure(config: Config, batch_size: int | None, options: CompareOptions) -> 
     peer = None
     if options.with_torch:
         torch_runner, peer = _torch_runner(build_components(config, with_data=data))
+        torch_threads_before = peer.use_threads(options.threads)
         runners.append(torch_runner)
     size = config.data.batch_size
     total = 1 + options.warmup + options.steps
@@ -407,6 +410,8 @@ def measure(config: Config, batch_size: int | None, options: CompareOptions) -> 
     if options.profile and "eager" in options.modes:
         eager = next(r for r in runners if r.label == "eager")
         result["profile"] = profile_eager(eager, batches, min(options.steps, 30))
+    if peer is not None:
+        peer.use_threads(torch_threads_before)
     return result
 
 
@@ -414,7 +419,10 @@ def compare(config: Config, options: CompareOptions) -> dict[str, Any]:
     """The whole comparison as a JSON-ready dict; `ok` is False when any pair disagrees."""
     options.check()
     started = time.time()
-    results = [measure(config, size, options) for size in (options.batch_sizes or [None])]
+    # Every engine runs on the same number of threads, fixed for the whole comparison.
+    with controlled_threads(config.threads) as threads:
+        options.threads = threads.threads
+        results = [measure(config, size, options) for size in (options.batch_sizes or [None])]
     # Only graph vs eager decides: they run the same kernels and must agree to rounding. A
     # peer framework's figures are reported, but it rounds its own way and cannot fail us.
     ok = all(a["ok"] is not False for r in results for m, a in r["agreement"].items() if m in MODES)
@@ -435,6 +443,7 @@ def compare(config: Config, options: CompareOptions) -> dict[str, Any]:
             "profile": options.profile,
         },
         "machine": environment_info(),
+        "threads": options.threads,
         "results": results,
         "ok": ok,
         "duration_s": round(time.time() - started, 2),

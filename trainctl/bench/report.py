@@ -136,6 +136,7 @@ def rich_report(report: dict[str, Any]) -> Group:
             parts.append(Text(line, style=style))
         if "profile" in result:
             parts.append(profile_table(result["profile"]))
+    parts.append(Text(f"every engine ran on {report['threads']} CPU thread(s)"))
     parts.append(Text("\nmedian step time", style="bold"))
     parts.append(Text(bar_chart(report["results"])))
     return Group(*parts)
@@ -169,7 +170,8 @@ def markdown_report(report: dict[str, Any], command: str) -> str:
         f"Machine: {machine.get('cpu') or machine.get('platform')}, "
         f"{machine.get('cpu_count')} cores; Python {machine.get('python')}, NumPy "
         f"{machine.get('numpy')}" + (f" ({blas.get('name')})" if blas.get("name") else "")
-        + f"; trainctl {machine.get('trainctl')}; device {report['device']}, {report['dtype']}.",
+        + f"; trainctl {machine.get('trainctl')}; device {report['device']}, {report['dtype']}"
+        + f"; every engine on {report['threads']} CPU thread(s).",
         "",
         f"{report['options']['steps']} timed steps per mode after {report['options']['warmup']} "
         f"warm-up steps, in {report['options']['rounds']} alternating rounds; step time is the "

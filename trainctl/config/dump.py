@@ -26,6 +26,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         "seed": config.seed,
         "mode": config.mode,
         "device": config.device,
+        "threads": config.threads,
         "dtype": config.dtype,
         "data": {
             "dataset": data.dataset,

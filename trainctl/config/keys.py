@@ -21,6 +21,13 @@ TOP_ARGS = {
     "seed": Arg("int", Config.seed, "seed of every random draw", low=0),
     "mode": Arg("str", Config.mode, "how a step runs", choices=("eager", "graph")),
     "device": Arg("str", Config.device, "where it runs", choices=("cpu", "cuda", "auto")),
+    "threads": Arg(
+        "int_or_auto",
+        Config.threads,
+        "CPU threads for BLAS; auto: the usable CPUs shared equally among the trainings "
+        "running on this machine, re-counted every second",
+        low=1,
+    ),
     "dtype": Arg(
         "str",
         Config.dtype,

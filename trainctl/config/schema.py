@@ -112,6 +112,7 @@ RESUMABLE_KEYS = (
     "data.eval_batch_size",
     "data.prefetch",
     "debug.check_numerics",
+    "threads",
 )
 
 
@@ -148,6 +149,7 @@ class Config:
     seed: int = 0
     mode: Literal["eager", "graph"] = "eager"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    threads: int | Literal["auto"] = "auto"
     dtype: Literal["float32", "float64", "mixed_float16", "mixed_bfloat16"] = "float32"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig

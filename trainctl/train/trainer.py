@@ -63,6 +63,7 @@ from trainctl.train.run_status import final_scores, resume_command
 from trainctl.train.rundir import RunFolder
 from trainctl.train.runlock import hold_run_lock
 from trainctl.train.step import Step
+from trainctl.train.threads import ThreadControl
 
 EXIT_CODES = {"completed": 0, "failed": 1, "SIGINT": 130, "SIGTERM": 143}
 
@@ -192,6 +193,7 @@ class Trainer:
         self.summary: dict[str, Any] = {}
         self.step_times: list[float] = []
         self.stop = StopFlag()
+        self.threads = ThreadControl(config.threads)
         self.checkpoint_step: int | None = None  # the step of checkpoints/last, once there
         self.log_file = open(run.log_path, "a", encoding="utf-8")  # noqa: SIM115
         self.metrics = MetricsLog(run.metrics_path)
@@ -377,6 +379,7 @@ class Trainer:
                     self.step_times.append(elapsed)
                     state.step += 1
                     state.batch += 1
+                    self.threads.check()  # another training started or ended: share anew
                     if not math.isfinite(loss):
                         raise self.failure(_bad_loss(loss, inputs, prepared))
                     window.append(loss)
@@ -504,7 +507,11 @@ def _run(
         # A diverging run is caught by the loss check with its step number; NumPy's overflow
         # warnings along the way would only bury that message.
         with trapped_signals() as stop, np.errstate(all="ignore"):
-            outcome = trainer.fit(stop)
+            trainer.threads.start()
+            try:
+                outcome = trainer.fit(stop)
+            finally:
+                trainer.threads.stop()
     except KeyboardInterrupt:
         outcome = "SIGINT"
         trainer.say("stopped at once by a second Ctrl-C; the last checkpoint is kept", True)
@@ -713,6 +720,7 @@ def _finish_summary(trainer: Trainer, summary: dict[str, Any], started: float) -
         }
         waited = trainer.loader.wait_seconds
         summary["data_wait_fraction"] = round(waited / max(waited + times.sum() / 1e3, 1e-9), 4)
+    summary["threads"] = trainer.threads.report()
     graph = trainer.step_fn.stats()
     if graph:
         summary["graph"] = graph
