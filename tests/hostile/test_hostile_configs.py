@@ -309,8 +309,8 @@ def test_a_plain_anchor_and_merge_still_load(workdir):
     result = validate_bytes(workdir, text.encode())
     assert result.exit_code == 2  # `base` is not a top-level key; nothing else is wrong
     assert error_lines(result) == [
-        "config.yaml:1: base: expected a top-level key (name, seed, mode, device, dtype, "
-        "data, model, loss, metrics, optimizer, schedule, train, debug, graph), found 'base'"
+        "config.yaml:1: base: expected a top-level key (name, seed, mode, device, threads, "
+        "dtype, data, model, loss, metrics, optimizer, schedule, train, debug, graph), found 'base'"
     ]
 
 
