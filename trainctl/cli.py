@@ -291,6 +291,60 @@ def evaluate(
     console.print(f"wrote {score.report_path}", markup=False, highlight=False)
 
 
+@app.command(cls=HelpCommand)
+def predict(
+    run: str = typer.Argument(
+        ..., metavar="RUN", help="A run folder, or its name under --runs-root."
+    ),
+    input_path: Path = typer.Argument(
+        ..., metavar="INPUT", help="An .npz archive, a .csv file, a PNG/JPEG image or a folder."
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Write to FILE (.csv or .json), not stdout."
+    ),
+    fmt: str = typer.Option(
+        None, "--format", metavar="FORMAT", help="csv or json (default: by -o's suffix, else csv)."
+    ),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", "-c", help="best, last, or the path of a checkpoint file."
+    ),
+    top_k: int = typer.Option(1, "--top-k", metavar="K", help="The K likeliest classes."),
+    key: str = typer.Option(
+        None, "--key", metavar="NAME", help="The .npz array to read (default: x, or the only one)."
+    ),
+    resize: bool = typer.Option(
+        False, "--resize", help="Resize images of another size to the run's (bilinear)."
+    ),
+    overrides: list[str] = _OVERRIDES,
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where runs are looked up."),
+) -> None:
+    """Run a run's checkpoint on new samples: per sample its class and probability (top K),
+    or its regression values, as CSV or JSON.
+
+    The inputs are read as the run's data set reads its own (a table's target column, if
+    there, is left out); the run's normalize is applied, training-only transforms are not, and
+    the model runs in eval mode through the run's own mode (graph mode's compiled forward or
+    eager). --set may change how it runs (device, mode, data.eval_batch_size). A bar on
+    stderr follows inputs of several batches.
+
+    Example: [bold]trainctl predict digits-mlp-20261123-101500 new.npz -o predictions.csv[/bold]
+    """
+    from trainctl.predict import load
+    from trainctl.predict.command import predict_file
+    from trainctl.predict.output import format_for
+
+    chosen = format_for(None if output is None else str(output), fmt)
+    predictor = load(run, checkpoint, runs_root=runs_root, overrides=overrides)
+    text = predict_file(predictor, input_path, chosen, top_k=top_k, key=key, resize=resize)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    from trainctl.train.atomic import atomic_write_text
+
+    atomic_write_text(output, text)
+    typer.echo(f"wrote {output}")
+
+
 runs_app = typer.Typer(
     cls=HelpGroup,
     help="List training runs, or show one.",
