@@ -127,22 +127,24 @@ class Predictor:
         """The model's outputs for `inputs` (N, *input.shape), batch by batch, in eval mode.
 
         Classification outputs are the last layer's (logits for cross_entropy); see
-        `class_scores` for probabilities."""
+        `trainctl.predict.output.class_scores` for probabilities."""
         if not hasattr(inputs, "shape"):
             inputs = np.asarray(inputs)
         self.check(inputs, where)
         outputs = []
         for start in range(0, len(inputs), self.batch_size):
             batch = np.asarray(inputs[start : start + self.batch_size])
-            outputs.append(self._step.evaluate(self._prepared(batch, start, where)))
+            outputs.append(self.forward(self.prepare(batch, where, start)))
             if progress is not None:
                 progress(len(batch))
         if not outputs:
             return np.empty((0, *self.input.output_shape), np.float32)
         return np.concatenate(outputs)
 
-    def _prepared(self, batch: np.ndarray, start: int, where: str) -> np.ndarray:
-        """`batch` in the model's dtype after the run's deterministic transforms."""
+    def prepare(self, batch: np.ndarray, where: str = "the inputs", start: int = 0) -> np.ndarray:
+        """`batch`, checked (`start` numbers its first sample in errors), in the model's dtype
+        after the run's deterministic transforms: what `forward` takes."""
+        self.check(batch, where)
         finite = np.isfinite(batch)
         if not finite.all():
             index = np.unravel_index(int(np.argmin(finite)), batch.shape)
@@ -156,6 +158,16 @@ class Predictor:
         for entry, args in self._transforms:
             x, labels = entry.apply(x, labels, args, None, self._num_classes)
         return x
+
+    def forward(self, prepared: np.ndarray) -> np.ndarray:
+        """The eval-mode forward of the run's mode on a prepared batch (one compiled program
+        per batch size in graph mode)."""
+        return self._step.evaluate(prepared)
+
+    @property
+    def traces(self) -> int:
+        """How many forwards graph mode has traced and compiled (0 in eager mode)."""
+        return self._step.traces
 
 
 def load(

@@ -25,19 +25,23 @@ class OutputError(TrainctlError):
     """Predictions that cannot be written as asked: an unknown format, a top-k too large."""
 
 
-def class_scores(outputs: np.ndarray, loss: str) -> tuple[np.ndarray, str]:
-    """Per sample and class a score, and what it is: probabilities for the losses that define
-    them (softmax for cross_entropy, sigmoid for bce_with_logits), the raw outputs ("score")
-    for mse on one-hot targets. A single output is class 1's, class 0's is its complement."""
+def output_scores(outputs: np.ndarray, loss: str) -> tuple[np.ndarray, str]:
+    """The outputs as the loss reads them, same shape, and what they are: probabilities for
+    the losses that define them (softmax for cross_entropy, sigmoid for bce_with_logits), the
+    raw outputs ("score") otherwise (mse)."""
     z = outputs.reshape(len(outputs), -1).astype(np.float64)
-    kind = "probability"
     if loss == "cross_entropy":
         exp = np.exp(z - z.max(axis=1, keepdims=True))
-        scores = exp / exp.sum(axis=1, keepdims=True)
-    elif loss == "bce_with_logits":
-        scores = 1.0 / (1.0 + np.exp(-z))
-    else:
-        scores, kind = z, "score"
+        return exp / exp.sum(axis=1, keepdims=True), "probability"
+    if loss == "bce_with_logits":
+        return 1.0 / (1.0 + np.exp(-z)), "probability"
+    return z, "score"
+
+
+def class_scores(outputs: np.ndarray, loss: str) -> tuple[np.ndarray, str]:
+    """Per sample and class a score (see `output_scores`); a single output is class 1's, and
+    class 0's is its complement."""
+    scores, kind = output_scores(outputs, loss)
     if scores.shape[1] == 1:
         scores = np.concatenate([1.0 - scores, scores], axis=1)
     return scores, kind
