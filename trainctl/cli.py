@@ -291,6 +291,110 @@ def evaluate(
     console.print(f"wrote {score.report_path}", markup=False, highlight=False)
 
 
+@app.command(cls=HelpCommand)
+def predict(
+    run: str = typer.Argument(
+        ..., metavar="RUN", help="A run folder, or its name under --runs-root."
+    ),
+    input_path: Path = typer.Argument(
+        ..., metavar="INPUT", help="An .npz archive, a .csv file, a PNG/JPEG image or a folder."
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Write to FILE (.csv or .json), not stdout."
+    ),
+    fmt: str = typer.Option(
+        None, "--format", metavar="FORMAT", help="csv or json (default: by -o's suffix, else csv)."
+    ),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", "-c", help="best, last, or the path of a checkpoint file."
+    ),
+    top_k: int = typer.Option(1, "--top-k", metavar="K", help="The K likeliest classes."),
+    key: str = typer.Option(
+        None, "--key", metavar="NAME", help="The .npz array to read (default: x, or the only one)."
+    ),
+    resize: bool = typer.Option(
+        False, "--resize", help="Resize images of another size to the run's (bilinear)."
+    ),
+    overrides: list[str] = _OVERRIDES,
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where runs are looked up."),
+) -> None:
+    """Run a run's checkpoint on new samples: per sample its class and probability (top K),
+    or its regression values, as CSV or JSON.
+
+    The inputs are read as the run's data set reads its own (a table's target column, if
+    there, is left out); the run's normalize is applied, training-only transforms are not, and
+    the model runs in eval mode through the run's own mode (graph mode's compiled forward or
+    eager). --set may change how it runs (device, mode, data.eval_batch_size). A bar on
+    stderr follows inputs of several batches.
+
+    Example: [bold]trainctl predict digits-mlp-20261123-101500 new.npz -o predictions.csv[/bold]
+    """
+    from trainctl.predict import load
+    from trainctl.predict.command import predict_file
+    from trainctl.predict.output import format_for
+
+    chosen = format_for(None if output is None else str(output), fmt)
+    predictor = load(run, checkpoint, runs_root=runs_root, overrides=overrides)
+    text = predict_file(predictor, input_path, chosen, top_k=top_k, key=key, resize=resize)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    from trainctl.train.atomic import atomic_write_text
+
+    atomic_write_text(output, text)
+    typer.echo(f"wrote {output}")
+
+
+@app.command(cls=HelpCommand)
+def serve(
+    run: str = typer.Argument(
+        ..., metavar="RUN", help="A run folder, or its name under --runs-root."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="The address to listen on (0.0.0.0: every interface)."
+    ),
+    port: int = typer.Option(8501, "--port", help="The port (TF Serving's REST port: 8501)."),
+    model_name: str = typer.Option(
+        None, "--model-name", metavar="NAME", help="The NAME in /v1/models/NAME (the config's)."
+    ),
+    max_batch_size: int = typer.Option(
+        32, "--max-batch-size", metavar="N", help="Samples one forward may batch together."
+    ),
+    max_wait_ms: float = typer.Option(
+        2.0, "--max-wait-ms", metavar="MS", help="How long a batch waits for more requests."
+    ),
+    batching: bool = typer.Option(
+        True, "--batching/--no-batching", help="Batch concurrent requests together."
+    ),
+    max_body_bytes: int = typer.Option(
+        16 << 20, "--max-body-bytes", metavar="BYTES", help="Larger request bodies get a 413."
+    ),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", "-c", help="best, last, or the path of a checkpoint file."
+    ),
+    overrides: list[str] = _OVERRIDES,
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where runs are looked up."),
+) -> None:
+    """Serve a run's model over HTTP with TensorFlow Serving's REST API.
+
+    POST /v1/models/NAME:predict takes {"instances": [...]} (or {"inputs": ...}) and answers
+    {"predictions": [...]}: class probabilities, or regression values. GET /v1/models/NAME is
+    its status, GET /v1/models/NAME/metadata its input signature, GET /healthz. Concurrent
+    requests run as one batch through graph mode's compiled forward, padded to bucket sizes
+    compiled at start. SIGTERM or Ctrl-C finishes the requests in flight, then stops.
+
+    Example: [bold]trainctl serve digits-mlp-20261123-101500 --port 8501[/bold]
+    """
+    from trainctl.serve.server import serve_run
+
+    serve_run(
+        run, checkpoint=checkpoint, host=host, port=port, model_name=model_name,
+        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=batching,
+        max_body_bytes=max_body_bytes, runs_root=runs_root, overrides=overrides,
+        announce=typer.echo,
+    )  # fmt: skip
+
+
 runs_app = typer.Typer(
     cls=HelpGroup,
     help="List training runs, or show one.",

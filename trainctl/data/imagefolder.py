@@ -65,6 +65,12 @@ def _checked_size(path: Path, image_module: Any) -> tuple[int, int]:
     return size
 
 
+def checked_image_size(path: Path) -> tuple[int, int]:
+    """The (height, width) of image `path`, after checking it as `load` checks every file."""
+    width, height = _checked_size(path, _pillow())
+    return height, width
+
+
 class ImageFiles(LazyInputs):
     """Image files as an NHWC float32 array in [0, 1] whose indexing decodes the files."""
 
@@ -122,7 +128,7 @@ def _class_folders(folder: Path) -> list[Path]:
     )
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
     return sorted(
         entry
         for entry in folder.iterdir()
@@ -182,7 +188,7 @@ def _split(folder: Path, classes: list[str], scan: _Scan) -> tuple[list[Path], n
                 f"{class_folder}: class {class_folder.name!r} is not one of the training "
                 f"classes ({', '.join(classes)})"
             )
-        found = scan.readable(_images_in(class_folder))
+        found = scan.readable(images_in(class_folder))
         files += found
         labels += [classes.index(class_folder.name)] * len(found)
     if not files:

@@ -160,6 +160,17 @@ def load(options: dict[str, Any], path: Path | None, seed: int) -> Loaded:
     return Loaded(train, test, str(file))
 
 
+def read_inputs(path: Path, key: str | None = None, layout: str = "nhwc") -> np.ndarray:
+    """The array `key` of archive `path` as inputs, checked and converted as `load` reads
+    its inputs; no key: "x", or the archive's only array."""
+    file = require_file(path, "an .npz archive of arrays")
+    with _open(file) as archive:
+        if key is None:
+            key = archive.files[0] if len(archive.files) == 1 else "x"
+        array = _member(archive, file, key, "--key")
+    return _inputs(array, f"{file}: array {key!r}", layout)
+
+
 ENTRY = DatasetEntry(
     name="npz",
     help=(

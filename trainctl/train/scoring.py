@@ -12,10 +12,9 @@ import numpy as np
 from trainctl.errors import TrainctlError
 from trainctl.metrics import accuracy, confusion_matrix, mae, mse, r2, top_k_accuracy
 from trainctl.train.atomic import atomic_write_json
-from trainctl.train.checkpoint import check_compatible, load_checkpoint
-from trainctl.train.components import build_components
 from trainctl.train.evaluation import EvalResult, evaluate_split
 from trainctl.train.heldout import check_splits, refuse_split_changes
+from trainctl.train.restore import restore_run
 from trainctl.train.rundir import RunFolder
 
 SPLITS = ("test", "val", "train")
@@ -84,29 +83,19 @@ def score_run(
     config = run.read_config(overrides)
     if overrides:
         refuse_split_changes(run.read_config(), config)
-    path = run.checkpoint_path(checkpoint) if checkpoint in ("best", "last") else Path(checkpoint)
-    if not path.exists():
-        raise EvalError(f"checkpoint {path} does not exist (expected best, last or a file path)")
-    saved = load_checkpoint(path)
-    components = build_components(config)
+    restored = restore_run(run, config, checkpoint)
+    components = restored.components
     check_splits(run, components.data)
     if getattr(components.data, split) is None:
         hint = {"val": "data.val_split", "test": "data.test_split"}.get(split, "")
         raise EvalError(f"run {run.path} has no {split} split (it was trained with {hint} = 0)")
-    state = components.model.state_dict()
-    check_compatible(
-        saved,
-        {name: tuple(a.shape) for name, a in state.items()},
-        {name: a.dtype for name, a in state.items()},
-    )
-    components.model.load_state_dict(saved.model_state)
     step = components.make_step()
     result = evaluate_split(components, step, split, keep_outputs=True)
     data = components.data
     scores, confusion = task_scores(data.task, result.outputs, result.targets, data.num_classes)
     scores.update(result.metrics)
-    trainer_state = saved.trainer_state.get("trainer", {})
-    score = RunScore(run, path, trainer_state.get("step"), data.task, result, scores, confusion,
-                     run.path / f"eval-{split}.json", data.class_names)  # fmt: skip
+    score = RunScore(run, restored.checkpoint.path, restored.checkpoint_step, data.task, result,
+                     scores, confusion, run.path / f"eval-{split}.json",
+                     data.class_names)  # fmt: skip
     atomic_write_json(score.report_path, score.as_dict())
     return score

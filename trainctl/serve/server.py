@@ -1,0 +1,69 @@
+"""`trainctl serve RUN`: the run's model behind TF Serving's REST API, on uvicorn.
+
+uvicorn drains on SIGTERM or Ctrl-C: it stops accepting connections, lets the requests in
+flight finish (their batches run), then stops the app, whose batcher finishes its queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from trainctl.errors import TrainctlError
+from trainctl.predict.model import load
+
+
+class ServeError(TrainctlError):
+    """A server that cannot start: the serve extra missing, options out of range."""
+
+
+def _require_serve_extra() -> None:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise ServeError(
+            f"trainctl serve needs {error.name}, which is not installed: "
+            "pip install 'trainctl[serve]'"
+        ) from None
+
+
+def serve_run(
+    run: str | Path,
+    *,
+    checkpoint: str = "best",
+    host: str = "127.0.0.1",
+    port: int = 8501,
+    model_name: str | None = None,
+    max_batch_size: int = 32,
+    max_wait_ms: float = 2.0,
+    batching: bool = True,
+    max_body_bytes: int = 16 << 20,
+    runs_root: str | Path = "runs",
+    overrides: Sequence[str] = (),
+    announce: Any = print,
+) -> None:
+    """Serve run `run` until SIGTERM or Ctrl-C. Graph mode unless `overrides` say
+    otherwise: its compiled forward, one program per bucket size."""
+    if max_batch_size < 1 or max_wait_ms < 0 or max_body_bytes < 1:
+        raise ServeError(
+            "--max-batch-size and --max-body-bytes must be >= 1 and --max-wait-ms >= 0, got "
+            f"{max_batch_size}, {max_body_bytes} and {max_wait_ms}"
+        )
+    _require_serve_extra()
+    import uvicorn
+
+    from trainctl.serve.app import ServeOptions, create_app
+
+    predictor = load(run, checkpoint, runs_root=runs_root, overrides=["mode=graph", *overrides])
+    name = model_name or predictor.restored.config.name
+    options = ServeOptions(name, max_batch_size, max_wait_ms, batching, max_body_bytes)
+    batches = (
+        f"batches of up to {max_batch_size}, {max_wait_ms:g} ms" if batching else "no batching"
+    )
+    announce(
+        f"serving {predictor.run.path} as model {name!r} ({predictor.mode} mode, {batches}) "
+        f"on http://{host}:{port}/v1/models/{name}"
+    )
+    uvicorn.run(create_app(predictor, options), host=host, port=port, log_level="warning")
