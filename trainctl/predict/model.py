@@ -144,6 +144,14 @@ class Predictor:
     def prepare(self, batch: np.ndarray, where: str = "the inputs", start: int = 0) -> np.ndarray:
         """`batch`, checked (`start` numbers its first sample in errors), in the model's dtype
         after the run's deterministic transforms: what `forward` takes."""
+        x = self.validated(batch, where, start)
+        labels = np.zeros(len(x), np.int64)  # the transforms take (x, y); y is unused here
+        for entry, args in self._transforms:
+            x, labels = entry.apply(x, labels, args, None, self._num_classes)
+        return x
+
+    def validated(self, batch: np.ndarray, where: str = "the inputs", start: int = 0) -> np.ndarray:
+        """`batch` checked as `prepare` checks it, in the input dtype, not yet transformed."""
         self.check(batch, where)
         finite = np.isfinite(batch)
         if not finite.all():
@@ -153,11 +161,7 @@ class Predictor:
                 f"{where}: sample {sample} holds {batch[index]} at "
                 f"{', '.join(map(str, index[1:]))}; every value must be a finite number"
             )
-        x = batch.astype(self.input.dtype, copy=False)
-        labels = np.zeros(len(x), np.int64)  # the transforms take (x, y); y is unused here
-        for entry, args in self._transforms:
-            x, labels = entry.apply(x, labels, args, None, self._num_classes)
-        return x
+        return batch.astype(self.input.dtype, copy=False)
 
     def forward(self, prepared: np.ndarray) -> np.ndarray:
         """The eval-mode forward of the run's mode on a prepared batch (one compiled program
