@@ -191,4 +191,5 @@ def load(
     `overrides` change how it runs (e.g. "device=cuda", "mode=eager", "data.eval_batch_size=256").
     """
     folder = find_run(run, runs_root)
-    return Predictor(restore_run(folder, folder.read_config(overrides), checkpoint))
+    config = folder.read_config(overrides)
+    return Predictor(restore_run(folder, config, checkpoint, read_data=False))

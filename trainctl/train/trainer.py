@@ -57,6 +57,7 @@ from trainctl.train.metrics_log import (
     truncate_after_step,
 )
 from trainctl.train.model_graph import graph_def, trace_inference
+from trainctl.train.model_input import write_model_input
 from trainctl.train.numerics import first_nonfinite, nonfinite_batch, parameter_label
 from trainctl.train.prepare import PreparedTraining, prepare_training
 from trainctl.train.progress import Reporter, format_record
@@ -485,6 +486,8 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
             config = _resume_config(run, saved, config, options)
             prepared = prepare_training(config, options.force)
             check_splits(run, prepared.components.data)
+            if not run.model_input_path.exists():  # a run from before the record existed
+                write_model_input(run, prepared.components.data)
             return _run(config, prepared, run, options, reporter, saved)
     if config is None:
         raise ResumeError("give a CONFIG to train, or --resume RUN to continue a run")
@@ -493,6 +496,7 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
     with hold_run_lock(run.path):
         atomic_write_text(run.config_path, dump_config(config))
         record_splits(run, prepared.components.data)
+        write_model_input(run, prepared.components.data)
         return _run(config, prepared, run, options, reporter)
 
 
