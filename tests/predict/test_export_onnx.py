@@ -115,3 +115,27 @@ def test_an_unknown_format_is_refused(npz_run):
     result = CliRunner().invoke(app, ["export", str(npz_run), "--format", "savedmodel"])
     assert result.exit_code == 2
     assert "unknown format 'savedmodel': expected one of onnx" in result.output
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_config_exports_and_matches_predict(tmp_path, path):
+    """Trained for two steps (the downloaded sets replaced by small files in their formats)."""
+    from data_files import write_cifar, write_mnist
+
+    overrides = ["train.max_steps=2", "data.batch_size=4"]
+    if "mnist" in path.stem:
+        write_mnist(tmp_path / "data", sizes=(40, 10))
+        overrides.append(f"data.path={tmp_path / 'data'}")
+    if "cifar" in path.stem:
+        write_cifar(tmp_path / "data", per_batch=8, test_size=6)
+        overrides.append(f"data.path={tmp_path / 'data'}")
+    args = [x for o in overrides for x in ("--set", o)]
+    result = CliRunner().invoke(app, ["train", str(path), "--runs-root", str(tmp_path / "runs"),
+                                      "-q", *args])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs").iterdir()
+    shape = trainctl.load(run).input.shape
+    check_against_predict(run, random_inputs(shape))
