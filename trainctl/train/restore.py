@@ -14,6 +14,7 @@ from trainctl.config import Config
 from trainctl.errors import CheckpointError
 from trainctl.train.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from trainctl.train.components import Components, build_components
+from trainctl.train.preprocessing import stored_preprocessing
 from trainctl.train.rundir import CHECKPOINT_TAGS, RunFolder
 
 
@@ -44,7 +45,7 @@ def checkpoint_file(run: RunFolder, checkpoint: str) -> Path:
 def restore_run(run: RunFolder, config: Config, checkpoint: str = "best") -> RestoredRun:
     """Build the run's components from `config` and load `checkpoint` into the model."""
     saved = load_checkpoint(checkpoint_file(run, checkpoint))
-    components = build_components(config)
+    components = build_components(config, preprocessing=stored_preprocessing(run))
     state = components.model.state_dict()
     check_compatible(
         saved,
