@@ -241,6 +241,7 @@ def _text_columns(
     for index in range(width):
         fields = [row[index] for row in rows]
         if index in text:
+            _refuse_control_characters(path, body, index, fields)
             values = [None if field in markers else field for field in fields]
             columns.append(np.array(values, dtype=object))
             continue
@@ -263,6 +264,19 @@ def _text_columns(
                 )
         columns.append(column)
     return columns
+
+
+def _refuse_control_characters(
+    path: Path, body: list[tuple[int, str]], index: int, fields: list[str]
+) -> None:
+    """Text with a NUL or another control character is a damaged file, not a class name."""
+    for row, field in enumerate(fields):
+        bad = next((char for char in field if ord(char) < 32 or ord(char) == 127), None)
+        if bad is not None:
+            raise DataError(
+                f"{path}: line {body[row][0]}, column {index + 1}: {field!r} holds the control "
+                f"character {bad!r}, expected text (is the file damaged, or not text?)"
+            )
 
 
 def load(options: dict[str, Any], path: Path | None, seed: int) -> Loaded:
