@@ -229,14 +229,14 @@ def _text_columns(
     (NaN where missing); a field that is neither a number nor missing is an error."""
     markers = {value.strip() for value in missing_values}
     rows = []
-    for number, line in body:
-        fields = [field.strip() for field in _fields(line, delimiter)]
+    for number, line in body:  # one line at a time: a stray quote spoils no other line
+        fields = _fields(line, delimiter)
         if len(fields) != width:
             raise DataError(
                 f"{path}: line {number} has {len(fields)} fields, expected {width} "
                 f"(ragged rows; delimiter {delimiter!r})"
             )
-        rows.append(fields)
+        rows.append([field.strip() for field in fields])
     columns = []
     for index in range(width):
         fields = [row[index] for row in rows]
@@ -244,6 +244,16 @@ def _text_columns(
             _refuse_control_characters(path, body, index, fields)
             values = [None if field in markers else field for field in fields]
             columns.append(np.array(values, dtype=object))
+            continue
+        missing = np.array([field in markers for field in fields], dtype=bool)
+        try:  # NumPy reads the numbers at once; a field it refuses is found below
+            known = ["0" if gap else f for gap, f in zip(missing, fields, strict=True)]
+            column = np.array(known, dtype=np.float64)
+        except ValueError:
+            column = None
+        if column is not None and np.isfinite(column).all():
+            column[missing] = np.nan
+            columns.append(column)
             continue
         column = np.full(len(fields), np.nan)
         for row, field in enumerate(fields):

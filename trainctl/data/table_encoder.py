@@ -168,22 +168,26 @@ class TableEncoder:
     def _refuse_missing(self, table: RawTable) -> None:
         """A DataError at the first missing value, unless missing: mean fills it (a target
         cannot be filled)."""
-        for row in range(len(table)):
-            for index in range(len(table.columns)):
-                if not table.missing(index)[row]:
-                    continue
-                name = table.names[index]
-                if self.missing == "error":
-                    raise DataError(
-                        f"{table.where(row, index)}: a missing value in column {name!r} "
-                        "(data.options.missing is error: use mean to fill it with the training "
-                        "mean, or drop to leave the row out)"
-                    )
-                if index == table.target:
-                    raise DataError(
-                        f"{table.where(row, index)}: a missing value in the target column "
-                        f"{name!r}, which missing: mean cannot fill (use missing: drop)"
-                    )
+        if self.missing == "mean":
+            if table.target is None or not table.missing(table.target).any():
+                return
+            row, index = int(np.argmax(table.missing(table.target))), table.target
+        else:
+            masks = np.stack([table.missing(i) for i in range(len(table.columns))], axis=1)
+            if not masks.any():
+                return
+            row, index = divmod(int(np.argmax(masks)), masks.shape[1])  # the first, by line
+        name = table.names[index]
+        if self.missing == "error":
+            raise DataError(
+                f"{table.where(row, index)}: a missing value in column {name!r} "
+                "(data.options.missing is error: use mean to fill it with the training "
+                "mean, or drop to leave the row out)"
+            )
+        raise DataError(
+            f"{table.where(row, index)}: a missing value in the target column "
+            f"{name!r}, which missing: mean cannot fill (use missing: drop)"
+        )
 
     def _targets(self, table: RawTable) -> np.ndarray:
         column = table.columns[table.target]
