@@ -15,6 +15,7 @@ from trainctl.errors import CheckpointError
 from trainctl.train.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from trainctl.train.components import Components, build_components
 from trainctl.train.model_input import stand_in_data
+from trainctl.train.preprocessing import stored_preprocessing
 from trainctl.train.rundir import CHECKPOINT_TAGS, RunFolder
 
 
@@ -51,7 +52,11 @@ def restore_run(
     it takes (`model_input.json`) instead of loading the data, where the run has the record.
     """
     saved = load_checkpoint(checkpoint_file(run, checkpoint))
-    components = build_components(config, with_data=None if read_data else stand_in_data(run))
+    components = build_components(
+        config,
+        with_data=None if read_data else stand_in_data(run),
+        preprocessing=stored_preprocessing(run),
+    )
     state = components.model.state_dict()
     check_compatible(
         saved,

@@ -174,6 +174,11 @@ class RunFolder:
         return self.path / "model_input.json"
 
     @property
+    def preprocessing_path(self) -> Path:
+        """What the run's encoder learnt from the training split (see `train.preprocessing`)."""
+        return self.path / "preprocessing.json"
+
+    @property
     def log_path(self) -> Path:
         return self.path / "train.log"
 

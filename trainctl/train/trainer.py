@@ -60,6 +60,7 @@ from trainctl.train.model_graph import graph_def, trace_inference
 from trainctl.train.model_input import write_model_input
 from trainctl.train.numerics import first_nonfinite, nonfinite_batch, parameter_label
 from trainctl.train.prepare import PreparedTraining, prepare_training
+from trainctl.train.preprocessing import record_preprocessing, stored_preprocessing
 from trainctl.train.progress import Reporter, format_record
 from trainctl.train.resources import planned_steps_of
 from trainctl.train.run_status import final_scores, resume_command
@@ -484,7 +485,7 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
         with hold_run_lock(run.path):
             saved = run.read_config()
             config = _resume_config(run, saved, config, options)
-            prepared = prepare_training(config, options.force)
+            prepared = prepare_training(config, options.force, stored_preprocessing(run))
             check_splits(run, prepared.components.data)
             if not run.model_input_path.exists():  # a run from before the record existed
                 write_model_input(run, prepared.components.data)
@@ -497,6 +498,7 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
         atomic_write_text(run.config_path, dump_config(config))
         record_splits(run, prepared.components.data)
         write_model_input(run, prepared.components.data)
+        record_preprocessing(run, prepared.components.data)
         return _run(config, prepared, run, options, reporter)
 
 
