@@ -66,7 +66,7 @@ def _image(values) -> list:
 
 KINKS = [
     Kink("relu", ops.relu, (_SIGNED,), ([0, 0, 0, 1],), lambda torch, t: t.relu()),
-    Kink("abs", ops.abs, (_SIGNED,), ([-1, 0, 0, 1],), lambda torch, t: t.abs()),
+    Kink("abs", ops.absolute, (_SIGNED,), ([-1, 0, 0, 1],), lambda torch, t: t.abs()),
     Kink(
         "leaky_relu",
         lambda x: nn.functional.leaky_relu(x, 0.25),
@@ -90,14 +90,14 @@ KINKS = [
     ),
     Kink(
         "max_axis_ties",
-        lambda x: ops.max(x, axis=1),
+        lambda x: ops.reduce_max(x, axis=1),
         ([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [0.0, -0.0, -1.0]],),
         ([[0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0]],),
         lambda torch, t: t.amax(dim=1),
     ),
     Kink(
         "max_all_ties",
-        ops.max,
+        ops.reduce_max,
         ([[0.0, -1.0], [-0.0, 0.0]],),
         ([[1 / 3, 0], [1 / 3, 1 / 3]],),
         lambda torch, t: t.max(),

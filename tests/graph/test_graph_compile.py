@@ -142,7 +142,7 @@ def _apply(kind, a, b):
     if kind == "mul":
         return a * b
     if kind == "div":
-        return a / (ops.abs(b) + 1.0)
+        return a / (ops.absolute(b) + 1.0)
     if kind == "maximum":
         return ops.maximum(a, b)
     if kind == "where":

@@ -145,7 +145,7 @@ def test_fold_leaves_draws_inputs_and_host_numbers_alone():
         lambda x: 1 * x,
         lambda x: x / 1.0,
         lambda x: x - 0.0,
-        lambda x: ops.pow(x, 1),
+        lambda x: ops.power(x, 1),
         lambda x: ops.neg(ops.neg(x)),
         lambda x: x.transpose(1, 0).transpose(1, 0),
         lambda x: x.reshape(3, 4).reshape(12).reshape(4, 3),

@@ -12,7 +12,6 @@ so they never change a tensor's dtype. Composites (mean, sum_to, swapaxes) sit a
 
 from __future__ import annotations
 
-import builtins
 import math
 import re
 from collections.abc import Callable
@@ -89,7 +88,7 @@ class Operand:
         return neg(self)
 
     def __pow__(self, exponent):
-        return pow(self, exponent)
+        return power(self, exponent)
 
     def __gt__(self, other):
         return greater(self, other)
@@ -107,10 +106,10 @@ class Operand:
         return getitem(self, index)
 
     def sum(self, axis=None, keepdims=False):
-        return sum(self, axis, keepdims)
+        return reduce_sum(self, axis, keepdims)
 
     def max(self, axis=None, keepdims=False):
-        return max(self, axis, keepdims)
+        return reduce_max(self, axis, keepdims)
 
     def mean(self, axis=None, keepdims=False):
         return mean(self, axis, keepdims)
@@ -140,7 +139,7 @@ class Operand:
         return relu(self)
 
     def abs(self):
-        return abs(self)
+        return absolute(self)
 
     def astype(self, dtype):
         return cast(self, dtype)
@@ -399,7 +398,7 @@ class Pow(Op):
 
     @staticmethod
     def vjp(g, out, x, exponent):
-        return (lambda: g * (exponent * pow(x, exponent - 1)),)
+        return (lambda: g * (exponent * power(x, exponent - 1)),)
 
 
 class Cast(Op):
@@ -435,7 +434,7 @@ class Max(Op):
             kept = _reduced(x.shape, axes, True)
             hits = cast(equal(x, reshape(out, kept)), x.dtype)
             # Tied maxima share the gradient evenly, so the rule is the derivative of amax.
-            return hits * reshape(g, kept) / sum(hits, axes, keepdims=True)
+            return hits * reshape(g, kept) / reduce_sum(hits, axes, keepdims=True)
 
         return (grad,)
 
@@ -519,7 +518,7 @@ class Concatenate(Op):
                 raise ShapeError(
                     f"cannot concatenate {[tuple(x.shape) for x in xs]} on axis {axis}"
                 )
-        size = builtins.sum(x.shape[axis] for x in xs)
+        size = sum(x.shape[axis] for x in xs)
         return Spec(first[:axis] + (size,) + first[axis + 1 :], _dtype(*xs))
 
     @staticmethod
@@ -720,7 +719,7 @@ class Softmax(Op):
 
     @staticmethod
     def vjp(g, out, x, axis):
-        return (lambda: out * (g - sum(g * out, axis, keepdims=True)),)
+        return (lambda: out * (g - reduce_sum(g * out, axis, keepdims=True)),)
 
 
 class LogSoftmax(Op):
@@ -733,7 +732,7 @@ class LogSoftmax(Op):
 
     @staticmethod
     def vjp(g, out, x, axis):
-        return (lambda: g - exp(out) * sum(g, axis, keepdims=True),)
+        return (lambda: g - exp(out) * reduce_sum(g, axis, keepdims=True),)
 
 
 class SoftmaxCrossEntropy(Op):
@@ -903,13 +902,13 @@ def relu(x):
     return apply(Relu, x)
 
 
-def abs(x):
+def absolute(x):
     return apply(Abs, x)
 
 
-def pow(x, exponent: float):
+def power(x, exponent: float):
     if not isinstance(exponent, Scalar):
-        raise TypeError(f"pow takes a constant exponent, got {type(exponent).__name__}")
+        raise TypeError(f"power takes a constant exponent, got {type(exponent).__name__}")
     return apply(Pow, x, exponent=exponent)
 
 
@@ -918,11 +917,11 @@ def cast(x, dtype):
     return x if x.dtype == dtype else apply(Cast, x, dtype=dtype)
 
 
-def sum(x, axis=None, keepdims: bool = False):
+def reduce_sum(x, axis=None, keepdims: bool = False):
     return apply(Sum, x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
 
 
-def max(x, axis=None, keepdims: bool = False):
+def reduce_max(x, axis=None, keepdims: bool = False):
     return apply(Max, x, axes=normalize_axes(axis, x.ndim), keepdims=keepdims)
 
 
@@ -1024,13 +1023,13 @@ def sum_to(x, shape: tuple[int, ...]):
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1
     )
-    return reshape(sum(x, axes, keepdims=True), shape)
+    return reshape(reduce_sum(x, axes, keepdims=True), shape)
 
 
 def mean(x, axis=None, keepdims: bool = False):
     axes = normalize_axes(axis, x.ndim)
     count = math.prod(x.shape[a] for a in axes)
-    return sum(x, axes, keepdims) * (1.0 / count)
+    return reduce_sum(x, axes, keepdims) * (1.0 / count)
 
 
 def swapaxes(x, a: int, b: int):
