@@ -19,8 +19,6 @@ import numpy as np
 from trainctl.autograd import ops
 from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, StateSlot, Value
 from trainctl.autograd.kernels import (
-    COMPARISONS,
-    ELEMENTWISE,
     FLAT_INDEX,
     FUSED,
     LOOP,
@@ -29,7 +27,7 @@ from trainctl.autograd.kernels import (
     SELECT,
     SUB_AT,
     UNIFORM,
-    VIEW_OPS,
+    Kernel,
     body_of,
 )
 from trainctl.autograd.loops import loop_supports
@@ -160,8 +158,7 @@ def fold_constants(graph: Graph) -> Graph:
     for node in graph.nodes:
         inputs = tuple(_resolve(mapping, x) for x in node.inputs)
         foldable = (
-            isinstance(node.op, type)
-            and issubclass(node.op, ops.Op)
+            not issubclass(node.op, Kernel)
             and isinstance(node.out, Value)
             and any(_is_const(x) for x in inputs)
             and all(_is_const(x) or isinstance(x, (bool, int, float)) for x in inputs)
@@ -193,30 +190,30 @@ def simplify(graph: Graph) -> Graph:
     for node in graph.nodes:
         inputs = tuple(_resolve(mapping, x) for x in node.inputs)
         out = node.out
-        name = node.op.name
+        op = node.op
         same = None  # an input this node is an identity of
         if isinstance(out, Value):
-            same = _identity_input(name, inputs, node.attrs, out, producers)
+            same = _identity_input(op, inputs, node.attrs, out, producers)
         if same is not None:
             mapping[out] = same
             continue
-        new = _collapse_layout(graph, name, inputs, node, producers, nodes)
+        new = _collapse_layout(graph, op, inputs, node, producers, nodes)
         if new is not None:
             mapping[out] = new
             if nodes and nodes[-1].out is new:
                 producers[new] = nodes[-1]
             continue
-        if name in ("mul", "div") and isinstance(out, Value):
-            inputs = _scalar_operands(name, inputs, out)
+        if op in (ops.Mul, ops.Div) and isinstance(out, Value):
+            inputs = _scalar_operands(op, inputs, out)
         node = node if inputs == node.inputs else Node(node.op, inputs, node.attrs, out)
         producers[out] = node
         nodes.append(node)
     return _rebuild(graph, nodes, mapping)
 
 
-def _scalar_operands(name: str, inputs: tuple, out: Value) -> tuple:
+def _scalar_operands(op: Any, inputs: tuple, out: Value) -> tuple:
     """x * c -> x * number for a uniform constant c that only broadcasts (the mean's gradient)."""
-    positions = (0, 1) if name == "mul" else (1,)
+    positions = (0, 1) if op is ops.Mul else (1,)
     for position in positions:
         other = inputs[1 - position]
         number = _uniform_scalar(inputs[position], out)
@@ -242,36 +239,36 @@ def _uniform_scalar(x: Any, out: Value) -> float | None:
     return float(host.reshape(-1)[0])
 
 
-def _identity_input(name: str, inputs: tuple, attrs: dict, out: Value, producers: dict) -> Any:
-    if name == "mul":
+def _identity_input(op: Any, inputs: tuple, attrs: dict, out: Value, producers: dict) -> Any:
+    if op is ops.Mul:
         a, b = inputs
         if _literal_equals(b, 1) and _same_layout(a, out):
             return a
         if _literal_equals(a, 1) and _same_layout(b, out):
             return b
-    if name == "div" and _literal_equals(inputs[1], 1) and _same_layout(inputs[0], out):
+    if op is ops.Div and _literal_equals(inputs[1], 1) and _same_layout(inputs[0], out):
         return inputs[0]
-    if name == "sub" and _literal_equals(inputs[1], 0) and _same_layout(inputs[0], out):
+    if op is ops.Sub and _literal_equals(inputs[1], 0) and _same_layout(inputs[0], out):
         return inputs[0]
-    if name == "pow" and attrs["exponent"] == 1 and _same_layout(inputs[0], out):
+    if op is ops.Pow and attrs["exponent"] == 1 and _same_layout(inputs[0], out):
         return inputs[0]
-    if name == "neg":
+    if op is ops.Neg:
         inner = producers.get(inputs[0])
-        if inner is not None and inner.op.name == "neg" and _same_layout(inner.inputs[0], out):
+        if inner is not None and inner.op is ops.Neg and _same_layout(inner.inputs[0], out):
             return inner.inputs[0]
     return None
 
 
 def _collapse_layout(
-    graph: Graph, name: str, inputs: tuple, node: Node, producers: dict, nodes: list[Node]
+    graph: Graph, op: Any, inputs: tuple, node: Node, producers: dict, nodes: list[Node]
 ) -> Value | None:
-    if name not in ("transpose", "reshape"):
+    if op not in (ops.Transpose, ops.Reshape):
         return None
     inner = producers.get(inputs[0])
-    if inner is None or inner.op.name != name:
+    if inner is None or inner.op is not op:
         return None
     source = inner.inputs[0]
-    if name == "transpose":
+    if op is ops.Transpose:
         axes = tuple(inner.attrs["axes"][a] for a in node.attrs["axes"])
         if axes == tuple(range(len(axes))):
             return source
@@ -290,9 +287,9 @@ def _contiguous(x: Value, producers: dict) -> bool:
     node = producers.get(x)
     if node is None:
         return True
-    if node.op.name == "reshape":
+    if node.op is ops.Reshape:
         return _contiguous(node.inputs[0], producers)
-    return node.op.name not in VIEW_OPS and node.op.name != "col2im"
+    return node.op.kind != "view" and node.op.storage is None  # col2im's value is strided
 
 
 def lower_dropout(graph: Graph) -> Graph:
@@ -321,19 +318,19 @@ def lower_softmax(graph: Graph) -> Graph:
     mapping: dict = {}
     producers = graph.producers()
     for node in graph.nodes:
-        name = node.op.name
+        op = node.op
         inputs = tuple(_resolve(mapping, x) for x in node.inputs)
-        one_hot = producers.get(inputs[1]) if name == "sub" else None
-        if name in ("softmax", "log_softmax"):
+        one_hot = producers.get(inputs[1]) if op is ops.Sub else None
+        if op in (ops.Softmax, ops.LogSoftmax):
             axis = node.attrs["axis"]
             z, e, total = _softmax_parts(graph, nodes, inputs[0], axis)
-            if name == "softmax":
+            if op is ops.Softmax:
                 mapping[node.out] = _emit(graph, nodes, ops.Div, e, total)
             else:
                 mapping[node.out] = _emit(
                     graph, nodes, ops.Sub, z, _emit(graph, nodes, ops.Log, total)
                 )
-        elif name == "softmax_cross_entropy":
+        elif op is ops.SoftmaxCrossEntropy:
             logits, labels = inputs
             smoothing = node.attrs["smoothing"]
             z, e, total = _softmax_parts(graph, nodes, logits, 1)
@@ -401,7 +398,7 @@ def _selects(node: Node, producers: dict) -> bool:
     compare = producers.get(cond)
     return (
         compare is not None
-        and compare.op.name in COMPARISONS
+        and issubclass(compare.op, ops.Comparison)
         and isinstance(a, Value)
         and not isinstance(b, HostScalar)
         and isinstance(b, (int, float))
@@ -458,7 +455,7 @@ def fuse_elementwise(graph: Graph) -> Graph:
 
 
 def _fusible(node: Node) -> bool:
-    return isinstance(node.out, Value) and node.op.name in ELEMENTWISE
+    return isinstance(node.out, Value) and node.op.kind == "elementwise"
 
 
 def flatten_updates(graph: Graph) -> Graph:
