@@ -9,6 +9,7 @@ graph values alike. The class attributes below are the facts the graph back end 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -265,6 +266,11 @@ def apply(op: type[Op], *inputs: Any, **attrs: Any) -> Any:
     if first is None:
         raise TypeError(f"{op.name} needs at least one tensor operand, got {inputs!r}")
     return first._apply(op, inputs, attrs)
+
+
+def function(op: type[Op]) -> Callable[..., Any]:
+    """`op` as a function of its operands: what `ops.add` and friends are."""
+    return functools.partial(apply, op)
 
 
 # ---------------------------------------------------------------- shape and dtype helpers

@@ -17,6 +17,7 @@ from trainctl.autograd.ops.base import (
     compare,
     dtype_of,
     empty,
+    function,
     same,
     scratch_arrays,
     shape_of,
@@ -331,85 +332,15 @@ class Cast(Elementwise):
 
 # ---------------------------------------------------------------- the ops as functions
 
-
-def add(a, b):
-    return apply(Add, a, b)
-
-
-def sub(a, b):
-    return apply(Sub, a, b)
-
-
-def mul(a, b):
-    return apply(Mul, a, b)
-
-
-def div(a, b):
-    return apply(Div, a, b)
-
-
-def maximum(a, b):
-    return apply(Maximum, a, b)
-
-
-def greater(a, b):
-    return apply(Greater, a, b)
-
-
-def greater_equal(a, b):
-    return apply(GreaterEqual, a, b)
-
-
-def equal(a, b):
-    return apply(Equal, a, b)
-
-
-def where(cond, a, b):
-    return apply(Where, cond, a, b)
-
-
-def neg(x):
-    return apply(Neg, x)
-
-
-def exp(x):
-    return apply(Exp, x)
-
-
-def log(x):
-    return apply(Log, x)
-
-
-def sqrt(x):
-    return apply(Sqrt, x)
-
-
-def tanh(x):
-    return apply(Tanh, x)
-
-
-def sigmoid(x):
-    return apply(Sigmoid, x)
-
-
-def relu(x):
-    return apply(Relu, x)
-
-
-def silu(x):
-    return apply(Silu, x)
-
-
-def softplus(x):
-    return apply(Softplus, x)
+# The ops as functions: `ops.add(a, b)` is `apply(Add, a, b)`.
+add, sub, mul, div, maximum = map(function, (Add, Sub, Mul, Div, Maximum))
+greater, greater_equal, equal, where = map(function, (Greater, GreaterEqual, Equal, Where))
+neg, exp, log, sqrt, tanh = map(function, (Neg, Exp, Log, Sqrt, Tanh))
+sigmoid, relu, silu, softplus, absolute = map(function, (Sigmoid, Relu, Silu, Softplus, Abs))
 
 
 def elu(x, alpha: float = 1.0):
     return apply(Elu, x, alpha=float(alpha))
-
-
-def absolute(x):
-    return apply(Abs, x)
 
 
 def power(x, exponent: float):
