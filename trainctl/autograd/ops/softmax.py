@@ -1,5 +1,5 @@
 """Softmax, log-softmax, the fused softmax cross entropy and one-hot labels. Graph mode
-lowers the first three into their steps (passes.lower_softmax), so CSE can share them."""
+lowers the first three into their steps (lowering.lower_softmax), so CSE can share them."""
 
 from __future__ import annotations
 
