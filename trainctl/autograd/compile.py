@@ -88,6 +88,10 @@ def compile_graph(
 # ---------------------------------------------------------------- code generation
 
 
+def _tuple(parts: list[str]) -> str:
+    return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+
+
 def _identifier(name: str) -> str:
     return "s_" + re.sub(r"\W", "_", name)
 
@@ -207,8 +211,7 @@ class _Codegen:
         if value is None or value is Ellipsis or isinstance(value, (bool, int, float, str, slice)):
             return literal(value)
         if isinstance(value, tuple):
-            parts = [self.attr(v) for v in value]
-            return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+            return _tuple([self.attr(v) for v in value])
         return self.bind("attr", value)
 
     def call(self, node: Node, out: str | None = None, **extra: Any) -> str:
@@ -358,12 +361,10 @@ class _Codegen:
     def _extra(self, node: Node, scratch: list[str]) -> dict[str, str]:
         """Keyword arguments the plan adds: scratch arrays, the parts a concatenation still
         copies, labels the host checks before a captured program (no device-host waits)."""
-        extra = (
-            {"scratch": f"({''.join(f'{s}, ' for s in scratch).rstrip(' ')})"} if scratch else {}
-        )
+        extra = {"scratch": _tuple(scratch)} if scratch else {}
         if node in self.plan.concat_copies:
             extra["parts"] = repr(self.plan.concat_copies[node])
-        labels_at = getattr(node.op, "label_input", None)
+        labels_at = node.op.label_input
         if labels_at is not None and self.device_scalars:
             labels = node.inputs[labels_at]
             if labels in self.graph.inputs:

@@ -37,7 +37,7 @@ class Uniform(Kernel):
 class FlatIndex(Kernel):
     """labels[i] + i * classes: where each sample's label sits in (N*C,). It range-checks the
     labels first (out of range would pick from the neighbouring row), unless `checked`: the
-    host checks them before a captured device program runs (`label_input`)."""
+    host checks them before a captured device program runs."""
 
     label_input = 0
     infer = staticmethod(lambda labels, classes: Spec(tuple(labels.shape), labels.dtype))

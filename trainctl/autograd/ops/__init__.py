@@ -28,7 +28,7 @@ from trainctl.autograd.ops.shaping import (
     reduce_max, reduce_sum, reshape, scatter_add_rows, sum_to, swapaxes, transpose, unslice,
 )
 from trainctl.autograd.ops.softmax import (
-    LogSoftmax, OneHot, Softmax, SoftmaxCrossEntropy, check_cross_entropy, log_softmax,
+    LogSoftmax, OneHot, Softmax, SoftmaxCrossEntropy, log_softmax,
     one_hot, softmax, softmax_cross_entropy,
 )
 # isort: on

@@ -64,6 +64,8 @@ class Op:
     - `storage(*inputs, **attrs)`: the Spec of the array forward writes when it is not the
       output's own (col2im's padded image), and `value_of(storage, **attrs)` the output in it.
     - `capturable(*inputs)`: a forward a CUDA graph can capture, where `forward` cannot be.
+    - `label_input`: the input holding class labels that forward range-checks unless passed
+      `checked=True` (a captured program's host checks them first).
     - `symbol`: the Python operator of a host-number op (the learning rate's arithmetic).
     """
 
@@ -80,6 +82,7 @@ class Op:
     storage: Callable[..., Spec | None] | None = None
     value_of: Callable[..., Any] | None = None
     capturable: Callable[..., Any] | None = None
+    label_input: int | None = None
     name: str
 
     def __init_subclass__(cls, register: bool = True) -> None:

@@ -36,17 +36,6 @@ class LogSoftmax(Op):
         return (lambda: g - ops.exp(out) * ops.reduce_sum(g, axis, keepdims=True),)
 
 
-def check_cross_entropy(logits, labels) -> None:
-    """(N, C) logits and (N,) integer labels, or a ShapeError saying what came instead."""
-    if len(logits.shape) != 2 or tuple(labels.shape) != (logits.shape[0],):
-        raise ShapeError(
-            f"cross entropy needs (N, C) logits and (N,) labels, "
-            f"got {tuple(logits.shape)} and {tuple(labels.shape)}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ShapeError(f"cross entropy labels must be integers, got {labels.dtype}")
-
-
 class SoftmaxCrossEntropy(Op):
     """Per-sample -log softmax(logits)[label], fused and stable, with label smoothing.
 
@@ -64,7 +53,13 @@ class SoftmaxCrossEntropy(Op):
 
     @staticmethod
     def infer(logits, labels, smoothing):
-        check_cross_entropy(logits, labels)
+        if len(logits.shape) != 2 or tuple(labels.shape) != (logits.shape[0],):
+            raise ShapeError(
+                f"cross entropy needs (N, C) logits and (N,) labels, "
+                f"got {tuple(logits.shape)} and {tuple(labels.shape)}"
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ShapeError(f"cross entropy labels must be integers, got {labels.dtype}")
         return Spec((logits.shape[0],), logits.dtype)
 
     @staticmethod
