@@ -4,9 +4,8 @@ Finite differences straddle a kink and cannot check it, so each case states the 
 value of d sum(fn(inputs)) / d input that the engine's convention gives. The convention is
 PyTorch's wherever PyTorch has the op (`torch_fn`, checked in
 tests/autograd/test_ops_torch_parity.py): relu'(0) = 0, abs'(0) = 0, leaky_relu'(0) = slope,
-elu'(0) = alpha,
-maximum's ties split the gradient evenly, max's tied maxima share it evenly, a max-pool
-window's gradient goes to its first maximum. -0.0 is a zero like any other. Eager mode
+elu'(0) = alpha, maximum's ties split the gradient evenly, max's tied maxima share it evenly,
+a max-pool window's gradient goes to its first maximum. -0.0 is a zero like any other. Eager mode
 (tests/autograd), graph mode (tests/graph) and the loss tests (tests/nn) use this table.
 """
 
