@@ -63,7 +63,11 @@ def test_the_run_stores_its_encoding_and_class_names(fruit_run):
     stored = json.loads((fruit_run / "preprocessing.json").read_text())
     assert stored["labels"] == NAMES and stored["missing"] == "mean" and stored["standardize"]
     assert stored["columns"][2]["categories"] == ["green", "orange", "purple", "red", "yellow"]
-    assert json.loads((fruit_run / "summary.json").read_text())["class_names"] == NAMES
+    summary = json.loads((fruit_run / "summary.json").read_text())
+    assert summary["class_names"] == NAMES
+    assert summary["data_notes"] == [
+        "test: 8 value(s) of column 'color' not seen in training, encoded as its '<other>' slot"
+    ]
 
 
 def test_eval_confusion_matrix_shows_the_class_names(fruit_run):
