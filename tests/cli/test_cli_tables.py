@@ -140,3 +140,23 @@ def test_resume_reuses_the_stored_encoding(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
     assert (run / "preprocessing.json").read_text() == stored
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.options.categorical=color",
+         "data.options.categorical: expected a list of strings, found 'color'"),
+        ("data.options.missing=zero",
+         "data.options.missing: expected one of error, mean, drop, found 'zero'"),
+        ("data.options.categorical=[colour]",
+         f"{ROOT / 'datasets' / 'fruit_train.csv'}: option categorical names no column 'colour'"),
+        ("data.options.missing=error",
+         f"{ROOT / 'datasets' / 'fruit_train.csv'}: line 4, column 3: a missing value in column "
+         "'color' (data.options.missing is error"),
+    ],
+)  # fmt: skip
+def test_bad_table_options_stop_validate_build_with_one_line(override, message):
+    result = invoke("validate", CONFIG, "--build", "--set", override)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
