@@ -3,6 +3,7 @@ values and a separate test file, trained in both modes (graph equals eager bit f
 resumed, evaluated and predicted on, always with the encoding the run stored."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import trainctl
 from trainctl.cli import app
 from trainctl.config import load_config
 from trainctl.data.table_encoder import TableEncoder
-from trainctl.train.components import build_components
+from trainctl.train.components import build_components, load_data
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "fruit_table.yaml"
@@ -97,7 +98,9 @@ def test_predict_with_and_without_the_target_column_prints_class_names(fruit_run
     assert {row[1] for row in without} <= set(NAMES)
     # exactly the training-time encoding: the run's own encoded test split gives the same
     model = trainctl.load(fruit_run)
-    expected = model.predict(model.restored.components.data.test.inputs).argmax(axis=1)
+    stored = json.loads((fruit_run / "preprocessing.json").read_text())
+    test_split = load_data(model.restored.config, stored).test
+    expected = model.predict(test_split.inputs).argmax(axis=1)
     assert [row[1] for row in without] == [NAMES[i] for i in expected]
 
 
@@ -160,3 +163,11 @@ def test_bad_table_options_stop_validate_build_with_one_line(override, message):
     result = invoke("validate", CONFIG, "--build", "--set", override)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_run_from_before_preprocessing_json_fits_its_encoder_again(fruit_run, tmp_path):
+    old = tmp_path / "old-run"
+    shutil.copytree(fruit_run, old)
+    (old / "preprocessing.json").unlink()
+    test = ROOT / "datasets" / "fruit_test.csv"
+    assert rows_of(invoke("predict", old, test)) == rows_of(invoke("predict", fruit_run, test))

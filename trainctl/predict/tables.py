@@ -12,6 +12,7 @@ reader.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,22 +22,25 @@ from trainctl.data.options import resolve_options
 from trainctl.data.table_encoder import RawTable, TableEncoder
 from trainctl.data.targets import to_float32
 from trainctl.predict.model import InputError, Predictor
+from trainctl.train.components import load_data
+from trainctl.train.preprocessing import stored_preprocessing
 
 
 def table_inputs(path: Path, predictor: Predictor) -> np.ndarray:
     """The rows of the CSV file `path` as the run's model takes them."""
     file = require_file(path, "a CSV file")
     config = predictor.restored.config
-    stored = predictor.restored.components.data.preprocessing
     features = predictor.input.shape[0]
-    if config.data.dataset != "csv" or stored is None:
+    if config.data.dataset != "csv":
         table, _ = csvfile.read_table(file)
         if table.shape[1] != features:
             raise InputError(
                 f"{file}: {table.shape[1]} columns, expected the run's {features} input columns"
             )
         return to_float32(table, f"{file} inputs")
-    encoder = TableEncoder.from_json(stored, str(predictor.run.preprocessing_path))
+    encoder = TableEncoder.from_json(
+        _stored_encoding(predictor), str(predictor.run.preprocessing_path)
+    )
     options = resolve_options("data set", csvfile.ENTRY, config.data.options)
     raw = csvfile.read_raw_table(file, options, inputs=len(encoder.columns))
     width, expected = len(raw.input_indices()), len(encoder.columns)
@@ -49,6 +53,15 @@ def table_inputs(path: Path, predictor: Predictor) -> np.ndarray:
     if encoder.missing == "drop":
         _refuse_missing(inputs)
     return encoder.transform(inputs).inputs
+
+
+def _stored_encoding(predictor: Predictor) -> dict[str, Any]:
+    """The run's preprocessing.json; a run made before it existed fits its encoder again on
+    its training split, as it did when it trained (this reads its data)."""
+    stored = stored_preprocessing(predictor.run)
+    if stored is None:
+        stored = load_data(predictor.restored.config).preprocessing
+    return stored
 
 
 def _without_target(table: RawTable) -> RawTable:

@@ -174,6 +174,11 @@ class RunFolder:
         return self.path / "preprocessing.json"
 
     @property
+    def model_input_path(self) -> Path:
+        """What the model takes and gives (see `trainctl.train.model_input`)."""
+        return self.path / "model_input.json"
+
+    @property
     def log_path(self) -> Path:
         return self.path / "train.log"
 
