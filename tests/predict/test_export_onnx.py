@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import train
+from predict_files import train
 from typer.testing import CliRunner
 
 import trainctl

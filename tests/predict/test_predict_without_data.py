@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import NPZ_CONFIG, train
+from predict_files import NPZ_CONFIG, train
 from typer.testing import CliRunner
 
 import trainctl

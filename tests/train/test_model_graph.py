@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from trainctl import backend
+from trainctl.autograd import tensor
 from trainctl.autograd.graph import TracingError
 from trainctl.config import parse_config
 from trainctl.nn import Module
@@ -93,3 +94,16 @@ def test_training_writes_the_graph_tensorboard_reads(tmp_path, mode):
     names = {node.name for node in events.Graph().node}
     assert {"inputs", "1_Linear/weight", "3_Linear/bias", "output"} <= names
     assert "train/loss" in events.Tags()["scalars"]
+
+
+def test_tracing_keeps_the_forwards_check_numerics_wrapped():
+    """The trainer writes the graph after check_numerics scoped the layers: they stay scoped."""
+    from trainctl.train.numerics import LayerScopes
+
+    net = model()
+    scopes = LayerScopes(net)
+    wrapped = {path: m.__dict__["forward"] for path, m in net.named_modules() if path}
+    trace_inference(net, (2, 12), np.float32, CPU)
+    assert {path: m.__dict__["forward"] for path, m in net.named_modules() if path} == wrapped
+    net(tensor(np.ones((2, 12), np.float32)))
+    assert scopes.current == ""

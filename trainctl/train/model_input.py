@@ -16,6 +16,7 @@ import numpy as np
 from trainctl.data.dataset import ArrayDataset, DataSplits
 from trainctl.errors import RunFolderError
 from trainctl.train.atomic import atomic_write_json
+from trainctl.train.preprocessing import stored_preprocessing
 from trainctl.train.rundir import RunFolder, read_json_object
 
 FORMAT = 1
@@ -38,8 +39,9 @@ def write_model_input(run: RunFolder, data: DataSplits) -> None:
 
 
 def stand_in_data(run: RunFolder) -> DataSplits | None:
-    """One sample of zeros shaped as the run's training data, with its task and class names:
-    enough to build the run's model. None for a run made before the record existed."""
+    """One sample of zeros shaped as the run's training data, with its task, class names and
+    stored preprocessing: enough to build the run's model and encode new inputs as training
+    did. None for a run made before the record existed."""
     path = run.model_input_path
     if not path.exists():
         return None
@@ -52,6 +54,7 @@ def stand_in_data(run: RunFolder) -> DataSplits | None:
         return DataSplits(
             train, None, None, record["dataset"], f"{path} (no data read)",
             None if names is None else tuple(str(name) for name in names),
+            preprocessing=stored_preprocessing(run),
         )  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise RunFolderError(f"{path} is damaged: {_describe(exc)}") from None

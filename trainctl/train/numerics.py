@@ -61,19 +61,24 @@ class LayerScopes:
     def __init__(self, model: Module, label: Callable[[str, Module], str] = layer_label) -> None:
         self.current = ""
         self.graph: Graph | None = None
-        self._wrapped: list[Module] = []
+        self._wrapped: list[tuple[Module, Any]] = []  # (module, the forward it had as its own)
         for path, module in model.named_modules():
             if path:
                 self._wrap(module, label(path, module))
 
     def remove(self) -> None:
-        """Unwrap every forward this wrapped."""
-        for module in self._wrapped:
-            module.__dict__.pop("forward", None)
+        """Unwrap every forward this wrapped, back to what it was (another LayerScopes' wrapper,
+        as check_numerics leaves, or the class's own)."""
+        for module, previous in reversed(self._wrapped):
+            if previous is None:
+                module.__dict__.pop("forward", None)
+            else:
+                object.__setattr__(module, "forward", previous)
         self._wrapped.clear()
 
     def _wrap(self, module: Module, label: str) -> None:
         forward = module.forward
+        self._wrapped.append((module, module.__dict__.get("forward")))
 
         def scoped(*args: Any, **kwargs: Any) -> Any:
             outer = self.current
@@ -84,7 +89,6 @@ class LayerScopes:
                 self._enter(outer)
 
         object.__setattr__(module, "forward", scoped)  # an instance attribute, not a member
-        self._wrapped.append(module)
 
     def _enter(self, label: str) -> None:
         self.current = label

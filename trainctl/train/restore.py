@@ -52,8 +52,11 @@ def restore_run(
     it takes (`model_input.json`) instead of loading the data, where the run has the record.
     """
     saved = load_checkpoint(checkpoint_file(run, checkpoint))
-    data = None if read_data else stand_in_data(run)
-    components = build_components(config, with_data=data, preprocessing=stored_preprocessing(run))
+    components = build_components(
+        config,
+        with_data=None if read_data else stand_in_data(run),
+        preprocessing=stored_preprocessing(run),
+    )
     state = components.model.state_dict()
     check_compatible(
         saved,

@@ -497,8 +497,8 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
     with hold_run_lock(run.path):
         atomic_write_text(run.config_path, dump_config(config))
         record_splits(run, prepared.components.data)
-        record_preprocessing(run, prepared.components.data)
         write_model_input(run, prepared.components.data)
+        record_preprocessing(run, prepared.components.data)
         return _run(config, prepared, run, options, reporter)
 
 
