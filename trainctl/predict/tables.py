@@ -49,10 +49,9 @@ def table_inputs(path: Path, predictor: Predictor) -> np.ndarray:
             f"{file}: {width} columns, expected the run's {expected} input columns (or one "
             f"more: the target column {encoder.target!r}, which is left out)"
         )
-    inputs = _without_target(raw)
     if encoder.missing == "drop":
-        _refuse_missing(inputs)
-    return encoder.transform(inputs).inputs
+        _refuse_missing(raw)
+    return encoder.transform(_without_target(raw)).inputs
 
 
 def _stored_encoding(predictor: Predictor) -> dict[str, Any]:
@@ -73,12 +72,13 @@ def _without_target(table: RawTable) -> RawTable:
 
 def _refuse_missing(table: RawTable) -> None:
     """A run that dropped rows with a missing value has nothing to fill one with, and
-    predict gives one output per row."""
-    for index in range(len(table.columns)):
-        missing = table.missing(index)
-        if missing.any():
-            row = int(np.argmax(missing))
-            raise InputError(
-                f"{table.where(row, index)}: a missing value in column {table.names[index]!r}; "
-                "the run left such rows out (missing: drop) and has no value to fill in"
-            )
+    predict gives one output per row: the first missing input, by line, is an error."""
+    inputs = table.input_indices()
+    masks = np.stack([table.missing(index) for index in inputs], axis=1)
+    if masks.any():
+        row, position = divmod(int(np.argmax(masks)), masks.shape[1])
+        index = inputs[position]
+        raise InputError(
+            f"{table.where(row, index)}: a missing value in column {table.names[index]!r}; "
+            "the run left such rows out (missing: drop) and has no value to fill in"
+        )
