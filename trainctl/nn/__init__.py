@@ -25,6 +25,7 @@ from trainctl.nn.layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    Upsample2d,
 )
 from trainctl.nn.losses import binary_cross_entropy_with_logits, cross_entropy, mse_loss
 from trainctl.nn.module import Module, Parameter
@@ -51,6 +52,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "Upsample2d",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "functional",
