@@ -3,7 +3,8 @@
 Heavy modules (NumPy, CuPy, the engine) are imported inside the commands that need them,
 so `trainctl --help` stays fast and never touches the GPU stack. A TrainctlError raised by any
 command becomes its message on stderr and its exit code (2 for bad input, 1 for a run that
-failed, e.g. a non-finite loss) in one place, `_App.invoke`.
+failed, e.g. a non-finite loss) in one place, `_App.invoke`; an error raised in the code of a
+Python model (model.python) shows the user's own traceback instead, exit code 1.
 """
 
 from pathlib import Path
@@ -16,6 +17,7 @@ from trainctl.cli_help import HelpCommand, HelpGroup
 from trainctl.errors import TrainctlError
 
 EXIT_USER_ERROR = 2
+EXIT_FAILED = 1
 
 
 class _App(HelpGroup):
@@ -24,11 +26,29 @@ class _App(HelpGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except TrainctlError as exc:
+        except Exception as exc:
             if ctx.params.get("debug"):
+                raise
+            report = _user_code_report(exc)
+            if report is not None:  # an error in the user's model code: their traceback
+                typer.echo(_printable(report), err=True)
+                raise typer.Exit(EXIT_FAILED) from None
+            if not isinstance(exc, TrainctlError):
                 raise
             typer.echo(_printable(str(exc)), err=True)
             raise typer.Exit(getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
+
+
+def _user_code_report(exc: Exception) -> str | None:
+    """The user's own traceback when `exc` came from a Python model's code (config
+    model.python), else None."""
+    import sys
+
+    if "trainctl.nn.python_model" not in sys.modules:  # no user code was loaded
+        return None
+    from trainctl.nn.python_model import user_traceback
+
+    return user_traceback(exc)
 
 
 def _printable(message: str) -> str:
@@ -149,6 +169,11 @@ def validate(
         f"built: {count_parameters(parts.model):,} parameters, samples {data.input_shape} -> "
         f"outputs {parts.output_shape}; {data.name}: {sizes}"
     )
+    from trainctl.nn.blocks import Blocks
+
+    if isinstance(parts.model, Blocks):  # a DAG of blocks shows its wiring
+        for line in parts.model.describe():
+            typer.echo(f"  {line}")
 
 
 @app.command("config", cls=HelpCommand)

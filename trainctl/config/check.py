@@ -359,7 +359,13 @@ class _Checker:
             self.issue(path, "a mapping with layers: [...] (required)", "nothing")
             return ModelConfig([])
         section = self.section(top, path)
-        self.unknown_keys(section, path, ("layers",), "a key of model")
+        from trainctl.config import model_check  # it builds on this module's pieces
+
+        form = model_check.model_form(self, section)
+        if form == "python":
+            return model_check.python_model(self, section)
+        if form == "blocks":
+            return model_check.blocks_model(self, section)
         return ModelConfig(self.layers(section.get("layers"), path + ("layers",)))
 
     def layers(self, value: Any, path: KeyPath) -> list[LayerConfig]:

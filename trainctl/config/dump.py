@@ -5,13 +5,14 @@ as the one-line summary `trainctl validate` prints.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, fields
 from typing import Any
 
 import yaml
 
 from trainctl.config.document import KeyPath, format_key
-from trainctl.config.schema import Config, LayerConfig, TrainConfig
+from trainctl.config.schema import Config, LayerConfig, ModelConfig, TrainConfig
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
             "transforms": [{t.name: t.args} for t in data.transforms],
             "prefetch": data.prefetch,
         },
-        "model": {"layers": [_layer_to_dict(layer) for layer in config.model.layers]},
+        "model": _model_to_dict(config.model),
         "loss": {"name": config.loss.name, **config.loss.args},
         "metrics": [{m.name: m.args} for m in config.metrics],
         "optimizer": {"name": config.optimizer.name, **config.optimizer.args},
@@ -61,6 +62,26 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return copy.deepcopy(result)
 
 
+def _model_to_dict(model: ModelConfig) -> dict[str, Any]:
+    if model.kind == "python":
+        return {"python": model.python, "args": model.args}
+    if model.kind == "layers":
+        return {"layers": [_layer_to_dict(layer) for layer in model.layers]}
+    blocks = {
+        block.name: {
+            "inputs": block.inputs,
+            **({"join": block.join} if block.join else {}),
+            **(
+                {"layers": [_layer_to_dict(layer) for layer in block.layers]}
+                if block.layers
+                else {}
+            ),
+        }
+        for block in model.blocks or []
+    }
+    return {"blocks": blocks, "output": model.output}
+
+
 def _layer_to_dict(layer: LayerConfig) -> dict[str, Any]:
     if layer.layers is None:
         return {layer.type: layer.args}
@@ -71,7 +92,10 @@ def _layer_to_dict(layer: LayerConfig) -> dict[str, Any]:
 def dump_config(config: Config) -> str:
     """YAML text of `config_to_dict`: sections in block style, arguments on one line."""
     tree = config_to_dict(config)
-    tree["model"]["layers"] = [_compact(item) for item in tree["model"]["layers"]]
+    model = tree["model"]
+    block_layers = [block.get("layers", []) for block in model.get("blocks", {}).values()]
+    for layers in [model.get("layers", []), *block_layers]:
+        layers[:] = [_compact(item) for item in layers]
     tree["metrics"] = [_compact(item) for item in tree["metrics"]]
     tree["data"]["transforms"] = [_compact(item) for item in tree["data"]["transforms"]]
     return yaml.dump(tree, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
@@ -136,7 +160,7 @@ def _renamed(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def summary(config: Config) -> str:
     """One line saying what the run does, for `trainctl validate`."""
-    layers = _count_layers(config.model.layers)
+    layers = _model_summary(config.model)
     metrics = ", ".join(m.name for m in config.metrics) or "no metrics"
     lr = config.optimizer.args.get("lr")
     optimizer = config.optimizer.name + (f" lr {lr:g}" if lr is not None else "")
@@ -144,11 +168,22 @@ def summary(config: Config) -> str:
     length = [f"{train.epochs} epochs"] if train.epochs is not None else []
     length += [f"at most {train.max_steps} steps"] if train.max_steps is not None else []
     return (
-        f"{config.name}: {layers} layers, {config.loss.name} loss ({metrics}), {optimizer}, "
+        f"{config.name}: {layers}, {config.loss.name} loss ({metrics}), {optimizer}, "
         f"{config.schedule.name} schedule, {config.data.dataset} data in batches of "
         f"{config.data.batch_size}, {' / '.join(length)}, {config.mode} mode on "
         f"{config.device} ({config.dtype})"
     )
+
+
+def _model_summary(model: ModelConfig) -> str:
+    """'5 layers', '4 blocks of 9 layers', 'Python model models.py:Net'."""
+    if model.kind == "python":
+        file, _, cls = (model.python or "").rpartition(":")
+        return f"Python model {os.path.basename(file)}:{cls}"
+    if model.kind == "blocks":
+        blocks = model.blocks or []
+        return f"{len(blocks)} blocks of {sum(_count_layers(b.layers) for b in blocks)} layers"
+    return f"{_count_layers(model.layers)} layers"
 
 
 def _count_layers(layers: list[LayerConfig]) -> int:

@@ -48,8 +48,34 @@ class LayerConfig:
 
 
 @dataclass(frozen=True)
+class BlockConfig:
+    """One named block of model.blocks: its inputs joined (concat on the last axis, or add),
+    then its layers (none: just the join)."""
+
+    name: str
+    inputs: list[str]
+    join: Literal["concat", "add"] | None = None
+    layers: list[LayerConfig] = field(default_factory=list)
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    layers: list[LayerConfig]
+    """A model is one of: a list of layers, a DAG of named blocks (`blocks`, `output`), or a
+    user's Module subclass (`python`: 'FILE.py:Class' with FILE absolute, or
+    'package.module:Class'; `args` for its __init__)."""
+
+    layers: list[LayerConfig] = field(default_factory=list)
+    blocks: list[BlockConfig] | None = None
+    output: str | None = None
+    python: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> Literal["layers", "blocks", "python"]:
+        if self.python is not None:
+            return "python"
+        return "layers" if self.blocks is None else "blocks"
 
 
 @dataclass(frozen=True)

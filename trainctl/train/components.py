@@ -17,12 +17,15 @@ import numpy as np
 from trainctl import backend, nn
 from trainctl.autograd import ops
 from trainctl.config import Config, ConfigError, ConfigIssue, config_issue
+from trainctl.config.document import parse_key
 from trainctl.data import DataSplits, Loader, TransformError, dataset_entry, load_splits
 from trainctl.data.download_progress import RichDownloadProgress
 from trainctl.data.fetch import fetch_dataset
+from trainctl.nn.blocks import build_blocks
 from trainctl.nn.build import ModelError, build_model
 from trainctl.nn.losses import LOSSES
 from trainctl.nn.precision import precision_of
+from trainctl.nn.python_model import build_python_model
 from trainctl.optim import OPTIMIZERS, LossScaler, Optimizer, make_optimizer, make_schedule
 from trainctl.train.resources import planned_steps_of
 from trainctl.train.step import Step, make_step
@@ -186,10 +189,10 @@ def build_components(
     data = with_data or load_data(config, preprocessing)
     train = data.train
     try:
-        model, output_shape = build_model(
-            config.model.layers, train.inputs.shape[1:], train.inputs.dtype
-        )
+        model, output_shape = _build(config, train.inputs.shape[1:], train.inputs.dtype)
     except ModelError as exc:
+        if config.model.kind != "layers":
+            raise ConfigError([config_issue(config, parse_key(exc.where), exc.message)]) from None
         line = _layer_line(config, exc.indices)
         raise _config_error(config, exc.where, exc.message, line) from None
     model.to(device, dtype)
@@ -210,6 +213,16 @@ def build_components(
     )  # fmt: skip
 
 
+def _build(config: Config, shape: tuple[int, ...], dtype: np.dtype) -> tuple[nn.Module, Any]:
+    """The model of any of the three forms, for samples of `shape`, and its output shape."""
+    model = config.model
+    if model.kind == "python":
+        return build_python_model(model.python or "", model.args, shape, dtype)
+    if model.kind == "blocks":
+        return build_blocks(model.blocks or [], model.output or "", shape, dtype)
+    return build_model(model.layers, shape, dtype)
+
+
 def _schedule(config: Config, total_steps: int):
     schedule = config.schedule
     args = dict(schedule.args)
@@ -228,7 +241,16 @@ def _schedule(config: Config, total_steps: int):
 
 
 def _last_layer_error(config: Config, message: str) -> ConfigError:
-    layers = config.model.layers
+    model = config.model
+    if model.kind == "python":
+        return ConfigError([config_issue(config, ("model", "python"), message)])
+    if model.kind == "blocks":
+        block = next(b for b in model.blocks or [] if b.name == model.output)
+        path: tuple[str | int, ...] = ("model", "blocks", block.name)
+        if block.layers:
+            path += ("layers", len(block.layers) - 1, block.layers[-1].type)
+        return ConfigError([config_issue(config, path, message)])
+    layers = model.layers
     key = f"model.layers[{len(layers) - 1}].{layers[-1].type}"
     return _config_error(config, key, message, layers[-1].line)
 

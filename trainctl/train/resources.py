@@ -26,7 +26,8 @@ from trainctl.backend import Device
 from trainctl.config import Config
 from trainctl.data import DataSplits
 from trainctl.errors import TrainctlError
-from trainctl.nn.build import LayerSpec
+from trainctl.nn.blocks import INPUT, BlockSpec, joined_shape, run_order
+from trainctl.nn.build import LayerSpec, ModelError
 from trainctl.nn.precision import precision_of
 from trainctl.optim import make_optimizer
 
@@ -154,6 +155,24 @@ def _walk(specs: Sequence[LayerSpec], shape: Shape, tally: _Tally) -> Shape | No
     return shape
 
 
+def _walk_blocks(blocks: Sequence[BlockSpec], sample: Shape, tally: _Tally) -> None:
+    """`_walk` over each block in the order they run, a join's output counted as a layer's."""
+    by_name = {block.name: block for block in blocks}
+    shapes = {INPUT: sample}
+    for name in run_order(blocks):
+        block = by_name[name]
+        try:
+            shape: Shape | None = joined_shape(block, by_name, shapes)
+        except ModelError:
+            return
+        if len(block.inputs) > 1:
+            tally.activations += math.prod(shape)
+        shape = _walk(block.layers, shape, tally) if block.layers else shape
+        if shape is None:
+            return
+        shapes[name] = shape
+
+
 def _optimizer_state_arrays(config: Config) -> int:
     """Arrays of state the optimizer keeps per parameter (momentum: 1, Adam: 2)."""
     probe = Tensor(np.zeros(1, np.float32), requires_grad=True)
@@ -168,7 +187,10 @@ def estimate_memory(config: Config, data: DataSplits) -> MemoryEstimate:
     """What one training step of `config` on `data` holds at once, at the least."""
     tally = _Tally()
     sample = tuple(data.train.inputs.shape[1:])
-    _walk(config.model.layers, sample, tally)
+    if config.model.kind == "blocks":
+        _walk_blocks(config.model.blocks or [], sample, tally)
+    else:  # a Python model's layers are unknown until it is built: it counts nothing here
+        _walk(config.model.layers, sample, tally)
     itemsize = precision_of(config.dtype).param_dtype.itemsize  # activations: an upper bound
     batch = min(config.data.batch_size, len(data.train))
     evaluated = max((len(split) for split in (data.val, data.test) if split is not None), default=0)
