@@ -148,6 +148,9 @@ class TorchPeer:
         schedule position copied over, on torch's `device` (cpu, or cuda for GPU peers)."""
         dtype = np.dtype(components.dtype)
         input_ndim = len(components.data.input_shape) + 1
+        kind = components.config.model.kind
+        if kind != "layers":
+            raise PeerError(f"model.{kind}: the torch peer copies layer lists (model.layers) only")
         layer_specs = components.config.model.layers
         model = build_torch_model(layer_specs, components.model, input_ndim, _DTYPES[dtype])
         state = {name: to_host(value) for name, value in components.model.state_dict().items()}

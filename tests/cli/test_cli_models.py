@@ -187,3 +187,24 @@ def test_the_example_configs_folder_is_self_contained(tmp_path):
     result = invoke("validate", tmp_path / PYTHON.name, "--build")
     assert result.exit_code == 0, result.output
     assert "Python model models.py:ResidualCNN" in result.stdout
+
+
+def test_predict_and_load_restore_a_python_model(python_run):
+    import numpy as np
+
+    import trainctl
+
+    saved = (python_run / "config.yaml").read_text()
+    assert f"python: {ROOT / 'configs' / 'models.py'}:ResidualCNN" in saved
+    images = np.random.default_rng(0).random((3, 8, 8, 1), dtype=np.float32)
+    first = trainctl.load(python_run).predict(images)
+    assert first.shape == (3, 10)
+    np.testing.assert_array_equal(trainctl.load(python_run).predict(images), first)
+
+
+def test_the_torch_peer_refuses_a_python_model_in_one_line(tmp_path):
+    pytest.importorskip("torch")
+    result = invoke("compare", PYTHON, "--with", "torch", "--steps", "2", "--rounds", "1",
+                    "--runs-root", tmp_path)  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr == "model.python: the torch peer copies layer lists (model.layers) only\n"

@@ -305,6 +305,19 @@ def test_layer_labels_use_the_config_s_names(path, label):
     assert layer_label(path, Linear(2, 2)) == label
 
 
+def test_layer_labels_of_blocks_and_of_a_python_model():
+    from trainctl.nn.blocks import Blocks
+    from trainctl.nn.layers import Linear, Residual, Sequential
+
+    body = Sequential(Linear(2, 2), Residual(Sequential(Linear(2, 2))))
+    blocks = Blocks([("stem", ["input"], None)], {"stem": body}, "stem")
+    assert layer_label("stem.1.body.0", Linear(2, 2), blocks) == (
+        "model.blocks.stem.layers[1].layers[0] (Linear)"
+    )
+    assert layer_label("stem", body, blocks) == "model.blocks.stem (Sequential)"
+    assert layer_label("head", Linear(2, 2), Linear(2, 2)) == "head of the Python model (Linear)"
+
+
 def test_describe_counts_each_kind():
     assert describe_nonfinite(np.array([np.nan, np.inf, -np.inf, 1.0])) == (
         "1 NaN and 2 Inf among 4 values"

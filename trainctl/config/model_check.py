@@ -23,6 +23,24 @@ if TYPE_CHECKING:
     from trainctl.config.check import _Checker
 
 MODEL_FORMS = ("layers", "blocks", "python")
+# The keys of the model section for the README's reference: (key, expected, default, what).
+MODEL_KEYS = (
+    ("model.layers", "a non-empty list of layers", "—", "a layer list (the layers below)"),
+    ("model.blocks", "a mapping of NAME: {inputs, join, layers}", "—",
+     "a DAG of named blocks, each joining its inputs and running its layers"),
+    ("model.blocks.NAME.inputs", "input, a block name, or a list of them",
+     "the block above (the first: input)", "what the block reads"),
+    ("model.blocks.NAME.join", "concat or add", "required with 2 or more inputs",
+     "concat along the last axis (image channels, features), or add (equal shapes)"),
+    ("model.blocks.NAME.layers", "a non-empty list of layers", "none: the join alone",
+     "the layers the joined input runs through"),
+    ("model.output", "a block name", "the last block", "the block whose output is the model's"),
+    ("model.python", "FILE.py:Class or package.module:Class", "—",
+     "a trainctl.nn.Module subclass; the file (read from the config's folder) is EXECUTED"),
+    ("model.args", "a mapping", "{}",
+     "the class's __init__ arguments; input_shape (one sample's shape) is added when it "
+     "takes one"),
+)  # fmt: skip
 _FORM_KEYS = {"layers": ("layers",), "blocks": ("blocks", "output"), "python": ("python", "args")}
 _BLOCK_KEYS = ("inputs", "join", "layers")
 JOINS = ("concat", "add")

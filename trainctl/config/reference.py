@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from trainctl.config import keys
+from trainctl.config.model_check import MODEL_KEYS
 from trainctl.config.registries import load_registries
 from trainctl.spec import Arg, Entry
 
@@ -52,6 +53,13 @@ def keys_table(prefix: str, args: Mapping[str, Arg]) -> str:
     return "\n".join(lines)
 
 
+def _model_table() -> str:
+    lines = ["| key | expected | default | what it does |", "|---|---|---|---|"]
+    for key, expected, default, help in MODEL_KEYS:
+        lines.append(f"| `{key}` | {expected} | {default} | {help} |")
+    return "\n".join(lines)
+
+
 def config_reference() -> str:
     registries = load_registries()
     key_sections = [
@@ -79,6 +87,7 @@ def config_reference() -> str:
     blocks = [BEGIN]
     for title, prefix, args in key_sections:
         blocks.append(f"#### {title}\n\n{keys_table(prefix, args)}")
+    blocks.append(f"#### `model` (one of layers, blocks, python)\n\n{_model_table()}")
     for title, entries, heading in sections:
         blocks.append(f"#### {title}\n\n{entries_table(entries, heading)}")
     blocks.append(END)

@@ -26,17 +26,28 @@ from trainctl.autograd.numerics import (
 from trainctl.autograd.ops import Op
 from trainctl.autograd.tensor import Tensor, is_grad_enabled, watch_outputs
 from trainctl.backend import to_host
-from trainctl.nn import Module
+from trainctl.nn import Module, Sequential
+from trainctl.nn.blocks import Blocks
 
 LOSS_ORIGIN = "the loss"
 UPDATE_ORIGIN = "the gradient clipping and optimizer update"
 
 
-def layer_label(path: str, module: Module) -> str:
-    """The config's name for a submodule: '3' -> 'model.layers[3] (Linear)', and a residual
-    block's body '2.body.0' -> 'model.layers[2].layers[0] (Linear)'."""
-    text = "model.layers"
-    for part in path.split("."):
+def layer_label(path: str, module: Module, root: Module | None = None) -> str:
+    """The config's name for a submodule of `root` (a layer list when None): '3' ->
+    'model.layers[3] (Linear)', a residual block's body '2.body.0' ->
+    'model.layers[2].layers[0] (Linear)', a block's layer 'stem.0' ->
+    'model.blocks.stem.layers[0] (Conv2d)', a Python model's 'head' -> 'head of the Python
+    model (Linear)'."""
+    parts = path.split(".")
+    if isinstance(root, Blocks):
+        text = f"model.blocks.{parts[0]}" + (".layers" if parts[1:] else "")
+        parts = parts[1:]
+    elif root is None or isinstance(root, Sequential):
+        text = "model.layers"
+    else:
+        return f"{path} of the Python model ({type(module).__name__})"
+    for part in parts:
         text += f"[{part}]" if part.isdigit() else ".layers" if part == "body" else f".{part}"
     return f"{text} ({type(module).__name__})"
 
@@ -45,7 +56,9 @@ def parameter_label(name: str, model: Module) -> str:
     """'3.weight' -> '3.weight (model.layers[3] (Linear))', for messages about state."""
     path = name.rpartition(".")[0]
     modules = dict(model.named_modules())
-    return f"{name} ({layer_label(path, modules[path])})" if path in modules and path else name
+    if path not in modules or not path:
+        return name
+    return f"{name} ({layer_label(path, modules[path], model)})"
 
 
 class LayerScopes:
@@ -57,7 +70,9 @@ class LayerScopes:
     plain forwards.
     """
 
-    def __init__(self, model: Module, label: Callable[[str, Module], str] = layer_label) -> None:
+    def __init__(self, model: Module, label: Callable[[str, Module], str] | None = None) -> None:
+        if label is None:  # the config's names, which depend on the model's form
+            label = lambda path, module: layer_label(path, module, model)  # noqa: E731
         self.current = ""
         self.graph: Graph | None = None
         self._wrapped: list[tuple[Module, Any]] = []  # (module, the forward it had as its own)
