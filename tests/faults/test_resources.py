@@ -60,8 +60,9 @@ def example(name: str, tmp_path, *overrides: str):
 
 @pytest.mark.parametrize(
     "name",
-    ["digits_mlp", "digits_cnn", "cifar10_cnn", "spirals", "linear_regression", "mnist_keras_mlp"],
-)
+    ["digits_mlp", "digits_cnn", "cifar10_cnn", "spirals", "linear_regression", "mnist_keras_mlp",
+     "digits_inception"],
+)  # fmt: skip
 def test_the_estimate_counts_the_parameters_the_builder_makes(name, tmp_path):
     if name == "mnist_keras_mlp":  # its layers on digits-sized samples: only the shapes matter
         cfg = example(name, tmp_path, "data.dataset=digits", "data.download=false")

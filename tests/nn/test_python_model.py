@@ -59,6 +59,15 @@ class MisShaped(nn.Module):
         return self.layer(x)
 
 
+class Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.layer(x), x
+
+
 not_a_class = 3
 
 
@@ -101,7 +110,9 @@ def test_a_class_from_an_importable_module(models, monkeypatch):
         ("{dir}/absent.py:Net", "model.python", "expected a Python file at {dir}/absent.py, "
          "found nothing there"),
         ("{file}:Nett", "model.python", "expected a class Nett in {file}, found none (it "
-         "defines Broken, Fixed, MisShaped, Net)"),
+         "defines Broken, Fixed, MisShaped, Net, Pair)"),
+        ("{file}:Pair", "model.python", "expected Pair.forward to return one tensor, found "
+         "tuple"),
         ("{file}:Plain", "model.python", "expected Plain in {file} to be a subclass of "
          "trainctl.nn.Module, found the class Plain"),
         ("{file}:not_a_class", "model.python", "expected not_a_class in {file} to be a "

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from trainctl.nn.build import ModelError, _output_shape
+from trainctl.autograd.tensor import Tensor, no_grad
+from trainctl.nn.build import ModelError
 from trainctl.nn.module import Module
 
 Shape = tuple[int, ...]
@@ -48,8 +49,18 @@ def build_python_model(
         kwargs["input_shape"] = tuple(input_shape)
     _check_arguments(cls, signature, kwargs)
     model = cls(**kwargs)
-    out_shape = _output_shape(model, tuple(input_shape), np.dtype(input_dtype))
-    return model, out_shape
+    sample = Tensor(np.zeros((1, *input_shape), dtype=input_dtype))
+    model.eval()
+    try:
+        with no_grad():
+            out = model(sample)  # as build_model finds a layer's output shape
+    finally:
+        model.train()
+    if not isinstance(out, Tensor):
+        found = type(out).__name__
+        message = f"expected {cls.__name__}.forward to return one tensor, found {found}"
+        raise ModelError("model.python", (), message)
+    return model, tuple(out.shape[1:])
 
 
 def _check_arguments(cls: type, signature: inspect.Signature, kwargs: dict[str, Any]) -> None:
