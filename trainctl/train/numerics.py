@@ -10,6 +10,7 @@ trace records (see `compile_graph(..., check_numerics=True)`).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -72,7 +73,7 @@ class LayerScopes:
 
     def __init__(self, model: Module, label: Callable[[str, Module], str] | None = None) -> None:
         if label is None:  # the config's names, which depend on the model's form
-            label = lambda path, module: layer_label(path, module, model)  # noqa: E731
+            label = functools.partial(layer_label, root=model)
         self.current = ""
         self.graph: Graph | None = None
         self._wrapped: list[tuple[Module, Any]] = []  # (module, the forward it had as its own)
