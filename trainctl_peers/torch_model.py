@@ -33,6 +33,7 @@ _WANTS = {
     "max_pool2d": NCHW,
     "avg_pool2d": NCHW,
     "batch_norm": NCHW,
+    "upsample2d": NCHW,
     "flatten": NHWC,
     "layer_norm": NHWC,
 }
@@ -163,6 +164,7 @@ _TRANSLATIONS: dict[str, Translation] = {
     "max_pool2d": _stateless(lambda m: torch.nn.MaxPool2d(m.kernel_size, m.stride)),
     "avg_pool2d": _stateless(lambda m: torch.nn.AvgPool2d(m.kernel_size, m.stride)),
     "global_avg_pool": lambda m, nchw: (Mean((2, 3) if nchw else (1, 2)), ()),
+    "upsample2d": _stateless(lambda m: torch.nn.Upsample(scale_factor=m.scale, mode="nearest")),
     "flatten": _stateless(lambda m: torch.nn.Flatten()),
     "dropout": _stateless(lambda m: torch.nn.Dropout(m.p)),
     "batch_norm": _batch_norm,

@@ -13,20 +13,19 @@ from trainctl.train.components import build_components
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SHORT = ["data.batch_size=16", "data.val_split=0", "data.test_split=0"]
 
-# Dropout, BatchNorm and a U-Net-style skip (an early block concatenated onto a later one):
-# random draws and running statistics must match too.
-UNET = """
-name: unet-ish
+# Dropout and BatchNorm in blocks, an add and a concat skip: random draws and running
+# statistics must match too.
+BLOCKS = """
+name: blocks-state
 seed: 5
 data: {dataset: digits}
 model:
   blocks:
     down: {layers: [{conv2d: {out: 4, padding: 1}}, batch_norm, relu]}
     low: {layers: [{max_pool2d: {kernel: 2}}, {conv2d: {out: 4, padding: 1}}, relu]}
-    up: {layers: [{conv2d: {out: 8, kernel: 1}}, relu]}
-    up_flat: {layers: [global_avg_pool]}
-    down_flat: {inputs: down, layers: [global_avg_pool]}
-    skip: {inputs: [down_flat, up_flat], join: concat, layers: [{dropout: {p: 0.3}}]}
+    up: {layers: [{upsample2d: {scale: 2}}, {dropout: {p: 0.3}}]}
+    same: {inputs: [down, up], join: add}
+    skip: {inputs: [down, same], join: concat, layers: [flatten, {dropout: {p: 0.2}}]}
     head: {layers: [{linear: {out: 10}}]}
 optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
 """
@@ -67,9 +66,10 @@ def _assert_identical(eager, graph):
     [
         lambda: load_config(CONFIGS / "digits_inception.yaml", SHORT),
         lambda: load_config(CONFIGS / "digits_python.yaml", SHORT),
-        lambda: parse_config(UNET, "unet.yaml", SHORT),
+        lambda: load_config(CONFIGS / "digits_unet.yaml", SHORT),
+        lambda: parse_config(BLOCKS, "blocks.yaml", SHORT),
     ],
-    ids=["inception_blocks", "python_residual_cnn", "unet_blocks_dropout_batchnorm"],
+    ids=["inception", "python_residual_cnn", "unet", "blocks_dropout_batchnorm"],
 )
 def test_graph_mode_matches_eager_bit_for_bit(make):
     eager = _run(make(), "eager")

@@ -103,6 +103,7 @@ def test_same_seed_same_weights_and_every_layer_type_builds():
         spec("conv2d", out=4, padding=1),
         spec("leaky_relu"),
         spec("avg_pool2d"),
+        spec("upsample2d", scale=3),
         spec("gelu"),
         spec("global_avg_pool"),
         spec("layer_norm"),

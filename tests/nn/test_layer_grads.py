@@ -41,6 +41,7 @@ CASES = {
     "max_pool_overlapping": (lambda g: nn.MaxPool2d(3, stride=2), (2, 5, 5, 2)),
     "avg_pool": (lambda g: nn.AvgPool2d(2), (2, 4, 4, 3)),
     "avg_pool_overlapping": (lambda g: nn.AvgPool2d(3, stride=2), (2, 5, 5, 2)),
+    "upsample2d": (lambda g: nn.Upsample2d(3), (2, 2, 3, 2)),
     "flatten": (lambda g: nn.Flatten(), (2, 3, 2, 2)),
     "layer_norm": (lambda g: nn.LayerNorm(5), (3, 5)),
     "layer_norm_2d": (lambda g: nn.LayerNorm((3, 4)), (2, 3, 4)),

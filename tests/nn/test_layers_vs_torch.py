@@ -159,3 +159,16 @@ def test_bce_with_logits_matches_torch():
     oloss.backward()
     np.testing.assert_allclose(oloss.numpy(), tloss.detach().numpy(), **TOL)
     np.testing.assert_allclose(ox.grad.numpy(), tx.grad.numpy(), **TOL)
+
+
+def test_upsample2d_matches_torch_nearest():
+    x, g = _randn(2, 3, 4, 5), _randn(2, 6, 8, 5, seed=1)
+    tx = _leaf(x.transpose(NHWC_TO_NCHW))
+    ty = torch.nn.Upsample(scale_factor=2, mode="nearest")(tx)
+    ty.backward(torch.tensor(g.transpose(NHWC_TO_NCHW)))
+    ox = Tensor(x, requires_grad=True)
+    oy = nn.Upsample2d(2)(ox)
+    _ours_backward(oy, g)
+    np.testing.assert_array_equal(oy.numpy(), ty.detach().numpy().transpose(NCHW_TO_NHWC))
+    np.testing.assert_allclose(ox.grad.numpy(), tx.grad.numpy().transpose(NCHW_TO_NHWC), **TOL)
+    np.testing.assert_array_equal(oy.numpy(), x.repeat(2, axis=1).repeat(2, axis=2))

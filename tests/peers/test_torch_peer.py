@@ -107,6 +107,7 @@ CONFIGS = {
         """
     - conv2d: {out: 5, kernel: 3, padding: 1, bias: false}
     - softmax: {axis: 1}
+    - upsample2d: {scale: 2}
     - conv2d: {out: 5, kernel: 3}
     - softmax
     - global_avg_pool

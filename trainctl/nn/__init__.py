@@ -28,6 +28,7 @@ from trainctl.nn.layers import (
     Softmax,
     Softplus,
     Tanh,
+    Upsample2d,
 )
 from trainctl.nn.losses import binary_cross_entropy_with_logits, cross_entropy, mse_loss
 from trainctl.nn.module import Module, Parameter
@@ -57,6 +58,7 @@ __all__ = [
     "Softplus",
     "Softmax",
     "Tanh",
+    "Upsample2d",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "functional",

@@ -132,6 +132,11 @@ LAYERS: dict[str, LayerEntry] = {
             "global_avg_pool", "mean of each channel over the image: (H, W, C) -> (C,)",
             _images(layers.GlobalAvgPool2d),
         ),
+        _entry(
+            "upsample2d", "repeat each pixel scale x scale times: (H, W, C) -> (sH, sW, C)",
+            _images(layers.Upsample2d),
+            scale=Arg("int", 2, "the factor on height and width", **_POSITIVE),
+        ),
         _entry("flatten", "(d1, d2, ...) -> (d1 * d2 * ...,) per sample",
                lambda shape: layers.Flatten()),
         _entry(

@@ -124,6 +124,26 @@ class GlobalAvgPool2d(Module):
         return self.autocast(self.full_precision(x).mean(axis=(1, 2)))
 
 
+class Upsample2d(Module):
+    """(N, H, W, C) -> (N, H * scale, W * scale, C): each pixel repeated scale x scale times
+    (nearest neighbour), the way back up in a U-Net. A reshape and a broadcast: its gradient
+    sums each scale x scale window back onto its pixel."""
+
+    def __init__(self, scale: int = 2) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: Operand) -> Operand:
+        _check(self, x, x.ndim == 4, "(N, H, W, C) (NHWC)")
+        n, h, w, c = x.shape
+        s = self.scale
+        repeated = ops.broadcast_to(ops.reshape(x, (n, h, 1, w, 1, c)), (n, h, s, w, s, c))
+        return ops.reshape(repeated, (n, h * s, w * s, c))
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
 class Flatten(Module):
     """(N, ...) -> (N, everything else): the batch axis is kept."""
 

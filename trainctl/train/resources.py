@@ -132,6 +132,9 @@ _SHAPE_RULES = {
     "max_pool2d": _pool,
     "avg_pool2d": _pool,
     "global_avg_pool": lambda shape, args, tally: shape[-1:] if len(shape) == 3 else None,
+    "upsample2d": lambda shape, args, tally: (
+        (shape[0] * args["scale"], shape[1] * args["scale"], shape[2]) if len(shape) == 3 else None
+    ),
     "flatten": lambda shape, args, tally: (math.prod(shape),),
     "batch_norm": _normalization,
     "layer_norm": _normalization,
