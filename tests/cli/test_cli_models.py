@@ -169,6 +169,8 @@ def test_an_error_importing_the_users_file_is_their_traceback(tmp_path):
          "found none (it defines Net)"),
         ("nets.py:Net", "{width: 3}", "c.yaml:2: model.args.width: expected the arguments of "
          "Net(input_shape), found 'width'"),
+        ("nets.py:Net", "{'a b': 3}", "c.yaml:2: model.args: expected the arguments of "
+         "Net(input_shape), found 'a b'"),
         ("gone.py:Net", "{}", "c.yaml:2: model.python: expected a Python file at {dir}/gone.py, "
          "found nothing there"),
     ],

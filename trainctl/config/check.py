@@ -366,6 +366,8 @@ class _Checker:
             return model_check.python_model(self, section)
         if form == "blocks":
             return model_check.blocks_model(self, section)
+        if form is None:  # more than one form: reported
+            return ModelConfig([])
         return ModelConfig(self.layers(section.get("layers"), path + ("layers",)))
 
     def layers(self, value: Any, path: KeyPath) -> list[LayerConfig]:

@@ -45,8 +45,8 @@ _FORM_KEYS = {"layers": ("layers",), "blocks": ("blocks", "output"), "python": (
 _BLOCK_KEYS = ("inputs", "join", "layers")
 JOINS = ("concat", "add")
 INPUT = "input"  # the name of the model's input among a block's inputs
-_BLOCK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CLASS = r"[A-Za-z_][A-Za-z0-9_]*"
+_BLOCK_NAME = re.compile(_CLASS)
 _PYTHON_FILE = re.compile(rf"(?P<file>.+\.py):(?P<cls>{_CLASS})")
 _PYTHON_MODULE = re.compile(rf"(?P<module>{_CLASS}(\.{_CLASS})*):(?P<cls>{_CLASS})")
 

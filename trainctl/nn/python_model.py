@@ -74,7 +74,8 @@ def _check_arguments(cls: type, signature: inspect.Signature, kwargs: dict[str, 
         close = difflib.get_close_matches(unknown[0], list(params), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         message = f"expected {expected}, found {unknown[0]!r}{hint}"
-        raise ModelError(f"model.args.{unknown[0]}", (), message)
+        key = f"model.args.{unknown[0]}" if unknown[0].isidentifier() else "model.args"
+        raise ModelError(key, (), message)
     try:
         signature.bind(**kwargs)
     except TypeError as exc:
