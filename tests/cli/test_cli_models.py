@@ -4,6 +4,7 @@ traceback (exit 1) and config mistakes as one line (exit 2)."""
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,7 @@ class Net(nn.Module):
 
 
 def _user_project(tmp_path: Path, code: str, model: str = "nets.py:Net", args: str = "{}"):
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "nets.py").write_text(code)
     config = tmp_path / "c.yaml"
     config.write_text(f"data: {{dataset: digits}}\nmodel: {{python: {model}, args: {args}}}\n"
@@ -210,3 +212,41 @@ def test_the_torch_peer_refuses_a_python_model_in_one_line(tmp_path):
                     "--runs-root", tmp_path)  # fmt: skip
     assert result.exit_code == 2
     assert result.stderr == "model.python: the torch peer copies layer lists (model.layers) only\n"
+
+
+def test_a_class_from_an_importable_package(tmp_path, monkeypatch):
+    package = tmp_path / "mynets"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(USER_CODE.replace("scale(self", "(self"))
+    (package / "broken.py").write_text("from mynets.models import Net\n\n1 / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = _user_project(tmp_path / "elsewhere", "", "mynets.models:Net")
+    result = invoke("train", config, "--runs-root", tmp_path / "runs", "-q")
+    assert result.exit_code == 0, result.output
+    result = invoke("validate", config, "--build", "--set", "model.python=mynets.broken:Net")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Traceback (most recent call last):\n"
+        f'  File "{package / "broken.py"}", line 3, in <module>\n'
+        "    1 / 0\n"
+        "    ~~^~~\n"
+        "ZeroDivisionError: division by zero\n"
+    )
+    (package / "__init__.py").write_text("raise RuntimeError('the package is broken')\n")
+    for name in [name for name in sys.modules if name.startswith("mynets")]:
+        monkeypatch.delitem(sys.modules, name)  # a new process would import it afresh
+    result = invoke("validate", config, "--build")
+    assert result.exit_code == 1
+    assert result.stderr.endswith(
+        "line 1, in <module>\n    raise RuntimeError('the package is broken')\n"
+        "RuntimeError: the package is broken\n"
+    )
+    assert "/trainctl/" not in result.stderr
+    (package / "__init__.py").write_text("")
+    result = invoke("validate", config, "--build", "--set", "model.python=mynets.gone:Net")
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        "model.python: expected a module Python can import as mynets.gone, found no module "
+        "named 'mynets.gone' (is its folder on PYTHONPATH?)\n"
+    )

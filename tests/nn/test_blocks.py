@@ -108,3 +108,21 @@ def test_a_build_error_in_a_block_is_a_config_error_at_its_line():
         "dag.yaml:10: model.blocks.skip.inputs: add needs the same shape: a (line 6) gives (4,), "
         "cat (line 9) gives (5,)"
     )
+
+
+def test_blocks_may_take_the_names_of_module_attributes():
+    text = """data: {dataset: digits}
+model:
+  blocks:
+    train: {layers: [{linear: {out: 3}}]}
+    to: {inputs: input, layers: [{linear: {out: 3}}]}
+    output: {inputs: [train, to], join: add, layers: [{dropout: {p: 0.5}}]}
+"""
+    model, _ = dag(text)
+    model.to(dtype=np.float64).eval()
+    assert model.training is False and model.output == "output"
+    assert [name for name, _ in model.named_parameters()] == [
+        "train.0.weight", "train.0.bias", "to.0.weight", "to.0.bias"
+    ]  # fmt: skip
+    x = Tensor(np.ones((2, 5)))
+    np.testing.assert_array_equal(model(x).data, model(x).data)  # eval: no dropout

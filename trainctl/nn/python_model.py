@@ -35,6 +35,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 # The files of user model code loaded in this process: a traceback through one of them is
 # an error in the user's code (see user_traceback).
 _USER_FILES: set[str] = set()
+_USER_FOLDERS: set[str] = set()  # of the packages user models are imported from
 
 
 def build_python_model(
@@ -127,6 +128,9 @@ def _load_file(file: str) -> ModuleType:
 
 
 def _import(dotted: str) -> ModuleType:
+    top = importlib.util.find_spec(dotted.partition(".")[0])  # imports nothing yet
+    for folder in (top.submodule_search_locations or []) if top else []:
+        _USER_FOLDERS.add(os.path.realpath(folder))  # the package's __init__ files are user code
     try:
         spec = importlib.util.find_spec(dotted)
     except ModuleNotFoundError as exc:
@@ -159,7 +163,8 @@ def user_traceback(exc: BaseException) -> str | None:
 
 
 def _is_user(filename: str) -> bool:
-    return bool(filename) and os.path.realpath(filename) in _USER_FILES
+    path = os.path.realpath(filename) if filename else ""
+    return path in _USER_FILES or any(path.startswith(f + os.sep) for f in _USER_FOLDERS)
 
 
 def _in_trainctl(filename: str) -> bool:
