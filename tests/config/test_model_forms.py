@@ -142,3 +142,34 @@ def test_python_model_args_must_be_a_mapping(tmp_path):
     assert str(caught.value) == (
         "m.yaml:2: model.args: expected a mapping of the arguments of the class, found [3]"
     )
+
+
+def test_a_long_chain_of_blocks_is_checked_without_recursion_and_in_linear_time():
+    import time
+
+    from trainctl.nn.blocks import run_order
+
+    count = 1500  # deeper than Python's default recursion limit (1000)
+    chain = "".join(f"    b{i}: {{layers: [relu]}}\n" for i in range(count))
+    started = time.perf_counter()
+    model = parse_config(HEAD + "model:\n  blocks:\n" + chain, "m.yaml").model
+    assert run_order(model.blocks) == [f"b{i}" for i in range(count)]
+    cyclic = chain.replace("b0: {layers", f"b0: {{inputs: b{count - 1}, layers")
+    assert errors("model:\n  blocks:\n" + cyclic) == [
+        "m.yaml:4: model.blocks.b0.inputs: expected blocks whose inputs form no cycle, found "
+        f"b0 -> b{count - 1} -> b{count - 2} -> b{count - 3} -> ... -> b1 -> b0 ({count} blocks)"
+    ]
+    assert time.perf_counter() - started < 20  # a hang guard with a wide margin, not a target
+
+
+def test_blocks_run_in_the_configs_order_where_their_inputs_allow():
+    from trainctl.nn.blocks import run_order
+
+    text = """model:
+  blocks:
+    a: {inputs: input}
+    c: {inputs: b}
+    b: {inputs: input}
+    d: {inputs: [a, c], join: add}
+"""
+    assert run_order(parse_config(HEAD + text, "m.yaml").model.blocks) == ["a", "b", "c", "d"]

@@ -183,7 +183,7 @@ def _check_dag(checker: _Checker, blocks: list[BlockConfig], output: str) -> Non
     cycle = _find_cycle(by_name)
     if cycle is not None:
         where = ("model", "blocks", cycle[0], "inputs")
-        checker.issue(where, "blocks whose inputs form no cycle", " -> ".join(cycle))
+        checker.issue(where, "blocks whose inputs form no cycle", _describe_cycle(cycle))
         return
     used, stack = set(), [output]
     while stack:
@@ -199,24 +199,32 @@ def _check_dag(checker: _Checker, blocks: list[BlockConfig], output: str) -> Non
 
 
 def _find_cycle(by_name: dict[str, BlockConfig]) -> list[str] | None:
-    """A cycle as [a, b, ..., a] (a is fed by b ...), or None."""
-    state: dict[str, str] = {}
-
-    def visit(name: str, trail: list[str]) -> list[str] | None:
-        if name == INPUT or state.get(name) == "done":
-            return None
-        if state.get(name) == "open":
-            return trail[trail.index(name) :] + [name]
-        state[name] = "open"
-        for source in by_name[name].inputs:
-            found = visit(source, [*trail, name])
-            if found is not None:
-                return found
-        state[name] = "done"
-        return None
-
-    for name in by_name:
-        cycle = visit(name, [])
-        if cycle is not None:
-            return cycle
+    """A cycle as [a, b, ..., a] (a is fed by b ...), or None. A depth-first walk with its
+    own stack: a config may chain thousands of blocks, deeper than Python's recursion."""
+    done: set[str] = set()
+    for start in by_name:
+        if start in done:
+            continue
+        trail, on_trail = [start], {start: 0}  # the path walked, and where each is on it
+        stack = [iter(by_name[start].inputs)]
+        while stack:
+            source = next(stack[-1], None)
+            if source is None:
+                stack.pop()
+                finished = trail.pop()
+                del on_trail[finished]
+                done.add(finished)
+            elif source in on_trail:
+                return [*trail[on_trail[source] :], source]
+            elif source != INPUT and source not in done:
+                on_trail[source] = len(trail)
+                trail.append(source)
+                stack.append(iter(by_name[source].inputs))
     return None
+
+
+def _describe_cycle(cycle: list[str]) -> str:
+    """'a -> b -> a'; a long cycle shortened to its ends and its length."""
+    if len(cycle) <= 8:
+        return " -> ".join(cycle)
+    return f"{' -> '.join(cycle[:4])} -> ... -> {' -> '.join(cycle[-2:])} ({len(cycle) - 1} blocks)"
