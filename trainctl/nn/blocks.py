@@ -5,7 +5,7 @@ with `concat` (along the last axis: channels of NHWC images, or features) or `ad
 runs its own list of layers. Inception-style branches are blocks that share an input and
 meet in a concat; a U-Net skip is a concat of an early block with a later one. Shapes are
 inferred as for layer lists, block by block in dependency order, and a join whose inputs
-do not fit names both blocks, their lines and their shapes.
+do not fit names each of them, its line and its shape.
 """
 
 from __future__ import annotations
