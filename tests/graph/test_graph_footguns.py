@@ -88,6 +88,35 @@ def test_host_randomness_in_forward_is_frozen_at_trace_time():
     assert noise_constant.array is not None
 
 
+def test_python_state_a_forward_keeps_changes_once_per_trace():
+    """A Python model (config model.python) that counts its calls, or anneals a plain float
+    in forward, sees every step in eager mode but only each trace in graph mode: the
+    compiled step replays what the trace recorded. Keep changing state in buffers (rebound
+    tensors), which graph mode captures, or compute it from the step's inputs."""
+
+    class Counting(Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(3, 2)
+            self.calls = 0
+            self.scale = 1.0
+
+        def forward(self, x):
+            self.calls += 1
+            self.scale *= 0.5  # a plain float: a constant in the traced graph
+            return self.layer(x) * self.scale
+
+    manual_seed(0)
+    eager_model, graph_model = Counting(), Counting()
+    graph_model.load_state_dict(eager_model.state_dict())
+    eager, _ = _step(eager_model, mode="eager")
+    graph, _ = _step(graph_model)
+    eager_losses = [eager.train(X, Y) for _ in range(3)]
+    graph_losses = [graph.train(X, Y) for _ in range(3)]
+    assert (eager_model.calls, graph_model.calls) == (3, 1)
+    assert graph_losses[0] == eager_losses[0] and graph_losses[1:] != eager_losses[1:]
+
+
 def test_hyperparameters_are_frozen_at_trace_time_but_the_learning_rate_is_not():
     """momentum, betas, weight decay... are read once, while tracing; lr (and whatever else
     step_scalars() returns) is fed in every step, so schedules work."""
