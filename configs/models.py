@@ -15,8 +15,7 @@ class ResidualCNN(nn.Module):
 
     def __init__(self, input_shape, width=16, classes=10):
         super().__init__()
-        height, width_px, channels = input_shape
-        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        self.stem = nn.Conv2d(input_shape[-1], width, 3, padding=1)  # NHWC: channels last
         self.conv1 = nn.Conv2d(width, width, 3, padding=1)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1)
         self.pool = nn.MaxPool2d(2)
