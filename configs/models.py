@@ -26,5 +26,5 @@ class ResidualCNN(nn.Module):
         x = ops.relu(x + self.conv2(ops.relu(self.conv1(x))))  # the residual connection
         x = self.pool(x)
         mean = ops.mean(x, axis=(1, 2))
-        peak = ops.max(x, axis=(1, 2))
+        peak = ops.reduce_max(x, axis=(1, 2))
         return self.head(ops.concatenate([mean, peak], axis=-1))
