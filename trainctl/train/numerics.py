@@ -17,7 +17,9 @@ import numpy as np
 
 from trainctl.autograd.graph import Graph
 from trainctl.autograd.numerics import (
+    LOSS_ORIGIN,
     REARRANGING_OPS,
+    UPDATE_ORIGIN,
     NonFiniteError,
     all_finite,
     array_text,
@@ -28,9 +30,6 @@ from trainctl.autograd.ops import Op
 from trainctl.autograd.tensor import Tensor, is_grad_enabled, watch_outputs
 from trainctl.backend import to_host
 from trainctl.nn import Module
-
-LOSS_ORIGIN = "the loss"
-UPDATE_ORIGIN = "the gradient clipping and optimizer update"
 
 
 def layer_label(path: str, module: Module) -> str:
