@@ -62,10 +62,10 @@ class TracedStep:
     `stats()` says so.
     """
 
-    def __init__(self, step: StepDefinition) -> None:
-        options, device = step.options, step.device
+    def __init__(self, definition: StepDefinition) -> None:
+        options, device = definition.options, definition.device
         check_pass_names(options.disabled_passes)
-        self.step = step
+        self.definition = definition
         self.cuda_graphs = (
             options.cuda_graphs
             and device.name == "cuda"
@@ -94,12 +94,12 @@ class TracedStep:
     def train(self, inputs: Any, targets: Any) -> float:
         """One training step on the batch; returns the loss."""
         compiled = self._lookup("train", inputs, targets)
-        model, scaler = self.step.model, self.step.options.loss_scaler
+        model, scaler = self.definition.model, self.definition.options.loss_scaler
         if not model.training:
             model.train()
         with self._on_stream():
             bound = self._load(compiled, inputs, targets)
-            scalars = self.step.scalars()
+            scalars = self.definition.scalars()
             args = [scalars[name] for name in compiled.program.scalar_names]
             for generator, _ in compiled.graph.generators:
                 args += [generator.seed, generator.counter]
@@ -113,8 +113,8 @@ class TracedStep:
     def evaluate(self, inputs: Any) -> np.ndarray:
         """The model's outputs in eval mode, as a host array."""
         compiled = self._lookup("eval", inputs)
-        if self.step.model.training:
-            self.step.model.eval()
+        if self.definition.model.training:
+            self.definition.model.eval()
         with self._on_stream():
             bound = self._load(compiled, inputs)
             (out,) = compiled.run([], bound)
@@ -126,7 +126,7 @@ class TracedStep:
         for x in batch:
             dtype = np.dtype(x.dtype)
             floating = np.issubdtype(dtype, np.floating)
-            parts += [tuple(x.shape), self.step.dtype if floating else dtype]
+            parts += [tuple(x.shape), self.definition.dtype if floating else dtype]
         return (kind, *parts)
 
     def _on_stream(self) -> contextlib.AbstractContextManager:
@@ -147,7 +147,7 @@ class TracedStep:
         """Bring in any state someone rebound since the last replay; return the batch arrays
         the step can read where they are (C-ordered NumPy arrays of the traced dtype), by
         input name, after copying the others into the step's own input arrays."""
-        xp = self.step.device.xp
+        xp = self.definition.device.xp
         bound = {}
         program = compiled.program
         for index, classes in program.label_checks:
@@ -172,7 +172,7 @@ class TracedStep:
             current = module.__dict__[key].data
             if current is not owned:
                 xp.copyto(owned, current)
-        state = self.step.optimizer.state
+        state = self.definition.optimizer.state
         for index, slots in compiled.optimizer_state.items():
             entry = state.get(index)
             if entry is not None and entry is self._installed.get(index):
@@ -187,14 +187,14 @@ class TracedStep:
     def _store(self, compiled: CompiledStep, stepped: bool = True) -> None:
         """Point the model and the optimizer at the updated arrays, as opt.step() would;
         a skipped step (`stepped` False: its float16 gradients overflowed) leaves the clock."""
-        device = self.step.device
+        device = self.definition.device
         for places, owned in compiled.buffers:
             for module, key in places:
                 if module.__dict__[key].data is not owned:
                     setattr(module, key, Tensor._wrap(owned, device))
         if compiled.updated is None:
             return
-        optimizer = self.step.optimizer
+        optimizer = self.definition.optimizer
         for index in compiled.updated:
             entry = optimizer.state.get(index)
             if entry is None or entry is not self._installed.get(index):
@@ -240,12 +240,12 @@ class TracedStep:
         shapes, dtypes = signature[1::2], signature[2::2]
         specs = [Spec(s, d) for s, d in zip(shapes, dtypes, strict=True)]
         if signature[0] == "train":
-            return self.step.trace_training(*specs)
-        return self.step.trace_evaluation(*specs), None
+            return self.definition.trace_training(*specs)
+        return self.definition.trace_evaluation(*specs), None
 
     def compile(self, graph: Graph) -> tuple[Graph, list[PassRecord], Program]:
         """The optimized graph, its pass records and its program over the step's state."""
-        options = self.step.options
+        options = self.definition.options
         optimized, records = optimize(graph, options.disabled_passes)
         if self.storage.allocate(optimized.state):  # flat arrays took over existing ones
             self._compiled.clear()
