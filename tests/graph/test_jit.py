@@ -111,14 +111,14 @@ def test_a_new_batch_shape_retraces_over_the_same_state_arrays():
         step.train(rng.standard_normal((n, 4)), rng.integers(0, 3, n))
     compiled = step.traced.compiled
     assert step.traces == 2 and [c.signature[1] for c in compiled] == [(5, 4), (3, 4)]
-    owned = [dict(c.params)[model[0].weight] for c in compiled]
+    owned = [dict(c.state.params)[model[0].weight] for c in compiled]
     assert owned[0] is owned[1] is model[0].weight.data  # both programs update one array
     stats = step.stats()
     assert stats["traces"] == 2 and stats["trace_seconds"] > 0 and stats["compile_seconds"] > 0
 
 
 def test_flat_state_members_become_views_and_bring_their_values():
-    storage = StateArrays(np)
+    storage = StateArrays(CPU)
 
     def slot(name, shape, source=None):
         return SimpleNamespace(name=name, value=ops.Spec(shape, np.dtype("float32")), source=source)

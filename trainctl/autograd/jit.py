@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,7 @@ from trainctl.autograd.graph import Graph, format_graph, graph_to_dot
 from trainctl.autograd.ops import Spec
 from trainctl.autograd.passes import PassRecord, check_pass_names, optimize
 from trainctl.autograd.step_graph import LossFn, StepDefinition, StepError, StepOptions
-from trainctl.autograd.storage import StateArrays, state_sources
-from trainctl.autograd.tensor import Tensor
+from trainctl.autograd.storage import StateArrays, StateBinding
 from trainctl.backend import Device, to_host
 
 log = logging.getLogger("trainctl.graph")
@@ -42,9 +41,7 @@ class CompiledStep:
     program: Program
     passes: list[PassRecord]
     nodes_traced: int
-    params: list[tuple[Tensor, Any]] = field(default_factory=list)
-    buffers: list[tuple[list[tuple[Any, str]], Any]] = field(default_factory=list)
-    optimizer_state: dict[int, dict[str, Any]] = field(default_factory=dict)
+    state: StateBinding
     updated: list[int] | None = None  # training: indices of the parameters the step updates
     captured: CapturedStep | None = None  # with CUDA graphs
 
@@ -77,10 +74,9 @@ class TracedStep:
         # CUDA graphs are captured on a stream of their own (never the legacy default one);
         # a blocking stream, so it stays ordered with whatever else runs on the default one.
         self._stream = device.xp.cuda.Stream() if self.cuda_graphs else None
-        self.storage = StateArrays(device.xp)
+        self.storage = StateArrays(device)
         self._compiled: dict[tuple, CompiledStep] = {}
         self._by_key: dict[tuple, CompiledStep] = {}
-        self._installed: dict[int, dict[str, Tensor]] = {}  # optimizer entries this step made
         self.traces = 0
         self.trace_seconds = self.compile_seconds = 0.0
 
@@ -163,44 +159,16 @@ class TracedStep:
                 bound[name] = array
             else:
                 np.copyto(target, array, casting="unsafe")
-        for param, owned in compiled.params:
-            if param.data is not owned:
-                xp.copyto(owned, param.data)
-                param.data = owned
-        for places, owned in compiled.buffers:
-            module, key = places[0]
-            current = module.__dict__[key].data
-            if current is not owned:
-                xp.copyto(owned, current)
-        state = self.definition.optimizer.state
-        for index, slots in compiled.optimizer_state.items():
-            entry = state.get(index)
-            if entry is not None and entry is self._installed.get(index):
-                continue  # the entry this step left, still holding its arrays
-            for name, owned in slots.items():
-                if entry is None:
-                    owned.fill(0)
-                elif entry[name].data is not owned:
-                    xp.copyto(owned, entry[name].data)
+        self.storage.copy_in(compiled.state, self.definition.optimizer)
         return bound
 
     def _store(self, compiled: CompiledStep, stepped: bool = True) -> None:
         """Point the model and the optimizer at the updated arrays, as opt.step() would;
         a skipped step (`stepped` False: its float16 gradients overflowed) leaves the clock."""
-        device = self.definition.device
-        for places, owned in compiled.buffers:
-            for module, key in places:
-                if module.__dict__[key].data is not owned:
-                    setattr(module, key, Tensor._wrap(owned, device))
+        optimizer = self.definition.optimizer
+        self.storage.store(compiled.state, optimizer, compiled.updated)
         if compiled.updated is None:
             return
-        optimizer = self.definition.optimizer
-        for index in compiled.updated:
-            entry = optimizer.state.get(index)
-            if entry is None or entry is not self._installed.get(index):
-                slots = compiled.optimizer_state.get(index, {})
-                entry = {name: Tensor._wrap(owned, device) for name, owned in slots.items()}
-                optimizer.state[index] = self._installed[index] = entry
         optimizer.step_count += int(stepped)
         for generator, draws in compiled.graph.generators:
             generator.counter += draws
@@ -217,18 +185,9 @@ class TracedStep:
         self.traces += 1
         self.trace_seconds += traced - start
         self.compile_seconds += time.perf_counter() - traced
-        compiled = CompiledStep(signature, optimized, program, records, len(graph.nodes))
+        state = self.storage.bind(optimized.state)
+        compiled = CompiledStep(signature, optimized, program, records, len(graph.nodes), state)
         compiled.updated = updated
-        for name, source in state_sources(optimized.state):
-            owned = self.storage.arrays[name]
-            kind = name.split(":", 1)[0]
-            if kind == "param":
-                compiled.params.append((source, owned))
-            elif kind == "buffer":
-                compiled.buffers.append((source, owned))
-            else:
-                index, state_name = source
-                compiled.optimizer_state.setdefault(index, {})[state_name] = owned
         if self.cuda_graphs and program.device_step is not None:
             compiled.captured = CapturedStep(program, self._stream)
         self._compiled[signature] = compiled
