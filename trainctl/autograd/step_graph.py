@@ -80,14 +80,6 @@ def model_output(model: Any, out: Operand, dtype: np.dtype) -> Operand:
     return out if model.compute_dtype is None else ops.cast(out, dtype)
 
 
-def step_scalars(optimizer: Any, loss_scaler: Any) -> dict[str, float]:
-    """The host numbers of the next step: the optimizer's, and the loss scale's."""
-    scalars = optimizer.step_scalars()
-    if loss_scaler is not None:
-        scalars = {**scalars, **loss_scaler.step_scalars()}
-    return scalars
-
-
 @dataclass
 class StepDefinition:
     """What one training step computes; traced by graph mode, run by eager mode."""
@@ -104,7 +96,11 @@ class StepDefinition:
         return self.loss_fn(model_output(self.model, out, self.dtype), targets)
 
     def scalars(self) -> dict[str, float]:
-        return step_scalars(self.optimizer, self.options.loss_scaler)
+        """The host numbers of the next step: the optimizer's, and the loss scale's."""
+        scalars = self.optimizer.step_scalars()
+        if self.options.loss_scaler is not None:
+            scalars = {**scalars, **self.options.loss_scaler.step_scalars()}
+        return scalars
 
     def _recording(self, graph: Graph) -> contextlib.AbstractContextManager:
         return self.scopes.recording(graph) if self.scopes else contextlib.nullcontext()
