@@ -721,9 +721,10 @@ def graph(
 
     Example: [bold]trainctl graph configs/digits_mlp.yaml --format code[/bold]
     """
+    from trainctl.autograd.jit import render_graph
+    from trainctl.autograd.step_graph import StepOptions
     from trainctl.config import load_config
     from trainctl.train.components import build_components
-    from trainctl.train.step import render_graph
 
     loaded = load_config(config, overrides)
     parts = build_components(loaded)
@@ -740,10 +741,12 @@ def graph(
         device=parts.device,
         dtype=parts.dtype,
         inputs_dtype=train.inputs.dtype,
-        grad_clip=loaded.train.grad_clip,
+        options=StepOptions(
+            grad_clip=loaded.train.grad_clip,
+            disabled_passes=tuple(p.strip() for p in (disable or "").split(",") if p.strip()),
+        ),
         stage=stage,
         fmt=fmt,
-        disabled_passes=[p.strip() for p in (disable or "").split(",") if p.strip()],
     )
     if output is None:
         typer.echo(text, nl=False)

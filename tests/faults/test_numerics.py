@@ -223,7 +223,7 @@ def compiled_sources(cfg) -> list[str]:
         step.train(inputs, parts.prepare_targets(targets))
         step.evaluate(inputs)
         break
-    return [c.program.source for c in step._compiled.values()]
+    return [c.program.source for c in step.traced.compiled]
 
 
 def test_graph_mode_checks_every_float_node_only_when_asked():

@@ -57,7 +57,7 @@ def test_device_scalars_give_the_plain_programs_numbers_bit_for_bit(kind):
         "graph", mlp, OPTIMIZERS[kind], nn.cross_entropy, BATCHES, device_scalars=True, **options
     )
     assert_identical(plain, device)
-    (compiled,) = [c for c in device.step._compiled.values() if c.signature[0] == "train"]
+    (compiled,) = [c for c in device.step.traced.compiled if c.signature[0] == "train"]
     source = compiled.program.source
     assert "def host_values(" in source and "def device_step(" in source
     # The device half takes no host numbers: the learning rate is read from `scalars`.

@@ -107,7 +107,7 @@ def test_the_mlp_step_body_is_only_calls_with_out():
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     step = make_step("graph", model, nn.cross_entropy, opt, device=CPU, dtype=np.float32)
     step.train(np.ones((4, 6)), np.array([0, 1, 2, 0]))
-    (compiled,) = step._compiled.values()
+    (compiled,) = step.traced.compiled
     body = compiled.program.source.split("def step")[1].splitlines()[1:-1]
     calls = [line.strip() for line in body if "labels_outside" not in line]
     calls = [line for line in calls if not line.startswith("if ")]  # the label range check

@@ -83,7 +83,7 @@ def test_host_randomness_in_forward_is_frozen_at_trace_time():
     first = graph.evaluate(X)
     assert np.array_equal(graph.evaluate(X), first)  # the eval trace froze its own draw
     (noise_constant,) = [
-        c for c in next(iter(graph._compiled.values())).graph.constants if c.shape == (4, 3)
+        c for c in next(iter(graph.traced.compiled)).graph.constants if c.shape == (4, 3)
     ]
     assert noise_constant.array is not None
 
@@ -143,7 +143,7 @@ def test_the_model_structure_is_frozen_too():
     assert graph.evaluate(X).min() == 0  # the eval trace is new and sees the ReLU...
     graph.train(X, Y)
     assert graph.traces == 2  # ...but the training step is the one traced before
-    train = next(c for c in graph._compiled.values() if c.signature[0] == "train")
+    train = next(c for c in graph.traced.compiled if c.signature[0] == "train")
     assert "relu" not in graph_ops(train.graph)
 
 

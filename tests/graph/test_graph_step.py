@@ -64,7 +64,7 @@ def test_a_batch_of_the_traced_dtype_is_read_in_place_and_any_other_is_copied():
         x, y = _batch()
         x = x if float64 else x.astype(np.float32)
         step.train(x, y)
-        (compiled,) = step._compiled.values()
+        (compiled,) = step.traced.compiled
         own_inputs = compiled.program.inputs[0]
         own_inputs.fill(np.nan)
         results.append(step.train(x, y))
@@ -223,5 +223,5 @@ def test_evaluating_before_training_moves_the_state_into_flat_arrays():
     eager.evaluate(x)
     eager.train(x, y)
     np.testing.assert_allclose(after, eager.evaluate(x), rtol=1e-6)
-    flat = step._arrays["param:0.weight"].base
+    flat = step.traced.storage.arrays["param:0.weight"].base
     assert flat is not None and model[0].weight.data.base is flat

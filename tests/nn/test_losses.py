@@ -44,6 +44,8 @@ def test_cross_entropy_accepts_host_labels_and_checks_them():
         nn.cross_entropy(logits, LABELS[:3])
     with pytest.raises(ShapeError, match="integers"):
         nn.cross_entropy(logits, LABELS.astype(np.float32))
+    with pytest.raises(ShapeError, match=r"got \(6, 4\) and \(1,\)"):  # would broadcast
+        nn.cross_entropy(logits, LABELS[:1])
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

@@ -24,7 +24,7 @@ from trainctl import backend
 from trainctl.autograd import ops
 from trainctl.autograd.numerics import gradient_origin
 from trainctl.autograd.ops import Operand, Spec
-from trainctl.autograd.tensor import Tensor, is_grad_enabled, no_grad
+from trainctl.autograd.tensor import Tensor, is_grad_enabled, no_grad, topological_order
 from trainctl.backend import Device
 from trainctl.errors import TrainctlError
 
@@ -223,7 +223,10 @@ class Node:
 
 @dataclass(eq=False)
 class StateSlot:
-    """A named state input (parameter, buffer, optimizer state) and where it lives outside."""
+    """A named state input (parameter, buffer, optimizer state) and where it lives outside.
+
+    A source with a `describe()` (a storage layout, `storage.FlatState`) is shown by the IR.
+    """
 
     name: str
     value: Value
@@ -453,11 +456,15 @@ def gradients(loss: Value, wrt: Sequence[Value]) -> list[Value | None]:
         raise TracingError("the loss does not depend on any parameter: nothing to differentiate")
     ctx = {node.out: node for node in graph.nodes if isinstance(node.out, Value)}
     ctx = {out: node for out, node in ctx.items() if out.requires_grad}
+
+    def taped(value: Value) -> list[Value]:
+        return [x for x in ctx[value].inputs if isinstance(x, Value) and x in ctx]
+
     grads: dict[Value, Value] = {loss: graph.constant(graph.device.xp.ones(loss.shape, loss.dtype))}
     leaves: dict[Value, Value] = {}
     origins, outer = graph.origins, graph.origin
     with no_grad():
-        for out in reversed(_topological_order(loss, ctx)):
+        for out in reversed(topological_order(loss, taped)):
             g = grads.pop(out, None)
             if g is None:
                 continue
@@ -477,25 +484,6 @@ def gradients(loss: Value, wrt: Sequence[Value]) -> list[Value | None]:
                 target[x] = target[x] + gx if x in target else gx
     graph.origin = outer
     return [leaves.get(w) for w in wrt]
-
-
-def _topological_order(root: Value, ctx: dict[Value, Node]) -> list[Value]:
-    """The order of eager `_topological_order`: depth first, marked when expanded."""
-    order, visited = [], set()
-    stack = [(root, False)]
-    while stack:
-        value, finished = stack.pop()
-        if finished:
-            order.append(value)
-            continue
-        if value in visited:
-            continue
-        visited.add(value)
-        stack.append((value, True))
-        for x in ctx[value].inputs:
-            if isinstance(x, Value) and x in ctx and x not in visited:
-                stack.append((x, False))
-    return order
 
 
 # ---------------------------------------------------------------- printing
@@ -535,9 +523,8 @@ def format_graph(graph: Graph) -> str:
     lines += [f"input {s.label}: host" for s in graph.scalars]
     for slot in graph.state:
         line = f"state {slot.value.label}: {slot.value.dtype}{list(slot.value.shape)}"
-        members = getattr(slot.source, "members", ())  # a flat slot (passes.flatten_updates)
-        if members:
-            line += " = " + ", ".join(f"{m.name}{list(m.shape)}@{m.offset}" for m in members)
+        if hasattr(slot.source, "describe"):  # a layout of storage, such as a flat array's
+            line += " = " + slot.source.describe()
         lines.append(line)
     for index, (_, draws) in enumerate(graph.generators):
         lines.append(f"input rng{index}: generator counter (+{draws} per step)")

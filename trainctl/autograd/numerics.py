@@ -48,3 +48,8 @@ def gradient_origin(op_name: str, forward_origin: str) -> str:
     """Where a backward value comes from, the same words in both modes."""
     where = f" of {forward_origin}" if forward_origin else ""
     return f"the backward pass (the gradient through {op_name}{where})"
+
+
+# Where the values of a step that no layer computes come from, the same words in both modes.
+LOSS_ORIGIN = "the loss"
+UPDATE_ORIGIN = "the gradient clipping and optimizer update"

@@ -30,6 +30,7 @@ from trainctl.autograd.lowering import (
     simplify,
 )
 from trainctl.autograd.ops import Spec
+from trainctl.autograd.storage import FlatMember, FlatState
 from trainctl.backend import to_host
 from trainctl.errors import TrainctlError
 
@@ -193,23 +194,6 @@ def flatten_updates(graph: Graph) -> Graph:
     separate calls would element by element.
     """
     return _Flattener(graph).run()
-
-
-@dataclass(frozen=True)
-class FlatMember:
-    """A state slot merged into a flat one: its own name and source, where it sits."""
-
-    name: str
-    source: Any
-    shape: tuple[int, ...]
-    offset: int
-
-
-@dataclass(frozen=True)
-class FlatState:
-    """The source of a flat state slot: the slots merged into it."""
-
-    members: tuple[FlatMember, ...]
 
 
 @dataclass(eq=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -216,7 +216,7 @@ class Tensor(Operand):
         watched = _output_watcher is not None
         with no_grad():
             try:
-                for node in reversed(_topological_order(self)):
+                for node in reversed(topological_order(self, tape_inputs)):
                     g = grads.pop(id(node), None)
                     op, inputs, attrs = node._ctx
                     if g is not None:  # None: reached only through non-differentiable inputs
@@ -249,10 +249,11 @@ def _owned(g: Tensor) -> Tensor:
     return Tensor._wrap(g.data.copy(), g.device)
 
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors with a tape entry, each after all its inputs (iterative: deep graphs are fine).
+def topological_order(root: Any, parents: Callable[[Any], Iterable[Any]]) -> list[Any]:
+    """`root` and everything it depends on, each after all its `parents` (iterative: deep
+    graphs are fine). Eager `backward()` and graph `gradients()` both walk this order.
 
-    A node is marked when it is expanded, not when it is pushed, so a tensor used by two
+    A node is marked when it is expanded, not when it is pushed, so a node used by two
     consumers is placed after both have been reached.
     """
     order, visited = [], set()
@@ -264,17 +265,20 @@ def _topological_order(root: Tensor) -> list[Tensor]:
             continue
         if id(node) in visited:
             continue
-        if node._ctx is _FREED:
-            raise AutogradError(
-                "backward() through a graph that was already freed: "
-                "pass retain_graph=True to the first backward()"
-            )
         visited.add(id(node))
         stack.append((node, True))
-        for x in node._ctx[1]:
-            if isinstance(x, Tensor) and x._ctx is not None and id(x) not in visited:
-                stack.append((x, False))
+        stack.extend((x, False) for x in parents(node) if id(x) not in visited)
     return order
+
+
+def tape_inputs(node: Tensor) -> list[Tensor]:
+    """The inputs of `node`'s tape entry that have tape entries of their own."""
+    if node._ctx is _FREED:
+        raise AutogradError(
+            "backward() through a graph that was already freed: "
+            "pass retain_graph=True to the first backward()"
+        )
+    return [x for x in node._ctx[1] if isinstance(x, Tensor) and x._ctx is not None]
 
 
 def _is_python_float(data: Any) -> bool:

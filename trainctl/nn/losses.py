@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from trainctl.autograd import ops
 from trainctl.autograd.tensor import Tensor
 from trainctl.errors import ShapeError
@@ -48,13 +46,9 @@ def cross_entropy(
     With label smoothing e the target is (1 - e) * one_hot + e / C, as in PyTorch.
     """
     labels = _as_operand(labels, logits)
-    if logits.ndim != 2 or tuple(labels.shape) != (logits.shape[0],):
-        raise ShapeError(
-            f"cross_entropy needs (N, C) logits and (N,) labels, "
-            f"got {tuple(logits.shape)} and {tuple(labels.shape)}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ShapeError(f"cross_entropy labels must be integers, got {labels.dtype}")
+    # Eager mode runs an op's shape rule only when its forward fails, and this forward
+    # broadcasts a single label silently: check the shapes up front in both modes.
+    ops.SoftmaxCrossEntropy.infer(logits, labels, label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     return _reduce(ops.softmax_cross_entropy(logits, labels, label_smoothing), reduction)

@@ -18,6 +18,8 @@ import numpy as np
 
 from trainctl.autograd.graph import Graph
 from trainctl.autograd.numerics import (
+    LOSS_ORIGIN,
+    UPDATE_ORIGIN,
     NonFiniteError,
     all_finite,
     array_text,
@@ -29,9 +31,6 @@ from trainctl.autograd.tensor import Tensor, is_grad_enabled, watch_outputs
 from trainctl.backend import to_host
 from trainctl.nn import Module, Sequential
 from trainctl.nn.blocks import Blocks
-
-LOSS_ORIGIN = "the loss"
-UPDATE_ORIGIN = "the gradient clipping and optimizer update"
 
 
 def layer_label(path: str, module: Module, root: Module | None = None) -> str:

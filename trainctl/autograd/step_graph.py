@@ -1,0 +1,197 @@
+"""A training step, defined once for both modes, and recorded as a graph for graph mode.
+
+A step is a model, a loss function and an optimizer plus `StepOptions`. Eager mode runs it op
+by op (`train/step.py`); `trace_training` records the same arithmetic as a `Graph`: forward,
+loss, gradients from the ops' vjp rules, clipping, loss scaling and the optimizer's update
+rule appended, its new state as graph outputs. Everything is duck-typed: the model is called
+and has `train()`, `eval()`, `compute_dtype` and `named_modules()`; the optimizer has
+`params`, `state_names`, `step_scalars()` and `update_rule()`; so are the loss scaler's
+`step_scalars()` and the optional `scopes` (`recording(graph)`, for `check_numerics`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trainctl.autograd import ops
+from trainctl.autograd.graph import Graph, TracingError, Value, gradients, tracing
+from trainctl.autograd.numerics import LOSS_ORIGIN, UPDATE_ORIGIN
+from trainctl.autograd.tensor import no_grad
+from trainctl.backend import Device
+from trainctl.errors import TrainctlError
+
+Operand = ops.Operand
+LossFn = Callable[[Operand, Operand], Operand]
+
+
+class StepError(TrainctlError):
+    """A training step that cannot be built: an unknown mode or option, or misplaced model."""
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How a step runs beyond model, loss and optimizer; the last four are graph mode's.
+
+    `check_numerics` stops at the first op (node) whose output holds NaN or Inf, naming it.
+    `loss_scaler` scales the loss of a float16 mixed-precision model. `disabled_passes` and
+    `plan_memory=False` switch graph-mode optimizations off for debugging. `cuda_graphs`
+    replays the compiled steps as CUDA graphs on a GPU (ignored elsewhere); `device_scalars`
+    keeps the host numbers in device arrays, as CUDA graphs need: it follows `cuda_graphs`
+    unless set (the tests set it to check that code on the CPU).
+    """
+
+    grad_clip: float | None = None
+    check_numerics: bool = False
+    loss_scaler: Any = None
+    disabled_passes: tuple[str, ...] = ()
+    plan_memory: bool = True
+    cuda_graphs: bool = False
+    device_scalars: bool | None = None
+
+    def __post_init__(self) -> None:
+        clip = self.grad_clip
+        if clip is not None and not clip > 0:
+            raise StepError(f"grad_clip must be a number > 0 or null, got {clip!r}")
+        object.__setattr__(self, "grad_clip", None if clip is None else float(clip))
+        object.__setattr__(self, "disabled_passes", tuple(self.disabled_passes))
+
+
+def clip_by_global_norm(grads: Sequence[Operand], clip: float) -> list[Operand]:
+    """Scale every gradient by min(1, clip / (norm + 1e-6)), norm over all of them.
+
+    Written with ops only, so eager and graph mode do the same arithmetic in the same order.
+    """
+    total = None
+    for g in grads:
+        square = (g * g).sum()
+        total = square if total is None else total + square
+    ratio = clip / (ops.sqrt(total) + 1e-6)
+    scale = ops.where(ratio < 1.0, ratio, 1.0)
+    return [g * scale for g in grads]
+
+
+def model_output(model: Any, out: Operand, dtype: np.dtype) -> Operand:
+    """The model's output in the parameters' dtype (float32 under mixed precision)."""
+    return out if model.compute_dtype is None else ops.cast(out, dtype)
+
+
+@dataclass
+class StepDefinition:
+    """What one training step computes; traced by graph mode, run by eager mode."""
+
+    model: Any
+    loss_fn: LossFn
+    optimizer: Any
+    device: Device
+    dtype: np.dtype
+    options: StepOptions
+    scopes: Any = None  # with check_numerics: names the layer each traced value came from
+
+    def loss(self, out: Operand, targets: Operand) -> Operand:
+        return self.loss_fn(model_output(self.model, out, self.dtype), targets)
+
+    def scalars(self) -> dict[str, float]:
+        """The host numbers of the next step: the optimizer's, and the loss scale's."""
+        scalars = self.optimizer.step_scalars()
+        if self.options.loss_scaler is not None:
+            scalars = {**scalars, **self.options.loss_scaler.step_scalars()}
+        return scalars
+
+    def _recording(self, graph: Graph) -> contextlib.AbstractContextManager:
+        return self.scopes.recording(graph) if self.scopes else contextlib.nullcontext()
+
+    def trace_training(self, inputs: ops.Spec, targets: ops.Spec) -> tuple[Graph, list[int]]:
+        """The training step's graph, and the indices of the parameters it updates."""
+        model, optimizer, scaler = self.model, self.optimizer, self.options.loss_scaler
+        with tracing(self.device, model) as tracer, self._recording(tracer.graph):
+            graph = tracer.graph
+            x = graph.add_input("inputs", inputs)
+            y = graph.add_input("targets", targets)
+            params = [
+                tracer.add_parameter(f"optimizer.{i}", p) for i, p in enumerate(optimizer.params)
+            ]
+            model.train()
+            out = model(x)
+            graph.origin = LOSS_ORIGIN
+            loss = self.loss(out, y)
+            if not isinstance(loss, Value):
+                raise TracingError("the loss function must return a value computed from the model")
+            graph.outputs["loss"] = loss
+            scalars = {
+                name: graph.add_scalar(name, value) for name, value in self.scalars().items()
+            }
+            scaled = loss if scaler is None else loss * scalars["loss_scale"]
+            grads = gradients(scaled, params)
+            graph.origin = UPDATE_ORIGIN
+            active = [
+                (i, p, g)
+                for i, (p, g) in enumerate(zip(params, grads, strict=True))
+                if g is not None
+            ]
+            with no_grad():
+                finite = None
+                if scaler is not None and active:
+                    inverse = scalars["inverse_loss_scale"]
+                    active = [(i, p, g * inverse) for i, p, g in active]
+                    finite = graph.outputs["finite"] = _all_finite([g for _, _, g in active])
+                if self.options.grad_clip is not None and active:
+                    clipped = clip_by_global_norm([g for _, _, g in active], self.options.grad_clip)
+                    active = [(i, p, g) for (i, p, _), g in zip(active, clipped, strict=True)]
+                rule_scalars = {name: scalars[name] for name in optimizer.step_scalars()}
+                for index, param, grad in active:
+                    self._append_update(graph, index, param, grad, rule_scalars, finite)
+        return graph, [index for index, _, _ in active]
+
+    def _append_update(
+        self, graph: Graph, index: int, param: Value, grad: Value, scalars: dict, finite: Any
+    ) -> None:
+        """The optimizer's update rule for one parameter; its results are graph outputs."""
+        spec = ops.Spec(param.shape, param.dtype)
+        state = {
+            name: graph.add_state(f"opt:{index}.{name}", spec, (index, name))
+            for name in self.optimizer.state_names
+        }
+        new_param, new_state = self.optimizer.update_rule(param, grad, state, **scalars)
+        if finite is not None:  # an overflowed float16 step changes nothing
+            new_param = ops.where(finite, new_param, param)
+            new_state = {
+                name: ops.where(finite, value, state[name]) for name, value in new_state.items()
+            }
+        _set_output(graph, param.name, param, new_param)
+        for name, value in new_state.items():
+            _set_output(graph, f"opt:{index}.{name}", state[name], value)
+
+    def trace_evaluation(self, inputs: ops.Spec) -> Graph:
+        """The model's forward pass in eval mode, its output in the parameters' dtype."""
+        with tracing(self.device, self.model) as tracer, self._recording(tracer.graph):
+            x = tracer.graph.add_input("inputs", inputs)
+            self.model.eval()
+            with no_grad():
+                out = self.model(x)
+            if not isinstance(out, Value):
+                raise TracingError("the model must return a value computed from its input")
+            tracer.graph.outputs["output"] = model_output(self.model, out, self.dtype)
+        return tracer.graph
+
+
+def _set_output(graph: Graph, name: str, old: Value, new: Any) -> None:
+    if new is old:
+        return
+    if not isinstance(new, Value) or new.shape != old.shape or new.dtype != old.dtype:
+        found = f"{new.dtype}{list(new.shape)}" if isinstance(new, Value) else repr(new)
+        raise TracingError(
+            f"the update of {name} must keep {old.dtype}{list(old.shape)}, got {found}"
+        )
+    graph.outputs[name] = new
+
+
+def _all_finite(grads: Sequence[Operand]) -> Operand:
+    """True when no gradient holds an Inf or NaN: x * 0 is 0 for every finite x and NaN for
+    the others, and one NaN makes the whole sum NaN."""
+    total = sum((g * 0.0).sum() for g in grads)
+    return ops.equal(total, 0.0)
