@@ -136,8 +136,9 @@ def test_missing_file_and_a_directory(tmp_path: Path) -> None:
     [
         (
             MODEL + "modell: {layers: [flatten]}\n",
-            "c.yaml:2: modell: expected a top-level key (name, seed, mode, device, threads, dtype, data, "
-            "model, loss, metrics, optimizer, schedule, train, debug, graph), found 'modell' "
+            "c.yaml:2: modell: expected a top-level key (name, seed, mode, device, threads, "
+            "dtype, data, model, loss, metrics, optimizer, schedule, train, debug, graph, "
+            "distributed), found 'modell' "
             "(did you mean 'model'?)",
         ),
         (

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from trainctl import backend
 from trainctl.config import Config
 from trainctl.data import Loader
+from trainctl.distributed import World, current_world
+from trainctl.distributed.parallel import DataParallel, check_data_parallel
 from trainctl.train.components import Components, build_components, load_data
 from trainctl.train.resources import ResourceError, check_resources
 from trainctl.train.step import Step
@@ -25,10 +27,16 @@ class PreparedTraining:
     step: Step
     loader: Loader  # the training batches, transforms fitted to the data
     notices: list[str]  # the refusals --force turned into notices, files the data skipped
+    parallel: DataParallel | None = None  # this rank's share of a data-parallel run
 
 
-def prepare_training(config: Config, force: bool = False) -> PreparedTraining:
-    """Load the data, check that the run fits and ends (before any allocation), build it."""
+def prepare_training(
+    config: Config, force: bool = False, world: World | None = None
+) -> PreparedTraining:
+    """Load the data, check that the run fits and ends (before any allocation), build it.
+    In a job of several processes (`world`, default: this process's) each one builds a full
+    replica, whose gradients the ranks average every step."""
+    world = current_world() if world is None else world
     data = load_data(config)
     notices = check_resources(config, data, backend.get_device(config.device), force)
     if data.skipped_files:
@@ -42,4 +50,12 @@ def prepare_training(config: Config, force: bool = False) -> PreparedTraining:
         message = f"{config.source}: out of memory while building the model: {exc}"
         raise ResourceError(message) from exc
     loader = components.loader("train", training=True)
-    return PreparedTraining(components, components.make_step(), loader, notices)
+    step = components.make_step(cuda_graphs=world.size == 1)
+    if world.size == 1:
+        return PreparedTraining(components, step, loader, notices)
+    buffers = [name for name, _ in components.model.named_buffers()]
+    check_data_parallel(config, world.size, len(data.train), buffers)
+    distributed = config.distributed
+    parallel = DataParallel(world, distributed.bucket_mb, distributed.check_every)
+    step.gradient_reducer = parallel.reducer
+    return PreparedTraining(components, step, loader, notices, parallel)

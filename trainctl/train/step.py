@@ -86,6 +86,9 @@ class Step:
     """What the trainer calls once per batch; EagerStep and GraphStep share this interface."""
 
     traces: int = 0
+    # Data parallelism (trainctl.distributed) sets it before the first step: its
+    # `reduce(loss, grads)` averages both over the ranks, between backward and the update.
+    gradient_reducer: Any = None
 
     def __init__(
         self,
@@ -169,6 +172,11 @@ class EagerStep(Step):
             scalars = scaler.step_scalars()
             (loss * scalars["loss_scale"]).backward()
         with_grad = [p for p in self.optimizer.params if p.grad is not None]
+        if self.gradient_reducer is not None:
+            with no_grad():
+                loss, grads = self.gradient_reducer.reduce(loss, [p.grad for p in with_grad])
+            for p, g in zip(with_grad, grads, strict=True):
+                p.grad = g
         finite = True
         if scaler is not None:
             with no_grad():
@@ -482,6 +490,10 @@ class GraphStep(Step):
                 for i, (p, g) in enumerate(zip(params, grads, strict=True))
                 if g is not None
             ]
+            if self.gradient_reducer is not None:
+                loss, grads = self.gradient_reducer.reduce(loss, [g for _, _, g in active])
+                graph.outputs["loss"] = loss
+                active = [(i, p, g) for (i, p, _), g in zip(active, grads, strict=True)]
             with no_grad():
                 finite = None
                 if self.loss_scaler is not None and active:

@@ -1,0 +1,68 @@
+"""The gradient Allreduce inside a step, without MPI: a stand-in communicator whose ranks all
+hold this rank's gradients, so the mean is this rank's own and a step must come out exactly
+as without data parallelism, in both modes, with clipping and a shard weight."""
+
+import numpy as np
+import pytest
+from echo_comm import EchoComm
+
+from trainctl import backend, nn, optim
+from trainctl.backend import CPU
+from trainctl.distributed.parallel import shard_bounds
+from trainctl.distributed.reduce import GradientReducer
+from trainctl.train.step import make_step
+
+
+def _run(mode, reducer=None, grad_clip=None, batches=3):
+    backend.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).to(CPU, np.float64)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = make_step(
+        mode, model, nn.cross_entropy, opt, device=CPU, dtype=np.float64, grad_clip=grad_clip
+    )
+    step.gradient_reducer = reducer
+    rng = np.random.default_rng(1)
+    losses = [
+        step.train(rng.standard_normal((4, 6)), rng.integers(0, 3, 4)) for _ in range(batches)
+    ]
+    return losses, model.state_dict()
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize("grad_clip", [None, 0.05])
+def test_a_step_with_the_allreduce_of_identical_replicas_is_the_step_without(mode, grad_clip):
+    reducer = GradientReducer(EchoComm(4), bucket_bytes=40)  # several buckets
+    plain_losses, plain = _run(mode, grad_clip=grad_clip)
+    losses, params = _run(mode, reducer, grad_clip)
+    assert losses == plain_losses
+    for name, array in plain.items():
+        np.testing.assert_array_equal(params[name], array, err_msg=name)
+    assert reducer.calls == 3
+
+
+def test_a_shard_weight_scales_the_gradients_before_the_mean():
+    reducer = GradientReducer(EchoComm(2))
+    reducer.weight = 0.5  # this rank holds half the samples the others do
+    flat = np.arange(6.0)
+    np.testing.assert_array_equal(reducer.allreduce_mean(np, flat), flat * 0.5)
+
+
+def test_a_stop_signal_on_any_rank_is_agreed_by_the_allreduce():
+    class Flag:
+        signal_name = "SIGTERM"
+
+    reducer = GradientReducer(EchoComm(2))
+    reducer.allreduce_mean(np, np.ones(3))
+    assert reducer.agreed_signal is None
+    reducer.local_stop = Flag()
+    reducer.allreduce_mean(np, np.ones(3))
+    assert reducer.agreed_signal == "SIGTERM"
+
+
+@pytest.mark.parametrize("count", [1, 7, 8, 64])
+def test_shards_cover_a_batch_in_order_and_differ_by_at_most_one(count):
+    parts = [shard_bounds(count, rank, 3) for rank in range(3)]
+    assert parts[0][0] == 0 and parts[-1][1] == count
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+    sizes = [stop - start for start, stop in parts]
+    assert max(sizes) - min(sizes) <= 1

@@ -1,0 +1,150 @@
+"""What the trainer calls in a data-parallel run: shards, agreed stops, replica checks and
+evaluation over every rank's part of a split.
+
+Each rank reads the same global batch (the loader's batches depend only on seed, epoch and
+index) and keeps its contiguous shard of it, so the samples, their order and their random
+transforms are those of one process with the same `data.batch_size`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from trainctl.backend import to_host
+from trainctl.distributed.reduce import GradientReducer
+from trainctl.distributed.world import World
+from trainctl.errors import TrainctlError
+
+
+class ReplicaDivergenceError(TrainctlError):
+    """The replicas no longer hold the same weights: the run cannot go on."""
+
+    exit_code = 1
+
+
+def shard_bounds(count: int, rank: int, size: int) -> tuple[int, int]:
+    """[start, stop) of rank's part when `count` items are split into `size` contiguous
+    parts whose lengths differ by at most one (the first parts get the extra items)."""
+    base, extra = divmod(count, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+class AgreedStop:
+    """A stop signal as the ranks agree on it. A rank's own SIGINT/SIGTERM travels with the
+    next gradient Allreduce and every rank sees it after that same step, so all of them
+    checkpoint and stop at one step; a signal never stops one rank alone."""
+
+    def __init__(self, local: Any, reducer: GradientReducer) -> None:
+        self.reducer = reducer
+        reducer.local_stop = local
+
+    def __bool__(self) -> bool:
+        return self.reducer.agreed_signal is not None
+
+    @property
+    def signal_name(self) -> str | None:
+        return self.reducer.agreed_signal
+
+
+class DataParallel:
+    """One rank's share of a data-parallel run."""
+
+    def __init__(self, world: World, bucket_mb: float, check_every: int) -> None:
+        self.world = world
+        self.reducer = GradientReducer(world.comm, int(bucket_mb * 2**20))
+        self.check_every = check_every
+        self.place = (world.rank, world.size)
+
+    def shard(self, inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's part of a global batch; its gradient weight follows its size."""
+        count = len(inputs)
+        start, stop = shard_bounds(count, *self.place)
+        self.reducer.weight = (stop - start) * self.world.size / count
+        return inputs[start:stop], targets[start:stop]
+
+    def check_replicas(self, step: int, arrays: Iterable[tuple[str, Any]]) -> None:
+        """Every `check_every` steps: a checksum of the weights and optimizer state on every
+        rank, compared; replicas that differ stop the run (they would no longer be one model)."""
+        if step % self.check_every:
+            return
+        digest = hashlib.blake2b(digest_size=16)
+        for name, array in arrays:
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(to_host(array)).tobytes())
+        digests = self.world.comm.allgather(digest.hexdigest())
+        differing = [rank for rank, d in enumerate(digests) if d != digests[0]]
+        if differing:
+            raise ReplicaDivergenceError(
+                f"step {step}: the replicas diverged: the weights or optimizer state of rank(s) "
+                f"{', '.join(map(str, differing))} differ from rank 0's (checksums "
+                f"{digests[0][:12]} vs {digests[differing[0]][:12]}); every rank must apply "
+                "the same update, so the run stops here"
+            )
+
+    def gather(self, part: list[Any]) -> list[Any]:
+        """Every rank's list, concatenated in rank order, on every rank."""
+        return [item for ranks_part in self.world.comm.allgather(part) for item in ranks_part]
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (the others pass None)."""
+        return self.world.comm.bcast(value, root=0)
+
+    def report(self) -> dict[str, Any]:
+        """What summary.json records of the job."""
+        reducer = self.reducer
+        return {
+            "world_size": self.world.size,
+            "mpi": self.world.library(),
+            "allreduce_calls": reducer.calls,
+            "allreduce_ms_per_call": round(1e3 * reducer.seconds / max(reducer.calls, 1), 4),
+        }
+
+
+def check_data_parallel(
+    config: Any, size: int, train_samples: int | None = None, buffers: Iterable[str] = ()
+) -> None:
+    """A config N ranks can train: a global batch that splits into N equal shards, a last
+    partial batch with a sample for each rank, no model buffers (BatchNorm's running
+    statistics would differ between the ranks). Without `train_samples` and `buffers` it
+    checks what the config alone decides (the launcher does, before starting the ranks)."""
+    from trainctl.config import ConfigError, config_issue
+
+    batch = config.data.batch_size
+    issues = []
+    if batch % size:
+        issues.append(
+            config_issue(
+                config,
+                ("data", "batch_size"),
+                f"the global batch {batch} must split evenly among the {size} processes "
+                f"(--nproc {size}): use a multiple of {size}",
+            )
+        )
+    rest = 0 if train_samples is None else train_samples % batch
+    if rest and rest < size and not config.train.drop_last:
+        issues.append(
+            config_issue(
+                config,
+                ("train", "drop_last"),
+                f"the last batch of an epoch holds {rest} of the {train_samples} training "
+                f"samples, fewer than the {size} processes: set train.drop_last: true or "
+                "change data.batch_size",
+            )
+        )
+    buffers = list(buffers)
+    if buffers:
+        issues.append(
+            config_issue(
+                config,
+                ("model", "layers"),
+                f"{size} processes cannot train a model with running statistics (batch_norm: "
+                f"{', '.join(buffers)}) yet: they would differ between the ranks",
+            )
+        )
+    if issues:
+        raise ConfigError(issues)
