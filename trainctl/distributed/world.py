@@ -7,9 +7,11 @@ process never loads MPI (nor needs it installed).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +80,22 @@ class World:
             time.sleep(0.01)
         print(f"rank {self.rank}: {message}; aborting the job", flush=True)
         self.comm.Abort(exit_code)
+
+
+@contextlib.contextmanager
+def failing_together(world: World) -> Iterator[None]:
+    """Around a rank's work: an error meets the other ranks' (`World.fail`). Rank 0 reports an
+    error that every rank had; the others leave with its exit code and say nothing."""
+    try:
+        yield
+    except BaseException as exc:
+        if world.size == 1 or isinstance(exc, SystemExit):
+            raise
+        code = getattr(exc, "exit_code", 2) if isinstance(exc, TrainctlError) else 1
+        world.fail(str(exc) or type(exc).__name__, code)
+        if world.is_root:
+            raise
+        raise SystemExit(code) from None
 
 
 @functools.cache
