@@ -82,18 +82,24 @@ def _files(run):
     return files
 
 
+DROPOUT = ("--set", "model.layers=[flatten, {linear: {out: 32}}, relu, {dropout: {p: 0.3}}, "
+           "{linear: {out: 10}}]", "--set", "mode=graph")  # fmt: skip
+
+
 def test_only_rank_0_writes(tmp_path):
     """The job leaves the files one process leaves, each written once (rank 1 adds no line
-    to a log), and nothing outside its run folder."""
+    to a log), and nothing outside its run folder. With dropout each rank draws its own
+    masks, and the replicas still stay equal (checked after every step)."""
     mpiexec()
     write_config(tmp_path)
     before = set(tmp_path.rglob("*"))
-    two, _, _ = _train(tmp_path, "two", "--nproc", "2")
+    two, _, _ = _train(tmp_path, "two", "--nproc", "2", *DROPOUT)
     assert {p for p in set(tmp_path.rglob("*")) - before if two not in p.parents} == {
         tmp_path / "two",
         two,
     }
-    one, _, _ = _train(tmp_path, "one")
+    one, _, _ = _train(tmp_path, "one", *DROPOUT)
+    assert losses(one) != losses(two)
     files_one, files_two = _files(one), _files(two)
     assert files_two.keys() == files_one.keys()
     for name in ("metrics.jsonl", "train.log"):

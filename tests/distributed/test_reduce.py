@@ -8,7 +8,8 @@ from echo_comm import EchoComm
 
 from trainctl import backend, nn, optim
 from trainctl.backend import CPU
-from trainctl.distributed.parallel import shard_bounds
+from trainctl.distributed import World
+from trainctl.distributed.parallel import DataParallel, ReplicaDivergenceError, shard_bounds
 from trainctl.distributed.reduce import GradientReducer
 from trainctl.train.step import make_step
 
@@ -66,3 +67,35 @@ def test_shards_cover_a_batch_in_order_and_differ_by_at_most_one(count):
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
     sizes = [stop - start for start, stop in parts]
     assert max(sizes) - min(sizes) <= 1
+
+
+class _Gathering:
+    """A communicator stand-in whose other rank reports `theirs` to allgather."""
+
+    def __init__(self, theirs):
+        self.theirs = theirs
+
+    def Get_size(self):  # noqa: N802 (mpi4py's name)
+        return 2
+
+    def allgather(self, mine):
+        return [mine, self.theirs if self.theirs is not None else mine]
+
+
+def _parallel(theirs):
+    return DataParallel(World(0, 2, 2, _Gathering(theirs)), bucket_mb=1, check_every=5)
+
+
+def test_replicas_that_differ_stop_the_run_at_a_check_and_equal_ones_do_not():
+    arrays = [("weight", np.ones(3))]
+    _parallel(None).check_replicas(5, arrays)
+    _parallel("0123456789abcdef").check_replicas(4, arrays)  # no check between the steps
+    with pytest.raises(ReplicaDivergenceError, match=r"step 5: the replicas diverged: .* rank"):
+        _parallel("0123456789abcdef").check_replicas(5, arrays)
+
+
+def test_each_rank_draws_its_own_dropout_masks_and_rank_0_keeps_the_runs_seed():
+    seeds = [
+        DataParallel(World(rank, 3, 3, _Gathering(None)), 1, 1).own_seed(7) for rank in range(3)
+    ]
+    assert seeds[0] == 7 and len(set(seeds)) == 3

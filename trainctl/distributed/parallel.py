@@ -67,6 +67,12 @@ class DataParallel:
         self.reducer.weight = (stop - start) * self.world.size / count
         return inputs[start:stop], targets[start:stop]
 
+    def own_seed(self, seed: int) -> int:
+        """The dropout seed of this rank: rank 0 keeps the run's (its checkpoint's), the others
+        derive their own, so the ranks' shards do not all draw the same masks."""
+        rank = self.world.rank
+        return seed if rank == 0 else (seed + rank * 0x9E3779B97F4A7C15) % 2**63
+
     def check_replicas(self, step: int, arrays: Iterable[tuple[str, Any]]) -> None:
         """Every `check_every` steps: a checksum of the weights and optimizer state on every
         rank, compared; replicas that differ stop the run (they would no longer be one model)."""

@@ -320,6 +320,8 @@ class Trainer:
         state = parallel.broadcast(state)
         if not parallel.world.is_root:
             self.adopt(*state)
+            generator = backend.default_generator
+            generator.seed = parallel.own_seed(generator.seed)
 
     def epoch_progress(self) -> float:
         """Epochs done as a fraction (1.5: halfway through the second), for log records."""
