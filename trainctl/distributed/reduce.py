@@ -55,8 +55,7 @@ class GradientReducer:
         self.weight = 1.0  # this rank's shard / (batch / N): 1 unless the shards differ
         self.local_stop: Any = None  # this rank's stop flag (its `signal_name`), once watched
         self.agreed_signal: str | None = None  # one that some rank received, known to all
-        self.seconds = 0.0  # time spent in the Allreduce calls, for the benchmarks
-        self.calls = 0
+        self.seconds: list[float] = []  # each step's time in the Allreduce calls (benchmarks)
 
     def __repr__(self) -> str:  # shown by `trainctl graph`
         return f"GradientReducer(ranks={self.size})"
@@ -90,8 +89,7 @@ class GradientReducer:
         started = time.perf_counter()
         for start in range(0, send.size, step):
             self.comm.Allreduce(send[start : start + step], received[start : start + step])
-        self.seconds += time.perf_counter() - started
-        self.calls += 1
+        self.seconds.append(time.perf_counter() - started)
         signals = [name for name, count in zip(SIGNALS, received[size:], strict=True) if count]
         if signals:
             self.agreed_signal = signals[-1]  # SIGTERM over SIGINT when both came
