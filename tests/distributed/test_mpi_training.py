@@ -82,23 +82,29 @@ def _files(run):
     return files
 
 
-DROPOUT = ("--set", "model.layers=[flatten, {linear: {out: 32}}, relu, {dropout: {p: 0.3}}, "
-           "{linear: {out: 10}}]", "--set", "mode=graph")  # fmt: skip
+BATCH_NORM_DROPOUT = (
+    "--set",
+    "model.layers=[flatten, {linear: {out: 32}}, batch_norm, relu, {dropout: {p: 0.3}}, "
+    "{linear: {out: 10}}]",
+    "--set",
+    "mode=graph",
+)
 
 
 def test_only_rank_0_writes(tmp_path):
     """The job leaves the files one process leaves, each written once (rank 1 adds no line
     to a log), and nothing outside its run folder. With dropout each rank draws its own
-    masks, and the replicas still stay equal (checked after every step)."""
+    masks, BatchNorm normalises with each shard's statistics and averages the running ones,
+    and the replicas still stay equal (checked after every step)."""
     mpiexec()
     write_config(tmp_path)
     before = set(tmp_path.rglob("*"))
-    two, _, _ = _train(tmp_path, "two", "--nproc", "2", *DROPOUT)
+    two, _, _ = _train(tmp_path, "two", "--nproc", "2", *BATCH_NORM_DROPOUT)
     assert {p for p in set(tmp_path.rglob("*")) - before if two not in p.parents} == {
         tmp_path / "two",
         two,
     }
-    one, _, _ = _train(tmp_path, "one", *DROPOUT)
+    one, _, _ = _train(tmp_path, "one", *BATCH_NORM_DROPOUT)
     assert losses(one) != losses(two)
     files_one, files_two = _files(one), _files(two)
     assert files_two.keys() == files_one.keys()

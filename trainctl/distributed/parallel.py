@@ -73,6 +73,25 @@ class DataParallel:
         rank = self.world.rank
         return seed if rank == 0 else (seed + rank * 0x9E3779B97F4A7C15) % 2**63
 
+    def average_buffers(self, model: Any) -> None:
+        """BatchNorm on several ranks: each rank normalises with its own shard's batch
+        statistics (as DDP does by default), and after every step the running statistics are
+        averaged over the ranks, so the replicas stay identical. The running mean is then the
+        one a single process keeps; the running variance is the mean of the shards'."""
+        buffers = list(model.named_buffers())
+        if not buffers:
+            return
+        arrays = [np.asarray(to_host(tensor.data)) for _, tensor in buffers]
+        flat = np.concatenate([array.ravel() for array in arrays]).astype(np.float64)
+        total = np.empty_like(flat)
+        self.world.comm.Allreduce(flat, total)
+        total /= self.world.size
+        averaged, offset = {}, 0
+        for (name, _), array in zip(buffers, arrays, strict=True):
+            averaged[name] = total[offset : offset + array.size].reshape(array.shape)
+            offset += array.size
+        model.load_state_dict(averaged, strict=False)
+
     def check_replicas(self, step: int, arrays: Iterable[tuple[str, Any]]) -> None:
         """Every `check_every` steps: a checksum of the weights and optimizer state on every
         rank, compared; replicas that differ stop the run (they would no longer be one model)."""
@@ -113,13 +132,10 @@ class DataParallel:
         return report
 
 
-def check_data_parallel(
-    config: Any, size: int, train_samples: int | None = None, buffers: Iterable[str] = ()
-) -> None:
-    """A config N ranks can train: a global batch that splits into N equal shards, a last
-    partial batch with a sample for each rank, no model buffers (BatchNorm's running
-    statistics would differ between the ranks). Without `train_samples` and `buffers` it
-    checks what the config alone decides (the launcher does, before starting the ranks)."""
+def check_data_parallel(config: Any, size: int, train_samples: int | None = None) -> None:
+    """A config N ranks can train: a global batch that splits into N equal shards, and a last
+    partial batch with a sample for each rank. Without `train_samples` it checks what the
+    config alone decides (the launcher does, before starting the ranks)."""
     from trainctl.config import ConfigError, config_issue
 
     batch = config.data.batch_size
@@ -142,16 +158,6 @@ def check_data_parallel(
                 f"the last batch of an epoch holds {rest} of the {train_samples} training "
                 f"samples, fewer than the {size} processes: set train.drop_last: true or "
                 "change data.batch_size",
-            )
-        )
-    buffers = list(buffers)
-    if buffers:
-        issues.append(
-            config_issue(
-                config,
-                ("model", "layers"),
-                f"{size} processes cannot train a model with running statistics (batch_norm: "
-                f"{', '.join(buffers)}) yet: they would differ between the ranks",
             )
         )
     if issues:

@@ -53,8 +53,7 @@ def prepare_training(
     step = components.make_step(cuda_graphs=world.size == 1)
     if world.size == 1:
         return PreparedTraining(components, step, loader, notices)
-    buffers = [name for name, _ in components.model.named_buffers()]
-    check_data_parallel(config, world.size, len(data.train), buffers)
+    check_data_parallel(config, world.size, len(data.train))
     distributed = config.distributed
     parallel = DataParallel(world, distributed.bucket_mb, distributed.check_every)
     step.gradient_reducer = parallel.reducer

@@ -425,6 +425,7 @@ class Trainer:
                     if not math.isfinite(loss):
                         raise self.failure(_bad_loss(loss, inputs, prepared))
                     if self.parallel is not None:
+                        self.parallel.average_buffers(self.components.model)
                         self.parallel.check_replicas(state.step, self._replica_state())
                     window.append(loss)
                     window_samples += samples
