@@ -14,7 +14,7 @@ import numpy as np
 from echo_comm import EchoComm
 
 from trainctl.autograd import Tensor, ops, tensor
-from trainctl.distributed.reduce import GradientReducer, allreduce_mean
+from trainctl.distributed.reduce import GradientReducer, allreduce_mean, allreduce_sum
 
 Maker = Callable[[np.random.Generator], np.ndarray]
 
@@ -551,4 +551,11 @@ forward_case(
     (rounded(5, 3),),
     lambda x: allreduce_mean(x.reshape(15), GradientReducer(EchoComm(3), bucket_bytes=16)),
     lambda x: x.reshape(15),
+)
+grad_case(
+    "allreduce_sum",
+    "three_ranks",
+    (normal(2, 3),),
+    lambda x: allreduce_sum(x, EchoComm(3)),
+    lambda x: 3 * x,
 )

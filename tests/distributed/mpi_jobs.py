@@ -30,7 +30,7 @@ data:
   val_split: 0.2
   transforms: [{normalize: {mean: 0.3, std: 0.38}}]
 model:
-  layers: [flatten, {linear: {out: 32}}, relu, {linear: {out: 10}}]
+  layers: [flatten, {linear: {out: 32}}, {batch_norm: {sync: true}}, relu, {linear: {out: 10}}]
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
 train: {max_steps: 12, log_every: 1, eval_every: 6, checkpoint_every: 4}
 distributed: {check_every: 1}

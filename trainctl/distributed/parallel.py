@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from trainctl.backend import to_host
-from trainctl.distributed.reduce import GradientReducer
+from trainctl.distributed.reduce import GradientReducer, RankMean
 from trainctl.distributed.world import World
 from trainctl.errors import TrainctlError
 
@@ -72,6 +72,13 @@ class DataParallel:
         derive their own, so the ranks' shards do not all draw the same masks."""
         rank = self.world.rank
         return seed if rank == 0 else (seed + rank * 0x9E3779B97F4A7C15) % 2**63
+
+    def synchronise_batch_norm(self, model: Any) -> bool:
+        """Give every `batch_norm` with `sync: true` the mean over the ranks; whether any."""
+        synced = [m for m in model.modules() if getattr(m, "sync", False)]
+        for module in synced:
+            module.across = RankMean(self.world.comm)
+        return bool(synced)
 
     def average_buffers(self, model: Any) -> None:
         """BatchNorm on several ranks: each rank normalises with its own shard's batch
@@ -132,9 +139,12 @@ class DataParallel:
         return report
 
 
-def check_data_parallel(config: Any, size: int, train_samples: int | None = None) -> None:
+def check_data_parallel(
+    config: Any, size: int, train_samples: int | None = None, sync_batch_norm: bool = False
+) -> None:
     """A config N ranks can train: a global batch that splits into N equal shards, and a last
-    partial batch with a sample for each rank. Without `train_samples` it checks what the
+    partial batch with a sample for each rank (an equal share for a synchronised BatchNorm,
+    which averages the shards' statistics). Without `train_samples` it checks what the
     config alone decides (the launcher does, before starting the ranks)."""
     from trainctl.config import ConfigError, config_issue
 
@@ -150,14 +160,17 @@ def check_data_parallel(config: Any, size: int, train_samples: int | None = None
             )
         )
     rest = 0 if train_samples is None else train_samples % batch
-    if rest and rest < size and not config.train.drop_last:
+    if rest < size:
+        problem = f"fewer than the {size} processes"
+    else:
+        problem = f"which batch_norm with sync: true must split evenly among {size} processes"
+    if rest and (rest < size or sync_batch_norm and rest % size) and not config.train.drop_last:
         issues.append(
             config_issue(
                 config,
                 ("train", "drop_last"),
                 f"the last batch of an epoch holds {rest} of the {train_samples} training "
-                f"samples, fewer than the {size} processes: set train.drop_last: true or "
-                "change data.batch_size",
+                f"samples, {problem}: set train.drop_last: true or change data.batch_size",
             )
         )
     if issues:

@@ -46,6 +46,41 @@ def allreduce_mean(flat: ops.Operand, reducer: GradientReducer) -> ops.Operand:
     return ops.apply(AllreduceMean, flat, reducer=reducer)
 
 
+class AllreduceSum(ops.Op):
+    """The sum over the ranks of `comm` of an array (synchronised BatchNorm's statistics).
+
+    Differentiable: every rank's loss depends on the sum, so the gradient reaching each rank's
+    input is the sum of the ranks' gradients of it, the same Allreduce on the way back."""
+
+    @staticmethod
+    def forward(xp, x, comm):
+        host = np.ascontiguousarray(to_host(x))
+        total = np.empty_like(host)
+        comm.Allreduce(host, total)
+        return total if xp is np else xp.asarray(total)
+
+    infer = staticmethod(lambda x, comm: ops.Spec(tuple(x.shape), x.dtype))
+    vjp = staticmethod(lambda g, out, x, comm: (lambda: allreduce_sum(g, comm),))
+
+
+def allreduce_sum(x: ops.Operand, comm: Any) -> ops.Operand:
+    return ops.apply(AllreduceSum, x, comm=comm)
+
+
+class RankMean:
+    """What a synchronised BatchNorm averages its batch statistics with: the mean over the
+    ranks (every rank holds an equal shard, so it is the whole batch's)."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm, self.size = comm, comm.Get_size()
+
+    def __repr__(self) -> str:
+        return f"RankMean(ranks={self.size})"
+
+    def mean(self, x: ops.Operand) -> ops.Operand:
+        return allreduce_sum(x, self.comm) * (1.0 / self.size)
+
+
 class GradientReducer:
     """Averages the loss and gradients of a step over the ranks of `comm`."""
 

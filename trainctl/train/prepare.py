@@ -53,8 +53,9 @@ def prepare_training(
     step = components.make_step(cuda_graphs=world.size == 1)
     if world.size == 1:
         return PreparedTraining(components, step, loader, notices)
-    check_data_parallel(config, world.size, len(data.train))
     distributed = config.distributed
     parallel = DataParallel(world, distributed.bucket_mb, distributed.check_every)
+    synced = parallel.synchronise_batch_norm(components.model)
+    check_data_parallel(config, world.size, len(data.train), synced)
     step.gradient_reducer = parallel.reducer
     return PreparedTraining(components, step, loader, notices, parallel)
