@@ -91,6 +91,41 @@ BATCH_NORM_DROPOUT = (
 )
 
 
+CNN = """
+name: dp-cnn
+seed: 3
+dtype: float64
+data: {dataset: digits, batch_size: 32, val_split: 0.2}
+model:
+  layers:
+    - conv2d: {out: 8, kernel: 3, padding: 1}
+    - relu
+    - max_pool2d: {kernel: 2}
+    - flatten
+    - linear: {out: 10}
+optimizer: {name: adam, lr: 0.003, weight_decay: 0.01}
+train: {max_steps: 10, log_every: 1, eval_every: 5, drop_last: true}
+distributed: {check_every: 1}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_four_ranks_train_a_cnn_with_adam_and_weight_decay_as_one_process(tmp_path, mode):
+    mpiexec()
+    config = write_config(tmp_path, CNN)
+    runs = {}
+    for name, nproc in (("one", "1"), ("four", "4")):
+        process = trainctl(
+            "train", str(config), "--runs-root", str(tmp_path / name), "--nproc", nproc,
+            "--set", f"mode={mode}", cwd=tmp_path,
+        )  # fmt: skip
+        code, out, err = finished(process, timeout=120)
+        assert code == 0, out + err
+        runs[name] = only_run(tmp_path / name)
+    _assert_same_training(runs["one"], runs["four"])
+
+
 def test_only_rank_0_writes(tmp_path):
     """The job leaves the files one process leaves, each written once (rank 1 adds no line
     to a log), and nothing outside its run folder. With dropout each rank draws its own
@@ -173,16 +208,23 @@ def _wait_for_steps(runs, steps):
     raise AssertionError(f"the job did not log {steps} steps in 30 s")
 
 
-def test_sigterm_to_the_launcher_stops_every_rank_after_a_checkpoint_and_a_resume_on_one_process_goes_on(  # noqa: E501
-    tmp_path,
+@pytest.mark.parametrize(
+    "signum",
+    [
+        pytest.param(signal.SIGTERM, id="SIGTERM"),
+        pytest.param(signal.SIGINT, id="SIGINT", marks=pytest.mark.slow),
+    ],
+)
+def test_a_signal_to_the_launcher_stops_every_rank_after_a_checkpoint_and_a_resume_on_one_process_goes_on(  # noqa: E501
+    tmp_path, signum
 ):
     process, _, runs = _long_job(tmp_path, checkpoint_every=1000)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     code, out, err = finished(process, timeout=30)
     run = only_run(runs)
     stopped = summary(run)
-    assert code == 143, out + err
-    assert stopped["status"] == "interrupted" and stopped["signal"] == "SIGTERM"
+    assert code == 128 + signum, out + err
+    assert stopped["status"] == "interrupted" and stopped["signal"] == signum.name
     assert stopped["resume_command"].endswith("--nproc 2")
     assert losses(run)[-1][0] == stopped["steps"]  # the stop's checkpoint and its last log line
     _resumed_goes_on_as_uninterrupted(tmp_path, run, stopped["steps"] + 5)
