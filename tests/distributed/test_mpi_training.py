@@ -9,7 +9,6 @@ compare their checksums after every step and fail if they differ.
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -26,9 +25,6 @@ from mpi_jobs import (
     weights,
     write_config,
 )
-from typer.testing import CliRunner
-
-from trainctl.cli import app
 
 
 def _train(tmp_path, name, *arguments, under_mpiexec=0):
@@ -253,15 +249,3 @@ def test_sigkill_of_one_rank_ends_the_job_within_seconds_and_keeps_the_checkpoin
     run = only_run(runs)
     assert weights(run)  # checkpoints/last reads back whole
     _resumed_goes_on_as_uninterrupted(tmp_path, run, 30)
-
-
-def test_without_mpiexec_nproc_names_the_distributed_extra(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
-    monkeypatch.setenv("PATH", str(tmp_path))
-    result = CliRunner().invoke(app, ["train", str(write_config(tmp_path)), "--nproc", "2"])
-    assert result.exit_code == 2
-    assert result.output.strip() == (
-        f"--nproc 2 starts its processes with MPI's mpiexec, found neither next to "
-        f"{tmp_path / 'python'} nor on PATH: pip install 'trainctl[distributed]' "
-        "(mpi4py and MPICH)"
-    )

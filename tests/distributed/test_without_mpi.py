@@ -1,15 +1,29 @@
-"""The gradient Allreduce inside a step, without MPI: a stand-in communicator whose ranks all
-hold this rank's gradients, so the mean is this rank's own and a step must come out exactly
-as without data parallelism, in both modes, with clipping and a shard weight."""
+"""The parts of data parallelism that need no MPI job.
+
+The gradient Allreduce inside a step runs on a stand-in communicator whose ranks all hold
+this rank's gradients, so the mean is this rank's own and a step must come out exactly as
+without data parallelism, in both modes, with clipping. Then shards, stop signals, the
+replica check, dropout seeds, and the launcher's command line and missing mpiexec."""
+
+import sys
 
 import numpy as np
 import pytest
 from echo_comm import EchoComm
+from mpi_jobs import write_config
+from typer.testing import CliRunner
 
 from trainctl import backend, nn, optim
 from trainctl.backend import CPU
+from trainctl.cli import _train_arguments, app
+from trainctl.config import ConfigError, parse_config
 from trainctl.distributed import World
-from trainctl.distributed.parallel import DataParallel, ReplicaDivergenceError, shard_bounds
+from trainctl.distributed.parallel import (
+    DataParallel,
+    ReplicaDivergenceError,
+    check_data_parallel,
+    shard_bounds,
+)
 from trainctl.distributed.reduce import GradientReducer
 from trainctl.train.step import make_step
 
@@ -99,3 +113,49 @@ def test_each_rank_draws_its_own_dropout_masks_and_rank_0_keeps_the_runs_seed():
         DataParallel(World(rank, 3, 3, _Gathering(None)), 1, 1).own_seed(7) for rank in range(3)
     ]
     assert seeds[0] == 7 and len(set(seeds)) == 3
+
+
+def test_the_launcher_hands_the_ranks_the_train_command_line_it_was_given():
+    import typer
+
+    given = ["c.yaml", "-q", "--set", "a=1", "--set", "b=[1, 2]", "--nproc", "2", "--force"]
+    context = typer.main.get_command(app).commands["train"].make_context("train", given)
+    assert _train_arguments(context) == [
+        "c.yaml", "--set", "a=1", "--set", "b=[1, 2]", "--force", "--quiet", "--nproc", "2",
+    ]  # fmt: skip
+
+
+def test_without_mpiexec_nproc_names_the_distributed_extra(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = CliRunner().invoke(app, ["train", str(write_config(tmp_path)), "--nproc", "2"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"--nproc 2 starts its processes with MPI's mpiexec, found neither next to "
+        f"{tmp_path / 'python'} nor on PATH: pip install 'trainctl[distributed]' "
+        "(mpi4py and MPICH)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("samples", "sync", "message"),
+    [
+        (65, False, "holds 1 of the 65 training samples, fewer than the 2 processes"),
+        (
+            67,
+            True,
+            "holds 3 of the 67 training samples, which batch_norm with sync: true must "
+            "split evenly among 2 processes",
+        ),  # fmt: skip
+    ],
+)
+def test_a_last_batch_the_ranks_cannot_share_is_refused_at_train_drop_last(samples, sync, message):
+    config = parse_config("model: {layers: [flatten, {linear: {out: 10}}]}\n", "c.yaml")
+    check_data_parallel(config, 2, 64, sync)  # no last batch
+    check_data_parallel(config, 2, 67, False)  # 3 samples: 2 and 1
+    with pytest.raises(ConfigError) as raised:
+        check_data_parallel(config, 2, samples, sync)
+    assert str(raised.value).endswith(
+        f": train.drop_last: the last batch of an epoch {message}: set train.drop_last: true "
+        "or change data.batch_size"
+    )
