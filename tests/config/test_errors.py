@@ -212,7 +212,8 @@ def test_unknown_keys_at_every_level_with_did_you_mean(text: str, expected: str)
             "model:\n  layers:\n    - flatten\n    - lineer: {out: 3}\n",
             "c.yaml:4: model.layers[1]: expected a layer type (linear, conv2d, max_pool2d, "
             "avg_pool2d, global_avg_pool, flatten, dropout, batch_norm, layer_norm, embedding, "
-            "relu, leaky_relu, gelu, tanh, sigmoid, softmax, residual), found 'lineer' "
+            "relu, leaky_relu, gelu, tanh, sigmoid, silu, softplus, elu, softmax, residual), found "
+            "'lineer' "
             "(did you mean 'linear'?)",
         ),
         (
@@ -539,7 +540,8 @@ train:
         "c.yaml:5: data.batch_size: expected an integer >= 1, found 0",
         "c.yaml:9: model.layers[1]: expected a layer type (linear, conv2d, max_pool2d, "
         "avg_pool2d, global_avg_pool, flatten, dropout, batch_norm, layer_norm, embedding, "
-        "relu, leaky_relu, gelu, tanh, sigmoid, softmax, residual), found 'lineer' "
+        "relu, leaky_relu, gelu, tanh, sigmoid, silu, softplus, elu, softmax, residual), found "
+        "'lineer' "
         "(did you mean 'linear'?)",
         "c.yaml:10: model.layers[2].linear.bais: expected an argument of linear (out, bias, "
         "init), found 'bais' (did you mean 'bias'?)",

@@ -138,4 +138,8 @@ def test_every_example_config_exports_and_matches_predict(tmp_path, path):
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "runs").iterdir()
     shape = trainctl.load(run).input.shape
-    check_against_predict(run, random_inputs(shape))
+    model = check_against_predict(run, random_inputs(shape))
+    metadata = {p.key: p.value for p in model.metadata_props}
+    if (run / "preprocessing.json").exists():  # a table: the encoder travels as metadata
+        stored = json.loads((run / "preprocessing.json").read_text())
+        assert json.loads(metadata["preprocessing"]) == stored

@@ -38,8 +38,18 @@ class AllreduceMean(ops.Op):
     """
 
     differentiable = False
-    forward = staticmethod(lambda xp, flat, reducer: reducer.allreduce_mean(xp, flat))
+    forward = staticmethod(
+        lambda xp, flat, reducer, out=None: _into(xp, reducer.allreduce_mean(xp, flat), out)
+    )
     infer = staticmethod(lambda flat, reducer: ops.Spec(tuple(flat.shape), flat.dtype))
+
+
+def _into(xp: Any, result: Any, out: Any) -> Any:
+    """`result`, or a copy of it in the planned buffer `out` when graph mode gives one."""
+    if out is None:
+        return result
+    xp.copyto(out, result)
+    return out
 
 
 def allreduce_mean(flat: ops.Operand, reducer: GradientReducer) -> ops.Operand:
@@ -53,11 +63,11 @@ class AllreduceSum(ops.Op):
     input is the sum of the ranks' gradients of it, the same Allreduce on the way back."""
 
     @staticmethod
-    def forward(xp, x, comm):
+    def forward(xp, x, comm, out=None):
         host = np.ascontiguousarray(to_host(x))
         total = np.empty_like(host)
         comm.Allreduce(host, total)
-        return total if xp is np else xp.asarray(total)
+        return _into(xp, total if xp is np else xp.asarray(total), out)
 
     infer = staticmethod(lambda x, comm: ops.Spec(tuple(x.shape), x.dtype))
     vjp = staticmethod(lambda g, out, x, comm: (lambda: allreduce_sum(g, comm),))

@@ -117,6 +117,7 @@ def onnx_model(predictor: Predictor) -> onnx.ModelProto:
 
 def _metadata(predictor: Predictor) -> dict[str, str]:
     description, restored = predictor.input, predictor.restored
+    preprocessing = restored.components.data.preprocessing
     return {
         "config_name": restored.config.name,
         "run": restored.run.path.name,
@@ -128,6 +129,9 @@ def _metadata(predictor: Predictor) -> dict[str, str]:
         "classes": json.dumps(
             None if description.class_names is None else list(description.class_names)
         ),
+        # A table's encoding (vocabularies, means) stays outside the graph: the model takes
+        # the encoded features, and a client encodes its rows with this.
+        **({"preprocessing": json.dumps(preprocessing)} if preprocessing is not None else {}),
     }
 
 

@@ -6,6 +6,7 @@ run the same layer code.
 
 from trainctl.nn import functional, init
 from trainctl.nn.layers import (
+    ELU,
     GELU,
     AvgPool2d,
     BatchNorm1d,
@@ -23,13 +24,16 @@ from trainctl.nn.layers import (
     Residual,
     Sequential,
     Sigmoid,
+    SiLU,
     Softmax,
+    Softplus,
     Tanh,
 )
 from trainctl.nn.losses import binary_cross_entropy_with_logits, cross_entropy, mse_loss
 from trainctl.nn.module import Module, Parameter
 
 __all__ = [
+    "ELU",
     "GELU",
     "AvgPool2d",
     "BatchNorm1d",
@@ -49,6 +53,8 @@ __all__ = [
     "Residual",
     "Sequential",
     "Sigmoid",
+    "SiLU",
+    "Softplus",
     "Softmax",
     "Tanh",
     "binary_cross_entropy_with_logits",
