@@ -190,8 +190,26 @@ def show_config(
     typer.echo(dump_config(load_config(config, overrides)), nl=False)
 
 
+def _train_arguments(ctx: typer.Context) -> list[str]:
+    """`train`'s own command line, rebuilt from its parsed options for the ranks to parse."""
+    arguments = []
+    for parameter in ctx.command.params:
+        value = ctx.params.get(parameter.name)
+        if value is None or value is False or value == parameter.default:
+            continue
+        if not parameter.opts[0].startswith("-"):
+            arguments.append(str(value))
+        elif value is True:
+            arguments.append(parameter.opts[0])
+        else:
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                arguments += [parameter.opts[0], str(item)]
+    return arguments
+
+
 @app.command(cls=HelpCommand)
 def train(
+    ctx: typer.Context,
     config: str = typer.Argument(
         None, metavar="CONFIG", help="The YAML config (optional with --resume)."
     ),
@@ -222,6 +240,16 @@ def train(
         Path("runs"), "--runs-root", help="Where run folders are created (and --resume looks)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final result."),
+    nproc: int = typer.Option(
+        None,
+        "--nproc",
+        min=1,
+        help=(
+            "Train with N processes, synchronous data parallelism over MPI (the distributed "
+            "extra): data.batch_size is the global batch. Starts `mpiexec -n N` itself; "
+            "under mpiexec, mpirun or srun the same command line trains as one of the ranks."
+        ),
+    ),
 ) -> None:
     """Train a model described by a YAML config; everything goes into a new run folder.
 
@@ -231,17 +259,36 @@ def train(
     refused before anything is allocated (--force to try anyway).
 
     Example: [bold]trainctl train configs/digits_mlp.yaml --set optimizer.lr=0.1[/bold],
-    then [bold]trainctl train --resume digits-mlp-20261123-101500 --set train.epochs=30[/bold]
+    then [bold]trainctl train --resume digits-mlp-20261123-101500 --set train.epochs=30[/bold];
+    on two processes: [bold]trainctl train configs/digits_mlp.yaml --nproc 2[/bold]
     """
 
     from trainctl.config import load_config
+    from trainctl.distributed import current_world
+    from trainctl.distributed.world import failing_together
     from trainctl.number_format import metric_text
-    from trainctl.train.progress import make_reporter
+    from trainctl.train.progress import SilentReporter, make_reporter
     from trainctl.train.rundir import find_run
     from trainctl.train.trainer import TrainOptions
     from trainctl.train.trainer import train as run_training
 
     loaded = load_config(config, overrides) if config else None
+    world = current_world()
+    if nproc is not None and nproc > 1 and world.size == 1:
+        from trainctl.distributed.launch import launch
+        from trainctl.distributed.parallel import check_data_parallel
+
+        if loaded is not None:
+            check_data_parallel(loaded, nproc)
+        arguments = ["--debug"] if ctx.parent is not None and ctx.parent.params["debug"] else []
+        raise typer.Exit(launch(nproc, arguments + ["train", *_train_arguments(ctx)]))
+    if nproc is not None and nproc != world.size:
+        from trainctl.distributed import DistributedError
+
+        raise DistributedError(
+            f"--nproc {nproc} was given, but the MPI launcher started {world.size} "
+            f"process(es): give --nproc {world.size} or leave --nproc out under mpiexec"
+        )
     resume_dir = find_run(resume, runs_root).path if resume is not None else None
     options = TrainOptions(
         runs_root,
@@ -252,11 +299,14 @@ def train(
         command=_command_line("train", config),
         overrides=[] if loaded else overrides,
     )
-    reporter = make_reporter(quiet)
+    reporter = make_reporter(quiet) if world.is_root else SilentReporter()
     try:
-        result = run_training(loaded, options, reporter)
+        with failing_together(world):
+            result = run_training(loaded, options, reporter)
     finally:
         reporter.close()
+    if not world.is_root:  # rank 0 reports for the whole job
+        raise typer.Exit(result.exit_code)
     summary = result.summary
     final = summary.get("final", {}).get("val") or {
         "train loss": summary.get("final", {}).get("train_loss")

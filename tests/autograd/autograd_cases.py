@@ -11,8 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from echo_comm import EchoComm
 
 from trainctl.autograd import Tensor, ops, tensor
+from trainctl.distributed.reduce import GradientReducer, allreduce_mean, allreduce_sum
 
 Maker = Callable[[np.random.Generator], np.ndarray]
 
@@ -564,3 +566,19 @@ for _label, (_shape, _kernel, _stride, _pooled) in {
         lambda g, x, k=_kernel, s=_stride: ops.max_pool2d_grad(g, x, ops.max_pool2d(x, k, s), k, s),
         lambda g, x, k=_kernel, s=_stride: max_pool_grad_reference(g, x, k, s),
     )
+
+
+forward_case(
+    "allreduce_mean",
+    "three_ranks_in_buckets",
+    (rounded(5, 3),),
+    lambda x: allreduce_mean(x.reshape(15), GradientReducer(EchoComm(3), bucket_bytes=16)),
+    lambda x: x.reshape(15),
+)
+grad_case(
+    "allreduce_sum",
+    "three_ranks",
+    (normal(2, 3),),
+    lambda x: allreduce_sum(x, EchoComm(3)),
+    lambda x: 3 * x,
+)

@@ -72,9 +72,9 @@ def test_validate_build_and_train_share_one_set_up(tmp_path, monkeypatch):
     calls = []
     real = prepare.prepare_training
 
-    def spy(config, force=False):
+    def spy(config, *rest):
         calls.append(config.name)
-        return real(config, force)
+        return real(config, *rest)
 
     monkeypatch.setattr(prepare, "prepare_training", spy)
     monkeypatch.setattr(trainer, "prepare_training", spy)

@@ -310,7 +310,8 @@ def test_a_plain_anchor_and_merge_still_load(workdir):
     assert result.exit_code == 2  # `base` is not a top-level key; nothing else is wrong
     assert error_lines(result) == [
         "config.yaml:1: base: expected a top-level key (name, seed, mode, device, threads, "
-        "dtype, data, model, loss, metrics, optimizer, schedule, train, debug, graph), found 'base'"
+        "dtype, data, model, loss, metrics, optimizer, schedule, train, debug, graph, "
+        "distributed), found 'base'"
     ]
 
 

@@ -91,6 +91,9 @@ class StepDefinition:
     dtype: np.dtype
     options: StepOptions
     scopes: Any = None  # with check_numerics: names the layer each traced value came from
+    # Data parallelism (trainctl.distributed) sets it before the first trace: its
+    # `reduce(loss, grads)` averages both over the ranks, between backward and the update.
+    gradient_reducer: Any = None
 
     def loss(self, out: Operand, targets: Operand) -> Operand:
         return self.loss_fn(model_output(self.model, out, self.dtype), targets)
@@ -133,6 +136,10 @@ class StepDefinition:
                 for i, (p, g) in enumerate(zip(params, grads, strict=True))
                 if g is not None
             ]
+            if self.gradient_reducer is not None:
+                loss, reduced = self.gradient_reducer.reduce(loss, [g for _, _, g in active])
+                graph.outputs["loss"] = loss
+                active = [(i, p, g) for (i, p, _), g in zip(active, reduced, strict=True)]
             with no_grad():
                 finite = None
                 if scaler is not None and active:

@@ -22,6 +22,7 @@ from trainctl.config.document import Document, KeyPath, quote_key
 from trainctl.config.keys import (
     DATA_ARGS,
     DEBUG_ARGS,
+    DISTRIBUTED_ARGS,
     EARLY_STOPPING_ARGS,
     GRAPH_ARGS,
     SCHEDULE_ARGS,
@@ -35,6 +36,7 @@ from trainctl.config.schema import (
     Config,
     DataConfig,
     DebugConfig,
+    DistributedConfig,
     EarlyStoppingConfig,
     GraphConfig,
     LayerConfig,
@@ -51,8 +53,6 @@ from trainctl.spec import Arg, ArgError, Entry, describe
 _TOP_KEYS = tuple(f.name for f in fields(Config) if f.name not in NOT_KEYS)
 _DATA_KEYS = tuple(f.name for f in fields(DataConfig))
 _TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
-_DEBUG_KEYS = tuple(f.name for f in fields(DebugConfig))
-_GRAPH_KEYS = tuple(f.name for f in fields(GraphConfig))
 _NESTED_LAYERS = "residual"  # the one layer type whose value is a list of layers
 
 
@@ -265,8 +265,9 @@ class _Checker:
         train = self.train(self.section(top, ("train",)), metrics)
         lr = optimizer.args.get("lr") if optimizer_ok else None
         schedule = self.schedule(top.get("schedule"), lr)
-        debug = self.debug(self.section(top, ("debug",)))
-        graph = self.graph(self.section(top, ("graph",)))
+        debug = self.flat_section(top, "debug", DebugConfig, DEBUG_ARGS)
+        graph = self.flat_section(top, "graph", GraphConfig, GRAPH_ARGS)
+        distributed = self.flat_section(top, "distributed", DistributedConfig, DISTRIBUTED_ARGS)
         return Config(
             name=self.run_name(top),
             **plain,
@@ -279,6 +280,7 @@ class _Checker:
             train=train,
             debug=debug,
             graph=graph,
+            distributed=distributed,
             source=self.doc.source,
             document=self.doc,
         )
@@ -445,17 +447,13 @@ class _Checker:
                 self.issue(path + (key,), exc.expected, _found(exc.found))
         return ScheduleConfig(schedule.name, schedule.args, **warmup)
 
-    def debug(self, section: dict[str, Any]) -> DebugConfig:
-        path = ("debug",)
-        self.unknown_keys(section, path, _DEBUG_KEYS, "a key of debug")
-        plain, _ = self.values(section, path, DEBUG_ARGS)
-        return DebugConfig(**plain)
-
-    def graph(self, section: dict[str, Any]) -> GraphConfig:
-        path = ("graph",)
-        self.unknown_keys(section, path, _GRAPH_KEYS, "a key of graph")
-        plain, _ = self.values(section, path, GRAPH_ARGS)
-        return GraphConfig(**plain)
+    def flat_section(self, top: Mapping[str, Any], name: str, schema: type, args: dict) -> Any:
+        """A section of plain keys only (debug, graph, distributed) as its schema class."""
+        path = (name,)
+        section = self.section(top, path)
+        self.unknown_keys(section, path, tuple(f.name for f in fields(schema)), f"a key of {name}")
+        plain, _ = self.values(section, path, args)
+        return schema(**plain)
 
     def train(self, section: dict[str, Any], metrics: list[NamedConfig]) -> TrainConfig:
         path = ("train",)

@@ -58,6 +58,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
         },
         "debug": asdict(config.debug),
         "graph": asdict(config.graph),
+        "distributed": asdict(config.distributed),
     }
     return copy.deepcopy(result)
 

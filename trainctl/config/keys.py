@@ -10,6 +10,7 @@ from trainctl.config.schema import (
     Config,
     DataConfig,
     DebugConfig,
+    DistributedConfig,
     EarlyStoppingConfig,
     GraphConfig,
     ScheduleConfig,
@@ -119,5 +120,20 @@ GRAPH_ARGS = {
         GraphConfig.cuda_graphs,
         "on a GPU, replay each compiled step as one CUDA graph (mode: graph; steps with dropout "
         "or check_numerics run op by op)",
+    ),
+}
+DISTRIBUTED_ARGS = {
+    "bucket_mb": Arg(
+        "float",
+        DistributedConfig.bucket_mb,
+        "largest Allreduce message of the gradient buffer, in MiB (bigger buffers go in buckets)",
+        low=0,
+        low_open=True,
+    ),
+    "check_every": Arg(
+        "int",
+        DistributedConfig.check_every,
+        "steps between checksums that the replicas still hold the same weights",
+        low=1,
     ),
 }

@@ -70,6 +70,7 @@ def config_reference() -> str:
         ("`train.early_stopping`", "train.early_stopping.", keys.EARLY_STOPPING_ARGS),
         ("`debug`", "debug.", keys.DEBUG_ARGS),
         ("`graph` (graph mode)", "graph.", keys.GRAPH_ARGS),
+        ("`distributed` (`--nproc N`)", "distributed.", keys.DISTRIBUTED_ARGS),
     ]
     sections = [
         ("Layers (`model.layers`)", registries.layers, "layer"),

@@ -139,6 +139,7 @@ RESUMABLE_KEYS = (
     "data.prefetch",
     "debug.check_numerics",
     "threads",
+    "distributed",
 )
 
 
@@ -155,6 +156,14 @@ class DebugConfig:
 @dataclass(frozen=True)
 class GraphConfig:
     cuda_graphs: bool = True
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Data parallelism over MPI (`trainctl train --nproc N`); ignored by one process."""
+
+    bucket_mb: float = 25.0
+    check_every: int = 100
 
 
 def default_loss() -> NamedConfig:
@@ -186,6 +195,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     source: str = field(default="<string>", compare=False)
     # The checked YAML: where each value came from (a file line or a --set), so a check that
     # runs after loading (the model against the data, the transforms) can place its error.

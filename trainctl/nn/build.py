@@ -76,10 +76,10 @@ def _conv2d(
     return layers.Conv2d(_channels(shape), out, kernel, stride, padding, bias=bias, init=init)
 
 
-def _batch_norm(shape: Shape, eps: float, momentum: float) -> Module:
+def _batch_norm(shape: Shape, eps: float, momentum: float, sync: bool) -> Module:
     if len(shape) == 1:
-        return layers.BatchNorm1d(shape[0], eps, momentum)
-    return layers.BatchNorm2d(_channels(shape), eps, momentum)
+        return layers.BatchNorm1d(shape[0], eps, momentum, sync)
+    return layers.BatchNorm2d(_channels(shape), eps, momentum, sync)
 
 
 def _images(make: Callable[[], Module]) -> Callable[..., Module]:
@@ -148,6 +148,12 @@ LAYERS: dict[str, LayerEntry] = {
             "batch_norm", "batch normalisation (1-d for features, 2-d for images)", _batch_norm,
             eps=Arg("float", 1e-5, "added to the variance", low=0, low_open=True),
             momentum=Arg("float", 0.1, "running statistics update rate", low=0, high=1),
+            sync=Arg(
+                "bool",
+                False,
+                "with --nproc N, batch statistics over the whole global batch (SyncBatchNorm); "
+                "false: each rank's shard's, running statistics averaged",
+            ),
         ),
         _entry(
             "layer_norm", "normalise each sample over its last axis",

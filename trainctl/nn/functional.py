@@ -7,6 +7,7 @@ data directly: shapes, Python scalars and ops only. Images are NHWC.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from trainctl import backend
 from trainctl.autograd import ops
@@ -57,13 +58,16 @@ def batch_norm(
     training: bool,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    across: Any = None,
 ) -> tuple[Operand, Operand, Operand]:
     """Normalise over every axis but the last (channels); returns (y, new_mean, new_var).
 
     Training normalises with the batch mean and biased variance and moves the running
     statistics towards the batch's, using the unbiased variance as PyTorch does. Evaluation
     normalises with the running statistics and returns them unchanged. The new statistics
-    carry no gradient; the caller rebinds its buffers to them.
+    carry no gradient; the caller rebinds its buffers to them. `across` (data parallelism's
+    synchronised BatchNorm: its `mean(operand)` and `size`) makes the batch statistics those
+    of every rank's equal shard together, the whole global batch.
     """
     axes = tuple(range(x.ndim - 1))
     if training:
@@ -73,8 +77,12 @@ def batch_norm(
                 f"batch norm in training needs more than 1 value per channel, got {x.shape}"
             )
         mean = x.mean(axis=axes)
+        if across is not None:
+            mean, count = across.mean(mean), count * across.size
         centered = x - mean
         var = (centered * centered).mean(axis=axes)
+        if across is not None:
+            var = across.mean(var)
         with no_grad():
             running_mean = running_mean * (1.0 - momentum) + mean * momentum
             unbiased = var * (count / (count - 1))

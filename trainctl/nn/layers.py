@@ -175,9 +175,13 @@ class _BatchNorm(Module):
     ndim: int
     layout: str
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, sync: bool = False
+    ) -> None:
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.sync = sync  # with data parallelism: batch statistics over every rank's shard
+        self.across = None  # what averages them over the ranks, set by trainctl.distributed
         self.weight = Parameter(ones((num_features,)))
         self.bias = Parameter(zeros((num_features,)))
         self.register_buffer("running_mean", Tensor(zeros((num_features,))))
@@ -188,12 +192,13 @@ class _BatchNorm(Module):
         _check(self, x, ok, self.layout.format(C=self.num_features))
         y, self.running_mean, self.running_var = F.batch_norm(
             self.full_precision(x), self.weight, self.bias, self.running_mean,
-            self.running_var, self.training, self.momentum, self.eps,
+            self.running_var, self.training, self.momentum, self.eps, self.across,
         )  # fmt: skip
         return self.autocast(y)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        sync = ", sync=True" if self.sync else ""
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}{sync}"
 
 
 class BatchNorm1d(_BatchNorm):

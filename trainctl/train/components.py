@@ -55,14 +55,22 @@ class Components:
     loss_scaler: LossScaler | None = None  # float16 mixed precision
 
     def loader(
-        self, split: str, *, training: bool = False, batch_size: int | None = None
+        self,
+        split: str,
+        *,
+        training: bool = False,
+        batch_size: int | None = None,
+        rows: tuple[int, int] | None = None,
     ) -> Loader:
-        """Batches of `split`; training shuffles, drops the last batch if asked and augments.
+        """Batches of `split` (of its samples [start, stop) with `rows`); training shuffles,
+        drops the last batch if asked and augments.
 
         The loader fits every transform to a sample at once: one that does not fit the data
         is an error at its place in the config."""
         data_config = self.config.data
         dataset = getattr(self.data, split)
+        if rows is not None:
+            dataset = dataset.subset(np.arange(*rows))
         if training:
             size = batch_size or data_config.batch_size
         else:
@@ -94,7 +102,9 @@ class Components:
             return np.eye(classes, dtype=self.dtype)[targets]
         return targets.reshape(len(targets), *self.output_shape).astype(self.dtype, copy=False)
 
-    def make_step(self, mode: str | None = None) -> Step:
+    def make_step(self, mode: str | None = None, cuda_graphs: bool = True) -> Step:
+        """The step of `mode` (default: the config's); `cuda_graphs=False` keeps graph mode
+        from capturing it (data parallelism calls MPI from the host in the middle)."""
         return make_step(
             mode or self.config.mode,
             self.model,
@@ -104,7 +114,7 @@ class Components:
             dtype=self.dtype,
             grad_clip=self.config.train.grad_clip,
             check_numerics=self.config.debug.check_numerics,
-            cuda_graphs=self.config.graph.cuda_graphs,
+            cuda_graphs=cuda_graphs and self.config.graph.cuda_graphs,
             loss_scaler=self.loss_scaler,
         )
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trainctl.autograd import Tensor, no_grad
+from trainctl.distributed.parallel import DataParallel, shard_bounds
 from trainctl.metrics import compute_metric, metric_label
 from trainctl.train.components import Components
 from trainctl.train.step import Step
@@ -27,15 +28,23 @@ class EvalResult:
 
 
 def collect_outputs(
-    components: Components, step: Step, split: str
+    components: Components, step: Step, split: str, parallel: DataParallel | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The model's outputs (eval mode) and the raw targets for every sample of `split`."""
+    """The model's outputs (eval mode) and the raw targets for every sample of `split`.
+    With `parallel` each rank runs its contiguous part of the split and every rank gets all
+    of them, in the split's order."""
     outputs, targets = [], []
-    loader = components.loader(split)
-    with contextlib.closing(loader.epoch(0)) as batches:
-        for inputs, batch_targets in batches:
-            outputs.append(step.evaluate(inputs))
-            targets.append(batch_targets)
+    rows = None
+    if parallel is not None:
+        rows = shard_bounds(len(getattr(components.data, split)), *parallel.place)
+    if rows is None or rows[1] > rows[0]:
+        loader = components.loader(split, rows=rows)
+        with contextlib.closing(loader.epoch(0)) as batches:
+            for inputs, batch_targets in batches:
+                outputs.append(step.evaluate(inputs))
+                targets.append(batch_targets)
+    if parallel is not None:
+        outputs, targets = parallel.gather(outputs), parallel.gather(targets)
     return np.concatenate(outputs), np.concatenate(targets)
 
 
@@ -48,9 +57,13 @@ def split_loss(components: Components, outputs: np.ndarray, targets: np.ndarray)
 
 
 def evaluate_split(
-    components: Components, step: Step, split: str, keep_outputs: bool = False
+    components: Components,
+    step: Step,
+    split: str,
+    keep_outputs: bool = False,
+    parallel: DataParallel | None = None,
 ) -> EvalResult:
-    outputs, targets = collect_outputs(components, step, split)
+    outputs, targets = collect_outputs(components, step, split, parallel)
     metrics = {
         metric_label(m.name, m.args): compute_metric(m.name, m.args, outputs, targets)
         for m in components.config.metrics

@@ -13,6 +13,8 @@ from typing import Any
 from trainctl import backend
 from trainctl.config import Config
 from trainctl.data import Loader
+from trainctl.distributed import World, current_world
+from trainctl.distributed.parallel import DataParallel, check_data_parallel
 from trainctl.train.components import Components, build_components, load_data
 from trainctl.train.resources import ResourceError, check_resources
 from trainctl.train.step import Step
@@ -26,13 +28,20 @@ class PreparedTraining:
     step: Step
     loader: Loader  # the training batches, transforms fitted to the data
     notices: list[str]  # the refusals --force turned into notices, files the data skipped
+    parallel: DataParallel | None = None  # this rank's share of a data-parallel run
 
 
 def prepare_training(
-    config: Config, force: bool = False, preprocessing: dict[str, Any] | None = None
+    config: Config,
+    force: bool = False,
+    preprocessing: dict[str, Any] | None = None,
+    world: World | None = None,
 ) -> PreparedTraining:
     """Load the data (encoded with a resumed run's stored `preprocessing`), check that the
-    run fits and ends (before any allocation), build it."""
+    run fits and ends (before any allocation), build it. In a job of several processes
+    (`world`, default: this process's) each one builds a full replica, whose gradients the
+    ranks average every step."""
+    world = current_world() if world is None else world
     data = load_data(config, preprocessing)
     notices = check_resources(config, data, backend.get_device(config.device), force)
     if data.skipped_files:
@@ -47,4 +56,12 @@ def prepare_training(
         message = f"{config.source}: out of memory while building the model: {exc}"
         raise ResourceError(message) from exc
     loader = components.loader("train", training=True)
-    return PreparedTraining(components, components.make_step(), loader, notices)
+    step = components.make_step(cuda_graphs=world.size == 1)
+    if world.size == 1:
+        return PreparedTraining(components, step, loader, notices)
+    distributed = config.distributed
+    parallel = DataParallel(world, distributed.bucket_mb, distributed.check_every)
+    synced = parallel.synchronise_batch_norm(components.model)
+    check_data_parallel(config, world.size, len(data.train), synced)
+    step.gradient_reducer = parallel.reducer
+    return PreparedTraining(components, step, loader, notices, parallel)

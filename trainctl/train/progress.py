@@ -89,6 +89,13 @@ class QuietReporter(Reporter):
         pass
 
 
+class SilentReporter(QuietReporter):
+    """A rank other than 0 of a data-parallel run: rank 0 reports for all of them."""
+
+    def notice(self, text: str) -> None:
+        pass
+
+
 class BarReporter(Reporter):
     """A live line per epoch (see progress_line); a finished epoch's line stays on screen,
     each evaluation prints a line of its own below it, and messages print above the bar."""

@@ -47,6 +47,9 @@ class Step:
     """What the trainer calls once per batch; EagerStep and GraphStep share this interface."""
 
     traces: int = 0
+    # Data parallelism (trainctl.distributed) sets it before the first step: its
+    # `reduce(loss, grads)` averages both over the ranks, between backward and the update.
+    gradient_reducer: Any = None
 
     def __init__(
         self,
@@ -114,6 +117,11 @@ class EagerStep(Step):
             scalars = scaler.step_scalars()
             (loss * scalars["loss_scale"]).backward()
         with_grad = [p for p in self.optimizer.params if p.grad is not None]
+        if self.gradient_reducer is not None:
+            with no_grad():
+                loss, grads = self.gradient_reducer.reduce(loss, [p.grad for p in with_grad])
+            for p, g in zip(with_grad, grads, strict=True):
+                p.grad = g
         finite = True
         if scaler is not None:
             with no_grad():
@@ -153,6 +161,14 @@ class GraphStep(Step):
     @property
     def traces(self) -> int:
         return self.traced.traces
+
+    @property
+    def gradient_reducer(self) -> Any:
+        return self.definition.gradient_reducer
+
+    @gradient_reducer.setter
+    def gradient_reducer(self, reducer: Any) -> None:
+        self.definition.gradient_reducer = reducer
 
     def train(self, inputs: np.ndarray, targets: np.ndarray) -> float:
         if self.options.check_numerics:

@@ -6,7 +6,8 @@ takes 0.27 ms alone took 78 ms with a second training beside it (benchmarks/proc
 One thread per process avoids that but makes a lone run up to 1.8x slower.
 
 `threads: auto` (the default) counts the trainings running on this machine and gives each an
-equal share of the CPUs this process may use (`os.sched_getaffinity`). The count is taken
+equal share of the CPUs this process may use (`os.sched_getaffinity`); each rank of a
+data-parallel run counts as one, and gets cores / ranks from its first step on. The count is taken
 again every second, so a run gets the whole machine back when the other one ends. Each
 training holds an `flock` on its own file in a per-user folder; the kernel drops it when the
 process exits, however it exits, so a killed run never keeps its share. A number is applied
@@ -99,6 +100,7 @@ class ThreadControl:
     clock read."""
 
     setting: int | str
+    peers: int = 1  # processes of this training on this machine (data-parallel ranks)
     cpus: int = field(default_factory=usable_cpus)
     registration: Registration | None = None
     threads: int = 0
@@ -139,7 +141,7 @@ class ThreadControl:
         if isinstance(self.setting, int):
             return self.setting
         running = self.registration.running() if self.registration else 1
-        return max(1, self.cpus // running)
+        return max(1, self.cpus // max(running, self.peers))
 
     def _apply(self, threads: int) -> None:
         if threads != self.threads:

@@ -41,6 +41,8 @@ from trainctl.config import (
     dump_config,
 )
 from trainctl.config.schema import RESUMABLE_KEYS, is_resumable
+from trainctl.distributed import World, current_world
+from trainctl.distributed.parallel import AgreedStop
 from trainctl.errors import CheckpointError, RunFolderError, TrainctlError
 from trainctl.metrics import higher_is_better
 from trainctl.train.atomic import atomic_write_text
@@ -112,7 +114,7 @@ class TrainerState:
 
 @dataclass
 class TrainResult:
-    run: RunFolder
+    run: RunFolder | None  # None on the ranks other than 0 of a data-parallel run
     status: str
     exit_code: int
     summary: dict[str, Any]
@@ -175,19 +177,30 @@ def trapped_signals() -> Iterator[StopFlag]:
 # ---------------------------------------------------------------- the run
 
 
+class _Discard:
+    """The log, metrics and events of a rank other than 0: rank 0 writes the run's."""
+
+    def write(self, *_: Any) -> None:
+        pass
+
+    flush = close = append = scalars = graph = restart_at = write
+
+
 class Trainer:
     def __init__(
         self,
         config: Config,
         prepared: PreparedTraining,
-        run: RunFolder,
+        run: RunFolder | None,
         reporter: Reporter,
         options: TrainOptions,
     ) -> None:
+        """`run` None: a rank other than 0 of a data-parallel run, which writes nothing."""
         components = prepared.components
         self.config, self.components, self.run = config, components, run
         self.reporter, self.options = reporter, options
         self.step_fn = prepared.step
+        self.parallel = prepared.parallel
         self.loader = prepared.loader
         self.steps_per_epoch = self.loader.batches_per_epoch
         self.total_steps = components.total_steps()
@@ -197,11 +210,15 @@ class Trainer:
         self.summary: dict[str, Any] = {}
         self.step_times: list[float] = []
         self.stop = StopFlag()
-        self.threads = ThreadControl(config.threads)
+        local_ranks = 1 if self.parallel is None else self.parallel.world.local_size
+        self.threads = ThreadControl(config.threads, peers=local_ranks)
         self.checkpoint_step: int | None = None  # the step of checkpoints/last, once there
-        self.log_file = open(run.log_path, "a", encoding="utf-8")  # noqa: SIM115
-        self.metrics = MetricsLog(run.metrics_path)
-        self.events = EventWriter(run.events_dir)
+        if run is None:
+            self.log_file = self.metrics = self.events = _Discard()
+        else:
+            self.log_file = open(run.log_path, "a", encoding="utf-8")  # noqa: SIM115
+            self.metrics = MetricsLog(run.metrics_path)
+            self.events = EventWriter(run.events_dir)
 
     # ------------------------------------------------------------ logging
 
@@ -259,6 +276,8 @@ class Trainer:
                 "overflowed in this step (try a lower optimizer.lr or train.grad_clip; "
                 f"debug.check_numerics: true names the op); checkpoints/{tag} is not written"
             )
+        if self.run is None:
+            return
         try:
             save_checkpoint(
                 self.run.checkpoint_path(tag), model_state, optimizer_state, self.trainer_state()
@@ -295,15 +314,34 @@ class Trainer:
             {name: array.shape for name, array in own.items()},
             {name: array.dtype for name, array in own.items()},
         )
-        self.components.model.load_state_dict(checkpoint.model_state)
-        self.components.optimizer.load_state_dict(checkpoint.optimizer_state)
-        saved = checkpoint.trainer_state
+        self.adopt(checkpoint.model_state, checkpoint.optimizer_state, checkpoint.trainer_state)
+        if tag == "last":
+            self.checkpoint_step = self.state.step
+
+    def adopt(
+        self, model_state: dict[str, Any], optimizer_state: dict[str, Any], saved: dict[str, Any]
+    ) -> None:
+        """Take over the weights, optimizer state and trainer state of a checkpoint."""
+        self.components.model.load_state_dict(model_state)
+        self.components.optimizer.load_state_dict(optimizer_state)
         backend.default_generator.load_state_dict(saved["generator"])
         if self.components.loss_scaler is not None and "loss_scale" in saved:
             self.components.loss_scaler.load_state_dict(saved["loss_scale"])
         self.state = TrainerState(**saved["trainer"])
-        if tag == "last":
-            self.checkpoint_step = self.state.step
+
+    def share_state(self) -> None:
+        """Data parallelism: every rank starts from rank 0's state (its restored checkpoint
+        on a resume), so the replicas are identical from the first step."""
+        components, parallel = self.components, self.parallel
+        state = None
+        if parallel.world.is_root:
+            model, optimizer = components.model.state_dict(), components.optimizer.state_dict()
+            state = (model, optimizer, self.trainer_state())
+        state = parallel.broadcast(state)
+        if not parallel.world.is_root:
+            self.adopt(*state)
+            generator = backend.default_generator
+            generator.seed = parallel.own_seed(generator.seed)
 
     def epoch_progress(self) -> float:
         """Epochs done as a fraction (1.5: halfway through the second), for log records."""
@@ -316,7 +354,8 @@ class Trainer:
         if not self.has_val:
             return None
         try:
-            result = evaluate_split(self.components, _Interruptible(self.step_fn, self.stop), "val")
+            step = _Interruptible(self.step_fn, self.stop)
+            result = evaluate_split(self.components, step, "val", parallel=self.parallel)
         except EvaluationInterrupted:
             self.say(f"the evaluation at step {self.state.step} was cut short; it runs on resume")
             return None
@@ -388,6 +427,9 @@ class Trainer:
             with contextlib.closing(self.loader.epoch(state.epoch, state.batch)) as batches:
                 for inputs, targets in batches:
                     lr = self.components.optimizer.lr
+                    samples = len(inputs)  # the global batch: every rank's shard of it
+                    if self.parallel is not None:
+                        inputs, targets = self.parallel.shard(inputs, targets)
                     prepared = self.components.prepare_targets(targets)
                     started = time.perf_counter()
                     try:
@@ -402,8 +444,11 @@ class Trainer:
                     self.threads.check()  # another training started or ended: share anew
                     if not math.isfinite(loss):
                         raise self.failure(_bad_loss(loss, inputs, prepared))
+                    if self.parallel is not None:
+                        self.parallel.average_buffers(self.components.model)
+                        self.parallel.check_replicas(state.step, self._replica_state())
                     window.append(loss)
-                    window_samples += len(inputs)
+                    window_samples += samples
                     speed = window_samples / max(time.perf_counter() - window_start, 1e-9)
                     self.reporter.advanced(loss, lr, speed)
                     if state.step % train_config.log_every == 0 or state.step == self.total_steps:
@@ -434,11 +479,19 @@ class Trainer:
         if not stop and self.state.last_eval_step != self.state.step:
             self.evaluate()  # the run's final metrics are always measured on its final weights
         self.save("last")
-        if not self.run.checkpoint_path("best").exists():
+        if self.run is not None and not self.run.checkpoint_path("best").exists():
             self.save("best")  # no validation split: the final weights are the best known
         if stop:
             return stop.signal_name or "SIGINT"
         return "completed"
+
+    def _replica_state(self) -> Iterator[tuple[str, Any]]:
+        """What must be the same on every rank: the weights and the optimizer state."""
+        for name, array in self.components.model.state_dict().items():
+            yield name, array
+        for index, entry in self.components.optimizer.state_dict()["state"].items():
+            for name, array in entry.items():
+                yield f"optimizer.{index}.{name}", array
 
     def _more_to_do(self, stop: StopFlag) -> bool:
         return not stop and not self.state.early_stopped and self.state.step < self.total_steps
@@ -479,20 +532,25 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
     """Run (or resume) a training run; the run folder holds everything it produced.
 
     The run folder's lock is held from before anything in it changes until the run ends, so
-    a second process that tries to write the same folder is refused (RunLockedError)."""
+    a second process that tries to write the same folder is refused (RunLockedError).
+
+    In a data-parallel job only rank 0 comes this way; the others `_follow` it."""
+    world = current_world()
+    if not world.is_root:
+        return _follow(world, options, reporter)
     if options.resume is not None:
         run = RunFolder.open(options.resume)
         with hold_run_lock(run.path):
             saved = run.read_config()
             config = _resume_config(run, saved, config, options)
-            prepared = prepare_training(config, options.force, stored_preprocessing(run))
+            prepared = _prepare(world, config, options, stored_preprocessing(run))
             check_splits(run, prepared.components.data)
             if not run.model_input_path.exists():  # a run from before the record existed
                 write_model_input(run, prepared.components.data)
             return _run(config, prepared, run, options, reporter, saved)
     if config is None:
         raise ResumeError("give a CONFIG to train, or --resume RUN to continue a run")
-    prepared = prepare_training(config, options.force)
+    prepared = _prepare(world, config, options)
     run = _new_run(config, options)  # only now: a config that cannot be built leaves no folder
     with hold_run_lock(run.path):
         atomic_write_text(run.config_path, dump_config(config))
@@ -500,6 +558,45 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
         write_model_input(run, prepared.components.data)
         record_preprocessing(run, prepared.components.data)
         return _run(config, prepared, run, options, reporter)
+
+
+def _prepare(
+    world: World,
+    config: Config,
+    options: TrainOptions,
+    preprocessing: dict[str, Any] | None = None,
+) -> PreparedTraining:
+    """prepare_training, after sending the config and a resumed run's stored preprocessing to
+    the other ranks (rank 0 reads them from the run folder)."""
+    if world.size > 1:
+        world.comm.bcast((config, preprocessing), root=0)
+    return prepare_training(config, options.force, preprocessing, world)
+
+
+def _follow(world: World, options: TrainOptions, reporter: Reporter) -> TrainResult:
+    """A rank other than 0: trains its replica in step with rank 0 and writes nothing."""
+    config, preprocessing = world.comm.bcast(None, root=0)
+    prepared = prepare_training(config, options.force, preprocessing, world)
+    trainer = Trainer(config, prepared, None, reporter, options)
+    trainer.share_state()
+    outcome = _fit(trainer)
+    status = "completed" if outcome == "completed" else "interrupted"
+    summary = {"status": status, "steps": trainer.state.step, "rank": world.rank}
+    return TrainResult(None, status, EXIT_CODES[outcome], summary)
+
+
+def _fit(trainer: Trainer) -> str:
+    """Train under trapped signals (agreed among the ranks of a data-parallel run)."""
+    # A diverging run is caught by the loss check with its step number; NumPy's overflow
+    # warnings along the way would only bury that message.
+    with trapped_signals() as stop, np.errstate(all="ignore"):
+        if trainer.parallel is not None:
+            stop = AgreedStop(stop, trainer.parallel.reducer)
+        trainer.threads.start()
+        try:
+            return trainer.fit(stop)
+        finally:
+            trainer.threads.stop()
 
 
 def _run(
@@ -519,6 +616,9 @@ def _run(
     trainer.summary = summary
     if resumed is not None:
         notices += _prepare_resume(trainer, run, resumed)
+    if trainer.parallel is not None:
+        trainer.share_state()
+        summary["world_size"] = trainer.parallel.world.size
     run.write_summary(summary)
     trainer.write_model_graph()
     for notice in notices:
@@ -529,14 +629,7 @@ def _run(
         f"{trainer.steps_per_epoch} per epoch)"
     )
     try:
-        # A diverging run is caught by the loss check with its step number; NumPy's overflow
-        # warnings along the way would only bury that message.
-        with trapped_signals() as stop, np.errstate(all="ignore"):
-            trainer.threads.start()
-            try:
-                outcome = trainer.fit(stop)
-            finally:
-                trainer.threads.stop()
+        outcome = _fit(trainer)
     except KeyboardInterrupt:
         outcome = "SIGINT"
         trainer.say("stopped at once by a second Ctrl-C; the last checkpoint is kept", True)
@@ -553,7 +646,10 @@ def _run(
     command = None
     if status == "interrupted":
         summary["signal"] = outcome
-        command = summary["resume_command"] = resume_command(run)
+        command = resume_command(run)
+        if trainer.parallel is not None:
+            command += f" --nproc {trainer.parallel.world.size}"
+        summary["resume_command"] = command
         trainer.say(f"interrupted by {outcome} at step {trainer.state.step}; resume with:", True)
         trainer.say(f"  {command}", True)
     _finish_summary(trainer, summary, started)
@@ -748,6 +844,8 @@ def _finish_summary(trainer: Trainer, summary: dict[str, Any], started: float) -
         waited = trainer.loader.wait_seconds
         summary["data_wait_fraction"] = round(waited / max(waited + times.sum() / 1e3, 1e-9), 4)
     summary["threads"] = trainer.threads.report()
+    if trainer.parallel is not None:
+        summary["distributed"] = trainer.parallel.report()
     graph = trainer.step_fn.stats()
     if graph:
         summary["graph"] = graph

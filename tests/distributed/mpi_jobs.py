@@ -1,0 +1,102 @@
+"""Real MPI jobs for the distributed tests: `trainctl train` under `--nproc N` or `mpiexec`.
+
+Skips cleanly without mpi4py or an `mpiexec` (the distributed extra brings both)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from trainctl.train.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).parents[2]
+
+# A small float64 MLP whose every step is logged: losses compare step by step.
+CONFIG = """
+name: dp
+seed: 3
+dtype: float64
+data:
+  dataset: digits
+  batch_size: 32
+  val_split: 0.2
+  transforms: [{normalize: {mean: 0.3, std: 0.38}}]
+model:
+  layers: [flatten, {linear: {out: 32}}, {batch_norm: {sync: true}}, relu, {linear: {out: 10}}]
+optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+train: {max_steps: 12, log_every: 1, eval_every: 6, checkpoint_every: 4}
+distributed: {check_every: 1}
+"""
+
+
+def mpiexec() -> str:
+    beside = Path(sys.executable).parent / "mpiexec"
+    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        found = None
+    if found is None:
+        pytest.skip("needs mpi4py and mpiexec: pip install 'trainctl[distributed]'")
+    return found
+
+
+def environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "SLURM_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def write_config(folder: Path, text: str = CONFIG) -> Path:
+    path = folder / "dp.yaml"
+    path.write_text(text)
+    return path
+
+
+def trainctl(*arguments: str, cwd: Path, under_mpiexec: int = 0, **popen: Any):
+    """`trainctl <arguments>` in `cwd`, started by `mpiexec -n under_mpiexec` when given."""
+    command = [sys.executable, "-m", "trainctl", *arguments]
+    if under_mpiexec:
+        command = [mpiexec(), "-n", str(under_mpiexec), *command]
+    return subprocess.Popen(
+        command, cwd=cwd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, **popen,
+    )  # fmt: skip
+
+
+def finished(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def only_run(runs_root: Path) -> Path:
+    (run,) = list(runs_root.iterdir())
+    return run
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def evaluations(run: Path) -> list[dict[str, Any]]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "eval"]
+
+
+def weights(run: Path) -> dict[str, np.ndarray]:
+    """The model's weights in checkpoints/last."""
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    return checkpoint.model_state
+
+
+def summary(run: Path) -> dict[str, Any]:
+    return json.loads((run / "summary.json").read_text())
