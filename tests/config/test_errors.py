@@ -211,6 +211,7 @@ def test_unknown_keys_at_every_level_with_did_you_mean(text: str, expected: str)
             "model:\n  layers:\n    - flatten\n    - lineer: {out: 3}\n",
             "c.yaml:4: model.layers[1]: expected a layer type (linear, conv2d, max_pool2d, "
             "avg_pool2d, global_avg_pool, flatten, dropout, batch_norm, layer_norm, embedding, "
+            "positional_embedding, self_attention, transformer_block, lstm, "
             "relu, leaky_relu, gelu, tanh, sigmoid, softmax, residual), found 'lineer' "
             "(did you mean 'linear'?)",
         ),
@@ -242,13 +243,13 @@ def test_unknown_keys_at_every_level_with_did_you_mean(text: str, expected: str)
         ),
         (
             MODEL + "metrics: [acuracy]\n",
-            "c.yaml:2: metrics[0]: expected a metric (accuracy, top_k_accuracy, mse, mae, r2), "
-            "found 'acuracy' (did you mean 'accuracy'?)",
+            "c.yaml:2: metrics[0]: expected a metric (accuracy, top_k_accuracy, perplexity, mse, "
+            "mae, r2), found 'acuracy' (did you mean 'accuracy'?)",
         ),
         (
             MODEL + "loss: crossentropy\n",
-            "c.yaml:2: loss: expected a loss (cross_entropy, mse, bce_with_logits), found "
-            "'crossentropy' (did you mean 'cross_entropy'?)",
+            "c.yaml:2: loss: expected a loss (cross_entropy, sequence_cross_entropy, mse, "
+            "bce_with_logits), found 'crossentropy' (did you mean 'cross_entropy'?)",
         ),
         (
             MODEL + "mode: grpah\n",
@@ -538,6 +539,7 @@ train:
         "c.yaml:5: data.batch_size: expected an integer >= 1, found 0",
         "c.yaml:9: model.layers[1]: expected a layer type (linear, conv2d, max_pool2d, "
         "avg_pool2d, global_avg_pool, flatten, dropout, batch_norm, layer_norm, embedding, "
+        "positional_embedding, self_attention, transformer_block, lstm, "
         "relu, leaky_relu, gelu, tanh, sigmoid, softmax, residual), found 'lineer' "
         "(did you mean 'linear'?)",
         "c.yaml:10: model.layers[2].linear.bais: expected an argument of linear (out, bias, "

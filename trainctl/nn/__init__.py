@@ -26,11 +26,23 @@ from trainctl.nn.layers import (
     Softmax,
     Tanh,
 )
-from trainctl.nn.losses import binary_cross_entropy_with_logits, cross_entropy, mse_loss
+from trainctl.nn.losses import (
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    mse_loss,
+    sequence_cross_entropy,
+)
 from trainctl.nn.module import Module, Parameter
+from trainctl.nn.sequence import (
+    LSTM,
+    MultiHeadSelfAttention,
+    PositionalEmbedding,
+    TransformerBlock,
+)
 
 __all__ = [
     "GELU",
+    "LSTM",
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
@@ -43,17 +55,21 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "MaxPool2d",
+    "MultiHeadSelfAttention",
     "Module",
     "Parameter",
+    "PositionalEmbedding",
     "ReLU",
     "Residual",
     "Sequential",
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "TransformerBlock",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "functional",
     "init",
     "mse_loss",
+    "sequence_cross_entropy",
 ]
