@@ -233,8 +233,8 @@ def test_unknown_keys_at_every_level_with_did_you_mean(text: str, expected: str)
         (
             MODEL + "data: {dataset: spiral}\n",
             "c.yaml:2: data.dataset: expected a data set (digits, regression, spirals, blobs, "
-            "images, mnist, fashion_mnist, cifar10, npz, csv, image_folder), found 'spiral' "
-            "(did you mean 'spirals'?)",
+            "images, mnist, fashion_mnist, cifar10, npz, csv, image_folder, text), found "
+            "'spiral' (did you mean 'spirals'?)",
         ),
         (
             MODEL + "data:\n  transforms:\n    - normalise: {mean: 0, std: 1}\n",

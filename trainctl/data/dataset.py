@@ -100,6 +100,7 @@ class Loaded(NamedTuple):
 
 
 LoadFn = Callable[[dict[str, Any], Path | None, int], Loaded]
+InOrderLoadFn = Callable[[dict[str, Any], Path, float, float], Loaded]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,9 +110,14 @@ class DatasetEntry(Entry):
     `load(options, path, seed)` gets the options already checked against `args`, the
     path when `needs_path`, and the run seed (synthetic sets draw from it). A
     `downloadable` one is in `trainctl.data.catalog` (`data.download: true` fetches it).
+
+    A data set whose samples follow one another (windows of a text) has `load_in_order`
+    instead: `load_in_order(options, path, val_split, test_split)` holds out the last
+    samples rather than a seeded draw, and fits its statistics (a vocabulary) to the rest.
     """
 
-    load: LoadFn
+    load: LoadFn | None = None
+    load_in_order: InOrderLoadFn | None = None
     needs_path: bool = False
     has_test_split: bool = False
     obtain: str = ""
