@@ -88,3 +88,15 @@ def test_the_shipped_text_loads(tmp_path):
     splits = load_splits("text", {"seq_len": 64}, str(path), 0.05, 0.05, seed=0)
     assert splits.num_classes == 61 and splits.class_names[1:3] == ("\n", " ")
     assert _decode(splits.train.inputs[0], splits.class_names).startswith("In the beginning God")
+
+
+def test_a_stored_vocabulary_is_reused_not_refitted(tmp_path):
+    """A run's preprocessing.json decides the tokens when eval, resume or sample reload."""
+    assert _splits(tmp_path).preprocessing == {"vocabulary": UNKNOWN + "abc"}
+    path = str(tmp_path / "t.txt")
+    stored = {"vocabulary": UNKNOWN + "ab"}
+    again = load_splits("text", {"seq_len": 4}, path, 0.2, 0.1, seed=0, preprocessing=stored)
+    assert again.class_names == (UNKNOWN, "a", "b") and again.num_classes == 3
+    assert _decode(again.train.inputs[0], again.class_names) == "ab" + UNKNOWN + "a"
+    with pytest.raises(DataError, match="preprocessing.json has no text vocabulary"):
+        load_splits("text", {"seq_len": 4}, path, 0.2, 0.1, seed=0, preprocessing={"x": 1})

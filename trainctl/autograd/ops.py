@@ -239,10 +239,29 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return out
 
 
+# ---------------------------------------------------------------- ONNX lowerings
+# An op's `onnx(b, inputs, **attrs)` writes it with an export.onnx_builder.OnnxBuilder `b`
+# (inputs: the ONNX names of its operands) and returns the name of its output; an op with
+# none cannot be exported.
+
+
+def _onnx_same(op_type: str):
+    """The ONNX op of the same meaning, on the same operands."""
+    return lambda b, inputs: b.op(op_type, *inputs)
+
+
+def _onnx_reduce(op_type: str):
+    def lower(b, inputs, axes, keepdims):
+        return b.op(op_type, *inputs, b.ints(axes), keepdims=int(keepdims))
+
+    return lower
+
+
 # ---------------------------------------------------------------- elementwise, binary
 
 
 class Add(Op):
+    onnx = staticmethod(_onnx_same("Add"))
     forward = staticmethod(lambda xp, a, b: xp.add(a, b))
     infer = staticmethod(_broadcast)
 
@@ -252,6 +271,7 @@ class Add(Op):
 
 
 class Sub(Op):
+    onnx = staticmethod(_onnx_same("Sub"))
     forward = staticmethod(lambda xp, a, b: xp.subtract(a, b))
     infer = staticmethod(_broadcast)
 
@@ -261,6 +281,7 @@ class Sub(Op):
 
 
 class Mul(Op):
+    onnx = staticmethod(_onnx_same("Mul"))
     forward = staticmethod(lambda xp, a, b: xp.multiply(a, b))
     infer = staticmethod(_broadcast)
 
@@ -270,6 +291,7 @@ class Mul(Op):
 
 
 class Div(Op):
+    onnx = staticmethod(_onnx_same("Div"))
     forward = staticmethod(lambda xp, a, b: xp.divide(a, b))
 
     @staticmethod
@@ -285,6 +307,7 @@ class Div(Op):
 
 
 class Maximum(Op):
+    onnx = staticmethod(_onnx_same("Max"))
     forward = staticmethod(lambda xp, a, b: xp.maximum(a, b))
     infer = staticmethod(_broadcast)
 
@@ -300,24 +323,28 @@ class Maximum(Op):
 
 
 class Greater(Op):
+    onnx = staticmethod(_onnx_same("Greater"))
     differentiable = False
     forward = staticmethod(lambda xp, a, b: xp.greater(a, b))
     infer = staticmethod(_compare)
 
 
 class GreaterEqual(Op):
+    onnx = staticmethod(_onnx_same("GreaterOrEqual"))
     differentiable = False
     forward = staticmethod(lambda xp, a, b: xp.greater_equal(a, b))
     infer = staticmethod(_compare)
 
 
 class Equal(Op):
+    onnx = staticmethod(_onnx_same("Equal"))
     differentiable = False
     forward = staticmethod(lambda xp, a, b: xp.equal(a, b))
     infer = staticmethod(_compare)
 
 
 class Where(Op):
+    onnx = staticmethod(_onnx_same("Where"))
     forward = staticmethod(lambda xp, cond, a, b: xp.where(cond, a, b))
 
     @staticmethod
@@ -337,36 +364,43 @@ class Where(Op):
 
 
 class Neg(Op):
+    onnx = staticmethod(_onnx_same("Neg"))
     forward = staticmethod(lambda xp, x: xp.negative(x))
     infer = staticmethod(_same)
     vjp = staticmethod(lambda g, out, x: (lambda: -g,))
 
 
 class Exp(Op):
+    onnx = staticmethod(_onnx_same("Exp"))
     forward = staticmethod(lambda xp, x: xp.exp(x))
     infer = staticmethod(_same)
     vjp = staticmethod(lambda g, out, x: (lambda: g * out,))
 
 
 class Log(Op):
+    onnx = staticmethod(_onnx_same("Log"))
     forward = staticmethod(lambda xp, x: xp.log(x))
     infer = staticmethod(_same)
     vjp = staticmethod(lambda g, out, x: (lambda: g / x,))
 
 
 class Sqrt(Op):
+    onnx = staticmethod(_onnx_same("Sqrt"))
     forward = staticmethod(lambda xp, x: xp.sqrt(x))
     infer = staticmethod(_same)
     vjp = staticmethod(lambda g, out, x: (lambda: g * 0.5 / out,))
 
 
 class Tanh(Op):
+    onnx = staticmethod(_onnx_same("Tanh"))
     forward = staticmethod(lambda xp, x: xp.tanh(x))
     infer = staticmethod(_same)
     vjp = staticmethod(lambda g, out, x: (lambda: g * (1.0 - out * out),))
 
 
 class Sigmoid(Op):
+    onnx = staticmethod(_onnx_same("Sigmoid"))
+
     @staticmethod
     def forward(xp, x):
         # exp of a non-positive number never overflows, whatever the sign of x.
@@ -378,6 +412,7 @@ class Sigmoid(Op):
 
 
 class Relu(Op):
+    onnx = staticmethod(_onnx_same("Relu"))
     forward = staticmethod(lambda xp, x: xp.maximum(x, 0))
     infer = staticmethod(_same)
     # relu'(0) = 0, as in PyTorch.
@@ -385,6 +420,7 @@ class Relu(Op):
 
 
 class Abs(Op):
+    onnx = staticmethod(_onnx_same("Abs"))
     forward = staticmethod(lambda xp, x: xp.abs(x))
     infer = staticmethod(_same)
     # abs'(0) = 0 (the sign of x), as in PyTorch.
@@ -394,6 +430,7 @@ class Abs(Op):
 class Pow(Op):
     """x ** exponent for a constant exponent."""
 
+    onnx = staticmethod(lambda b, inputs, exponent: b.op("Pow", *inputs, b.const(exponent)))
     forward = staticmethod(lambda xp, x, exponent: xp.power(x, exponent))
     infer = staticmethod(lambda x, exponent: Spec(_shape(x), _dtype(x, exponent)))
 
@@ -403,6 +440,7 @@ class Pow(Op):
 
 
 class Cast(Op):
+    onnx = staticmethod(lambda b, inputs, dtype: b.op("Cast", *inputs, to=b.onnx_type(dtype)))
     forward = staticmethod(lambda xp, x, dtype: x.astype(dtype, copy=False))
     infer = staticmethod(lambda x, dtype: Spec(_shape(x), dtype))
     vjp = staticmethod(lambda g, out, x, dtype: (lambda: cast(g, x.dtype),))
@@ -412,6 +450,7 @@ class Cast(Op):
 
 
 class Sum(Op):
+    onnx = staticmethod(_onnx_reduce("ReduceSum"))
     forward = staticmethod(lambda xp, x, axes, keepdims: xp.sum(x, axis=axes, keepdims=keepdims))
 
     @staticmethod
@@ -426,6 +465,7 @@ class Sum(Op):
 
 
 class Max(Op):
+    onnx = staticmethod(_onnx_reduce("ReduceMax"))
     forward = staticmethod(lambda xp, x, axes, keepdims: xp.max(x, axis=axes, keepdims=keepdims))
     infer = staticmethod(lambda x, axes, keepdims: Spec(_reduced(x.shape, axes, keepdims), x.dtype))
 
@@ -444,6 +484,7 @@ class Max(Op):
 
 
 class Reshape(Op):
+    onnx = staticmethod(lambda b, inputs, shape: b.op("Reshape", *inputs, b.shape(shape)))
     forward = staticmethod(lambda xp, x, shape: xp.reshape(x, shape))
 
     @staticmethod
@@ -456,6 +497,7 @@ class Reshape(Op):
 
 
 class Transpose(Op):
+    onnx = staticmethod(lambda b, inputs, axes: b.op("Transpose", *inputs, perm=list(axes)))
     forward = staticmethod(lambda xp, x, axes: xp.transpose(x, axes))
     infer = staticmethod(lambda x, axes: Spec(tuple(x.shape[a] for a in axes), x.dtype))
 
@@ -465,6 +507,7 @@ class Transpose(Op):
 
 
 class BroadcastTo(Op):
+    onnx = staticmethod(lambda b, inputs, shape: b.op("Expand", *inputs, b.shape(shape)))
     forward = staticmethod(lambda xp, x, shape: xp.broadcast_to(x, shape))
     infer = staticmethod(lambda x, shape: Spec(_broadcast_exact(x, shape), x.dtype))
     vjp = staticmethod(lambda g, out, x, shape: (lambda: sum_to(g, tuple(x.shape)),))
@@ -490,6 +533,7 @@ class Getitem(Op):
 
     forward = staticmethod(lambda xp, x, index: x[index])
     infer = staticmethod(lambda x, index: Spec(_index_spec(tuple(x.shape), index), x.dtype))
+    onnx = staticmethod(lambda b, inputs, index: b.basic_index(*inputs, index))
     vjp = staticmethod(lambda g, out, x, index: (lambda: unslice(g, tuple(x.shape), index),))
 
 
@@ -507,6 +551,7 @@ class Unslice(Op):
 
 
 class Concatenate(Op):
+    onnx = staticmethod(lambda b, inputs, axis: b.op("Concat", *inputs, axis=axis))
     forward = staticmethod(lambda xp, *xs, axis: xp.concatenate(xs, axis=axis))
 
     @staticmethod
@@ -538,6 +583,8 @@ class Concatenate(Op):
 
 class Matmul(Op):
     """Batched matrix product of operands with at least two dimensions."""
+
+    onnx = staticmethod(_onnx_same("MatMul"))
 
     @staticmethod
     def forward(xp, a, b):
@@ -611,6 +658,21 @@ class Im2col(Op):
     @staticmethod
     def vjp(g, out, x, kh, kw, stride, padding):
         return (lambda: col2im(g, tuple(x.shape), kh, kw, stride, padding),)
+
+    @staticmethod
+    def onnx(b, inputs, kh, kw, stride, padding):
+        """Each kernel offset's strided slice of the padded image, stacked (exact)."""
+        (x,) = inputs
+        _, oh, ow, _, _, c = _patches_shape(b.shape_of(x), kh, kw, stride, padding)
+        if padding:
+            x = b.op("Pad", x, b.ints([0, padding, padding, 0, 0, padding, padding, 0]))
+        pieces = []
+        for _, (_, rows, columns, _) in _shifted_windows(kh, kw, stride, oh, ow):
+            starts, stops = b.ints([rows.start, columns.start]), b.ints([rows.stop, columns.stop])
+            piece = b.op("Slice", x, starts, stops, b.ints([1, 2]), b.ints([stride, stride]))
+            pieces.append(b.op("Unsqueeze", piece, b.ints([3])))
+        patches = b.op("Concat", *pieces, axis=3)  # (N, OH, OW, KH * KW, C)
+        return b.op("Reshape", patches, b.ints([0, oh, ow, kh, kw, c]))  # 0: N as it is
 
 
 class Col2im(Op):
@@ -688,6 +750,12 @@ class MaxPool2d(Op):
     def vjp(g, out, x, kernel, stride):
         return (lambda: max_pool2d_grad(g, x, out, kernel, stride),)
 
+    @staticmethod
+    def onnx(b, inputs, kernel, stride):
+        nchw = b.op("Transpose", *inputs, perm=[0, 3, 1, 2])
+        pooled = b.op("MaxPool", nchw, kernel_shape=[kernel, kernel], strides=[stride, stride])
+        return b.op("Transpose", pooled, perm=[0, 2, 3, 1])
+
 
 class MaxPool2dGrad(Op):
     """Routes each window's gradient to its first maximal element, as PyTorch does."""
@@ -711,6 +779,8 @@ class MaxPool2dGrad(Op):
 
 
 class Softmax(Op):
+    onnx = staticmethod(lambda b, inputs, axis: b.op("Softmax", *inputs, axis=axis))
+
     @staticmethod
     def forward(xp, x, axis):
         e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
@@ -724,6 +794,8 @@ class Softmax(Op):
 
 
 class LogSoftmax(Op):
+    onnx = staticmethod(lambda b, inputs, axis: b.op("LogSoftmax", *inputs, axis=axis))
+
     @staticmethod
     def forward(xp, x, axis):
         z = x - xp.max(x, axis=axis, keepdims=True)
@@ -792,6 +864,7 @@ class OneHot(Op):
 class GatherRows(Op):
     """table[indices]: an embedding lookup."""
 
+    onnx = staticmethod(lambda b, inputs: b.op("Gather", *inputs, axis=0))
     forward = staticmethod(lambda xp, table, indices: xp.take(table, indices, axis=0))
 
     @staticmethod

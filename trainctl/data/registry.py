@@ -53,6 +53,7 @@ def load_splits(
     val_split: float,
     test_split: float,
     seed: int,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> DataSplits:
     """Load data set `dataset` and split it into train, validation and test sets.
 
@@ -60,7 +61,8 @@ def load_splits(
     training samples (None for 0); `val` is `val_split` of them (None for 0). A data set
     loaded in order holds out its last samples instead of a seeded draw. A data set
     trainctl can download is read from its folder in the data cache when `path` is None
-    (`fetch.fetch_dataset` puts it there).
+    (`fetch.fetch_dataset` puts it there). A data set that encodes its rows (csv) fits
+    its encoder on the training split, or takes the fit a run stored: `preprocessing`.
     """
     entry = dataset_entry(dataset)
     args = resolve_options("data set", entry, options)
@@ -79,4 +81,7 @@ def load_splits(
         loaded = entry.load_in_order(args, folder, val_split, test_split)
     else:
         loaded = entry.load(args, folder, seed)
-    return split(loaded, entry.name, val_split, test_split, seed)
+    splits = split(loaded, entry.name, val_split, test_split, seed)
+    if entry.encode is None:
+        return splits
+    return entry.encode(args, splits, None if preprocessing is None else dict(preprocessing))

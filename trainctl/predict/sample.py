@@ -1,11 +1,12 @@
 """`trainctl sample RUN --prompt TEXT --tokens N`: text from a character language model.
 
-The run's vocabulary is the one it saved (summary.json's class names, the characters of its
-training text). Each new character is drawn from the model's distribution at the last
-position of the context, at a temperature, with a seeded generator. The model always sees
-a full window of the run's sequence length, so graph mode compiles one forward: a context
-shorter than that is padded after its end, which a causal model (causal attention, LSTM)
-never looks at; a longer one keeps its last seq_len characters.
+The run's vocabulary is the one it saved (the characters of its training text: its
+preprocessing.json and class names); no data is read. Each new character is drawn from the
+model's distribution at the last position of the context, at a temperature, with a seeded
+generator. The model always sees a full window of the run's sequence length, so graph mode
+compiles one forward: a context shorter than that is padded after its end, which a causal
+model (causal attention, LSTM) never looks at; a longer one keeps its last seq_len
+characters.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from trainctl.predict.model import InputError, Predictor
 def run_vocabulary(predictor: Predictor) -> tuple[str, ...]:
     """The characters the run's tokens stand for, as the run saved them; an InputError for a
     run that is not a language model."""
-    names = predictor.run.read_summary().get("class_names")
+    names = predictor.input.class_names
     output_shape = predictor.input.output_shape
     language_model = predictor.loss == "sequence_cross_entropy" and len(output_shape) == 2
-    if not language_model or not isinstance(names, list) or len(names) != output_shape[-1]:
+    if not language_model or names is None or len(names) != output_shape[-1]:
         raise InputError(
             f"run {predictor.run.path} is not a character language model (expected a run "
             "trained on the text data set with sequence_cross_entropy)"
