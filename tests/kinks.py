@@ -4,13 +4,14 @@ Finite differences straddle a kink and cannot check it, so each case states the 
 value of d sum(fn(inputs)) / d input that the engine's convention gives. The convention is
 PyTorch's wherever PyTorch has the op (`torch_fn`, checked in
 tests/autograd/test_ops_torch_parity.py): relu'(0) = 0, abs'(0) = 0, leaky_relu'(0) = slope,
-maximum's ties split the gradient evenly, max's tied maxima share it evenly, a max-pool
-window's gradient goes to its first maximum. -0.0 is a zero like any other. Eager mode
+elu'(0) = alpha, maximum's ties split the gradient evenly, max's tied maxima share it evenly,
+a max-pool window's gradient goes to its first maximum. -0.0 is a zero like any other. Eager mode
 (tests/autograd), graph mode (tests/graph) and the loss tests (tests/nn) use this table.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,7 +67,14 @@ def _image(values) -> list:
 
 KINKS = [
     Kink("relu", ops.relu, (_SIGNED,), ([0, 0, 0, 1],), lambda torch, t: t.relu()),
-    Kink("abs", ops.abs, (_SIGNED,), ([-1, 0, 0, 1],), lambda torch, t: t.abs()),
+    Kink("abs", ops.absolute, (_SIGNED,), ([-1, 0, 0, 1],), lambda torch, t: t.abs()),
+    Kink(  # elu'(0) = alpha: the exponential branch's slope, as in PyTorch
+        "elu",
+        lambda x: ops.elu(x, 0.5),
+        (_SIGNED,),
+        ([0.5 * math.exp(-1.5), 0.5, 0.5, 1],),
+        lambda torch, t: torch.nn.functional.elu(t, 0.5),
+    ),
     Kink(
         "leaky_relu",
         lambda x: nn.functional.leaky_relu(x, 0.25),
@@ -90,14 +98,14 @@ KINKS = [
     ),
     Kink(
         "max_axis_ties",
-        lambda x: ops.max(x, axis=1),
+        lambda x: ops.reduce_max(x, axis=1),
         ([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [0.0, -0.0, -1.0]],),
         ([[0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0]],),
         lambda torch, t: t.amax(dim=1),
     ),
     Kink(
         "max_all_ties",
-        ops.max,
+        ops.reduce_max,
         ([[0.0, -1.0], [-0.0, 0.0]],),
         ([[1 / 3, 0], [1 / 3, 1 / 3]],),
         lambda torch, t: t.max(),

@@ -264,6 +264,9 @@ _TRANSLATIONS: dict[str, Translation] = {
     "gelu": _stateless(lambda m: torch.nn.GELU(approximate="tanh")),
     "tanh": _stateless(lambda m: torch.nn.Tanh()),
     "sigmoid": _stateless(lambda m: torch.nn.Sigmoid()),
+    "silu": _stateless(lambda m: torch.nn.SiLU()),
+    "softplus": _stateless(lambda m: torch.nn.Softplus()),
+    "elu": _stateless(lambda m: torch.nn.ELU(m.alpha)),
     "softmax": _softmax,
     "positional_embedding": lambda m, nchw: (
         PositionalEmbedding(m.max_len, m.dim),

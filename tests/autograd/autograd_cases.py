@@ -212,14 +212,37 @@ grad_case(
     ops.sigmoid,
     lambda x: 0.5 * (1 + np.tanh(x / 2)),
 )
+grad_case(
+    "silu",
+    "2d",
+    (lambda rng: 3 * rng.standard_normal((3, 4)),),
+    ops.silu,
+    lambda x: x * 0.5 * (1 + np.tanh(x / 2)),
+)
+grad_case(
+    "softplus",
+    "2d",
+    (lambda rng: 3 * rng.standard_normal((3, 4)),),
+    ops.softplus,
+    lambda x: np.logaddexp(0, x),
+)
+grad_case("softplus", "large", (lambda rng: 200 * rng.standard_normal((3, 4)),), ops.softplus)
+for _alpha in (1.0, 0.3):
+    grad_case(
+        "elu",
+        f"away_from_kink_alpha={_alpha}",
+        (nonzero(3, 4),),
+        lambda x, a=_alpha: ops.elu(x, a),
+        lambda x, a=_alpha: np.where(x > 0, x, a * (np.exp(x) - 1)),
+    )
 grad_case("relu", "away_from_kink", (nonzero(3, 4),), ops.relu, lambda x: np.maximum(x, 0))
-grad_case("abs", "away_from_kink", (nonzero(3, 4),), ops.abs, np.abs)
+grad_case("abs", "away_from_kink", (nonzero(3, 4),), ops.absolute, np.abs)
 for _exponent in (2, 3, -1, 0.5, 1.5, -2.5):
     grad_case(
         "pow",
         f"exponent={_exponent}",
         (positive(3, 4),),
-        lambda x, e=_exponent: ops.pow(x, e),
+        lambda x, e=_exponent: ops.power(x, e),
         lambda x, e=_exponent: x**e,
     )
 grad_case("pow", "odd_power_negative_base", (normal(3, 4),), lambda x: x**3)
@@ -248,14 +271,14 @@ for _label, (_axis, _keep) in REDUCE_AXES.items():
         "sum",
         _label,
         (normal(2, 3, 4),),
-        lambda x, a=_axis, k=_keep: ops.sum(x, a, k),
+        lambda x, a=_axis, k=_keep: ops.reduce_sum(x, a, k),
         lambda x, a=_axis, k=_keep: np.sum(x, axis=a, keepdims=k),
     )
     grad_case(
         "max",
         _label,
         (grid(2, 3, 4),),
-        lambda x, a=_axis, k=_keep: ops.max(x, a, k),
+        lambda x, a=_axis, k=_keep: ops.reduce_max(x, a, k),
         lambda x, a=_axis, k=_keep: np.max(x, axis=a, keepdims=k),
     )
     grad_case(

@@ -71,7 +71,7 @@ INT_CASES = {
     "maximum_int": ((integers(5, 3, 4), integers(5, 4)), ops.maximum),
     "compare_int": ((integers(5, 3, 4),), lambda x: (x > 2, x >= 2, x < 1, ops.equal(x, 3))),
     "where_int": ((integers(5, 3, 4), integers(5, 4)), lambda a, b: ops.where(a > 2, a, b)),
-    "neg_abs_relu": ((integers(5, 3, 4),), lambda x: (-x, ops.abs(x - 2), ops.relu(x - 2))),
+    "neg_abs_relu": ((integers(5, 3, 4),), lambda x: (-x, ops.absolute(x - 2), ops.relu(x - 2))),
     "pow_int": ((integers(5, 3, 4),), lambda x: x**2),
     "pow_half": ((integers(5, 3, 4),), lambda x: x**0.5),
     "cast_to_float32": ((integers(5, 3, 4),), lambda x: x.astype(np.float32)),

@@ -126,6 +126,19 @@ def test_softmax_and_log_softmax(axis, device):
     )
 
 
+SMOOTH = {
+    "silu": (ops.silu, F.silu),
+    "softplus": (ops.softplus, F.softplus),
+    "elu": (lambda t: ops.elu(t, 0.7), lambda t: F.elu(t, 0.7)),
+}
+
+
+@pytest.mark.parametrize("name", SMOOTH)
+def test_smooth_activations(name, device):
+    x = 6 * normal(np.random.default_rng(6), 4, 5)  # both branches, and large |x|
+    check(ours_and_torch([x], *SMOOTH[name], device))
+
+
 def test_embedding_lookup(device):
     rng = np.random.default_rng(5)
     table, indices = normal(rng, 6, 3), np.array([[0, 5, 5], [2, 0, 5]])

@@ -3,6 +3,7 @@ values and a separate test file, trained in both modes (graph equals eager bit f
 resumed, evaluated and predicted on, always with the encoding the run stored."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,7 @@ import trainctl
 from trainctl.cli import app
 from trainctl.config import load_config
 from trainctl.data.table_encoder import TableEncoder
-from trainctl.train.components import build_components
-from trainctl.train.restore import restore_run
-from trainctl.train.rundir import RunFolder
+from trainctl.train.components import build_components, load_data
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "fruit_table.yaml"
@@ -65,7 +64,11 @@ def test_the_run_stores_its_encoding_and_class_names(fruit_run):
     stored = json.loads((fruit_run / "preprocessing.json").read_text())
     assert stored["labels"] == NAMES and stored["missing"] == "mean" and stored["standardize"]
     assert stored["columns"][2]["categories"] == ["green", "orange", "purple", "red", "yellow"]
-    assert json.loads((fruit_run / "summary.json").read_text())["class_names"] == NAMES
+    summary = json.loads((fruit_run / "summary.json").read_text())
+    assert summary["class_names"] == NAMES
+    assert summary["data_notes"] == [
+        "test: 8 value(s) of column 'color' not seen in training, encoded as its '<other>' slot"
+    ]
 
 
 def test_eval_confusion_matrix_shows_the_class_names(fruit_run):
@@ -95,9 +98,9 @@ def test_predict_with_and_without_the_target_column_prints_class_names(fruit_run
     assert {row[1] for row in without} <= set(NAMES)
     # exactly the training-time encoding: the run's own encoded test split gives the same
     model = trainctl.load(fruit_run)
-    folder = RunFolder.open(fruit_run)
-    data = restore_run(folder, folder.read_config()).components.data  # the data, read
-    expected = model.predict(data.test.inputs).argmax(axis=1)
+    stored = json.loads((fruit_run / "preprocessing.json").read_text())
+    test_split = load_data(model.restored.config, stored).test
+    expected = model.predict(test_split.inputs).argmax(axis=1)
     assert [row[1] for row in without] == [NAMES[i] for i in expected]
 
 
@@ -140,3 +143,31 @@ def test_resume_reuses_the_stored_encoding(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
     assert (run / "preprocessing.json").read_text() == stored
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.options.categorical=color",
+         "data.options.categorical: expected a list of strings, found 'color'"),
+        ("data.options.missing=zero",
+         "data.options.missing: expected one of error, mean, drop, found 'zero'"),
+        ("data.options.categorical=[colour]",
+         f"{ROOT / 'datasets' / 'fruit_train.csv'}: option categorical names no column 'colour'"),
+        ("data.options.missing=error",
+         f"{ROOT / 'datasets' / 'fruit_train.csv'}: line 4, column 3: a missing value in column "
+         "'color' (data.options.missing is error"),
+    ],
+)  # fmt: skip
+def test_bad_table_options_stop_validate_build_with_one_line(override, message):
+    result = invoke("validate", CONFIG, "--build", "--set", override)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_run_from_before_preprocessing_json_fits_its_encoder_again(fruit_run, tmp_path):
+    old = tmp_path / "old-run"
+    shutil.copytree(fruit_run, old)
+    (old / "preprocessing.json").unlink()
+    test = ROOT / "datasets" / "fruit_test.csv"
+    assert rows_of(invoke("predict", old, test)) == rows_of(invoke("predict", fruit_run, test))

@@ -136,9 +136,9 @@ def test_missing_file_and_a_directory(tmp_path: Path) -> None:
     [
         (
             MODEL + "modell: {layers: [flatten]}\n",
-            "c.yaml:2: modell: expected a top-level key (name, seed, mode, device, threads, dtype, data, "
-            "model, loss, metrics, optimizer, schedule, train, debug, graph), found 'modell' "
-            "(did you mean 'model'?)",
+            "c.yaml:2: modell: expected a top-level key (name, seed, mode, device, threads, "
+            "dtype, data, model, loss, metrics, optimizer, schedule, train, debug, graph), "
+            "found 'modell' (did you mean 'model'?)",
         ),
         (
             MODEL + "data:\n  batchsize: 3\n",
@@ -211,8 +211,8 @@ def test_unknown_keys_at_every_level_with_did_you_mean(text: str, expected: str)
             "model:\n  layers:\n    - flatten\n    - lineer: {out: 3}\n",
             "c.yaml:4: model.layers[1]: expected a layer type (linear, conv2d, max_pool2d, "
             "avg_pool2d, global_avg_pool, flatten, dropout, batch_norm, layer_norm, embedding, "
-            "positional_embedding, self_attention, transformer_block, lstm, "
-            "relu, leaky_relu, gelu, tanh, sigmoid, softmax, residual), found 'lineer' "
+            "positional_embedding, self_attention, transformer_block, lstm, relu, leaky_relu, "
+            "gelu, tanh, sigmoid, silu, softplus, elu, softmax, residual), found 'lineer' "
             "(did you mean 'linear'?)",
         ),
         (
@@ -539,8 +539,8 @@ train:
         "c.yaml:5: data.batch_size: expected an integer >= 1, found 0",
         "c.yaml:9: model.layers[1]: expected a layer type (linear, conv2d, max_pool2d, "
         "avg_pool2d, global_avg_pool, flatten, dropout, batch_norm, layer_norm, embedding, "
-        "positional_embedding, self_attention, transformer_block, lstm, "
-        "relu, leaky_relu, gelu, tanh, sigmoid, softmax, residual), found 'lineer' "
+        "positional_embedding, self_attention, transformer_block, lstm, relu, leaky_relu, "
+        "gelu, tanh, sigmoid, silu, softplus, elu, softmax, residual), found 'lineer' "
         "(did you mean 'linear'?)",
         "c.yaml:10: model.layers[2].linear.bais: expected an argument of linear (out, bias, "
         "init), found 'bais' (did you mean 'bias'?)",

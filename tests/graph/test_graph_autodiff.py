@@ -25,7 +25,7 @@ def _broadcast_and_matmul(a, b):
 
 
 def _max_with_ties(a, b):
-    return (ops.max(a * 0.0 + ops.relu(a), axis=1) * b[:, 0]).sum()
+    return (ops.reduce_max(a * 0.0 + ops.relu(a), axis=1) * b[:, 0]).sum()
 
 
 FUNCTIONS = {

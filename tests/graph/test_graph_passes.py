@@ -145,7 +145,7 @@ def test_fold_leaves_draws_inputs_and_host_numbers_alone():
         lambda x: 1 * x,
         lambda x: x / 1.0,
         lambda x: x - 0.0,
-        lambda x: ops.pow(x, 1),
+        lambda x: ops.power(x, 1),
         lambda x: ops.neg(ops.neg(x)),
         lambda x: x.transpose(1, 0).transpose(1, 0),
         lambda x: x.reshape(3, 4).reshape(12).reshape(4, 3),
@@ -412,7 +412,7 @@ def test_a_concatenation_copies_the_parts_it_cannot_place():
 
     program = compile_graph(graph, {})
     body = program.source.split("def step")[1]
-    assert body.count("copyto") == 1 and "concatenate" not in body  # only x is copied
+    assert "parts=(1,)" in body and "xp.concatenate" not in body  # only x is copied
     data = np.arange(6, dtype=np.float32).reshape(2, 3)
     program.inputs[0][...] = data
     (out,) = program.function()

@@ -109,6 +109,9 @@ def test_same_seed_same_weights_and_every_layer_type_builds():
         spec("dropout", p=0.1),
         spec("linear", out=3),
         spec("sigmoid"),
+        spec("silu"),
+        spec("softplus"),
+        spec("elu", alpha=0.5),
         spec("softmax"),
     ]
     built = []

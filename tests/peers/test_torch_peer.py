@@ -120,6 +120,12 @@ CONFIGS = {
         """
     - linear: {out: 16}
     - sigmoid
+    - linear: {out: 16}
+    - silu
+    - linear: {out: 16}
+    - softplus
+    - linear: {out: 16}
+    - elu: {alpha: 0.5}
     - linear: {out: 1}""",
         "loss: mse\noptimizer: {name: sgd, lr: 0.1, nesterov: true, momentum: 0.8}",
     ),

@@ -1,13 +1,15 @@
 """IR -> one straight-line Python function over `xp`, compiled once and replayed every step.
 
-With the memory plan, every value lives in a preallocated array and every kernel writes with
-`out=`: the module-level prologue builds the buffers and all views of them once, and the step
-function is nothing but array calls (no per-op Python objects). Without the plan (a debugging
-switch) each node calls its op's `forward` and allocates, which is eager mode minus the tape.
-The generated source is kept on the Program (`trainctl graph --format code` prints it).
+With the memory plan, every value lives in a preallocated array and every node calls its
+op's own forward with `out=` (a ufunc directly, where the op is one): the module-level
+prologue builds the buffers and all views of them once, and the step function is nothing
+but those calls. Without the plan (a debugging switch) each node calls its op's forward and
+allocates, which is eager mode minus the tape. The generated source is kept on the Program
+(`trainctl graph --format code` prints it).
 
-On CuPy, fused elementwise chains become one `cupy.ElementwiseKernel` each, compiled without
-FMA contraction so they round as the separate kernels of eager mode do.
+On CuPy, fused elementwise chains become one `cupy.ElementwiseKernel` each, rendered from the
+members' expressions and compiled without FMA contraction, so they round as the separate
+kernels of eager mode do.
 
 `device_scalars=True` (for CUDA graphs) keeps the per-step host numbers (learning rate, bias
 corrections) in a small device array instead of passing them as Python numbers, so the device
@@ -24,7 +26,6 @@ where it came from (the layer, or which gradient). Programs compiled without it 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,20 +35,13 @@ import numpy as np
 
 from trainctl import backend
 from trainctl.autograd import ops
-from trainctl.autograd.cublas import load_gemm
-from trainctl.autograd.elementwise import CTYPES, C, literal, member_expression
+from trainctl.autograd.expressions import CTYPES, C, literal, member_expression
 from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, Value, node_text
-from trainctl.autograd.kernels import FUSED, body_of
+from trainctl.autograd.kernels import FUSED, LOOP, body_of, fused_layout
+from trainctl.autograd.kernels import check_labels as check_labels  # for train/step.py
 from trainctl.autograd.loops import compile_loop
-from trainctl.autograd.numerics import (
-    REARRANGING_OPS,
-    NonFiniteError,
-    array_text,
-    describe_nonfinite,
-)
-from trainctl.autograd.ops import Spec
-from trainctl.autograd.planner import Plan, plan_buffers, used_constants
-from trainctl.errors import DataError
+from trainctl.autograd.numerics import NonFiniteError, array_text, describe_nonfinite
+from trainctl.autograd.planner import Plan, plan_buffers, storage_spec, used_constants
 
 
 @dataclass
@@ -94,6 +88,10 @@ def compile_graph(
 # ---------------------------------------------------------------- code generation
 
 
+def _tuple(parts: list[str]) -> str:
+    return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+
+
 def _identifier(name: str) -> str:
     return "s_" + re.sub(r"\W", "_", name)
 
@@ -113,8 +111,6 @@ class _Codegen:
         self.body: list[str] = []
         self.names: dict[Any, str] = {}
         self.counter = 0
-        self.alias: int | None = None
-        self.private_bytes = 0
         self.plan: Plan | None = None
         for s in graph.scalars:
             self.names[s] = _identifier(s.name)
@@ -166,7 +162,7 @@ class _Codegen:
         return name
 
     def define(self, name: str, expression: str) -> str:
-        """A prologue line, also run now: later lines and the emitters see the real arrays."""
+        """A prologue line, also run now: later lines see the real arrays."""
         self.prologue.append(f"{name} = {expression}")
         self.defined.add(name)
         self.ns[name] = eval(expression, self.ns)
@@ -206,17 +202,59 @@ class _Codegen:
         slot = self.scalar_slots[x]
         return self.view(f"{name}[{slot}:{slot + 1}].reshape(())")
 
-    def key(self, key: RngKey) -> str:
-        return f"(seed{key.generator}, counter{key.generator} + {key.offset})"
+    def attr(self, value: Any) -> str:
+        """An attribute as code: a literal where Python can read one back, else a bound name."""
+        if isinstance(value, RngKey):
+            return f"(seed{value.generator}, counter{value.generator} + {value.offset})"
+        if isinstance(value, np.dtype):
+            return self.dtype(value)
+        if value is None or value is Ellipsis or isinstance(value, (bool, int, float, str, slice)):
+            return literal(value)
+        if isinstance(value, tuple):
+            return _tuple([self.attr(v) for v in value])
+        return self.bind("attr", value)
+
+    def call(self, node: Node, out: str | None = None, **extra: Any) -> str:
+        """The call of `node`'s op: its forward on the node's inputs and attributes, into
+        `out` when given; `extra` are further keyword arguments (already code)."""
+        op, args = node.op, [self.arg(x) for x in node.inputs]
+        function = f"{self.bound(op)}.forward"
+        capturing = self.device_scalars and self.cuda and op.capturable is not None
+        capture = op.capturable(*node.inputs) if capturing else None
+        if capture is not None:
+            function = self.bind(f"{op.name}_captured", capture)
+        elif out is not None and not extra and op.ufunc:
+            return f"xp.{op.ufunc}({', '.join(args)}, out={out})"
+        elif out is not None and op.reduces and not self.cuda:
+            # np.sum / np.max wrap add.reduce / maximum.reduce: called directly, at half the cost
+            axes, keepdims = node.attrs["axes"], node.attrs["keepdims"]
+            axis = axes[0] if len(axes) == 1 else axes
+            return (
+                f"xp.{op.reduces}.reduce({args[0]}, axis={axis!r}, keepdims={keepdims}, out={out})"
+            )
+        args += [f"{key}={self.attr(value)}" for key, value in node.attrs.items()]
+        if op.prepare is not None:
+            prepared = op.prepare(self.xp, *node.inputs, **node.attrs)
+            args += [f"{key}={self.bind(key, value)}" for key, value in prepared.items()]
+        args += [f"{key}={value}" for key, value in extra.items()]
+        if out is not None:
+            args.append(f"out={out}")
+        return f"{function}(xp, {', '.join(args)})"
+
+    def bound(self, op: Any) -> str:
+        """The op's class in the generated code's namespace, under its own name."""
+        self.ns.setdefault(op.__name__, op)
+        return op.__name__
 
     def check(self, node: Node) -> None:
-        """With check_numerics: stop the step here if `node`'s output holds NaN or Inf."""
+        """With check_numerics: stop the step here if `node`'s output holds NaN or Inf. Views
+        only move values around: the check fires where a value was made."""
         out = node.out
         if (
             self.checked is None
             or not isinstance(out, Value)
             or out.dtype.kind != "f"
-            or node.op.name in REARRANGING_OPS
+            or node.op.kind == "view"
         ):
             return
         if not self.checked:
@@ -237,11 +275,12 @@ class _Codegen:
     def host(self, node: Node) -> None:
         name = self.names[node.out] = self.fresh("host")
         args = [self.names[x] if isinstance(x, HostScalar) else literal(x) for x in node.inputs]
-        symbol = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
-        if node.op.name == "neg":
-            text = f"{name} = -{args[0]}"
-        else:
-            text = f"{name} = {args[0]} {symbol[node.op.name]} {args[1]}"
+        symbol = node.op.symbol
+        text = (
+            f"{name} = {symbol}{args[0]}"
+            if len(args) == 1
+            else f"{name} = {args[0]} {symbol} {args[1]}"
+        )
         if self.device_scalars:
             self.scalar_slots[node.out] = len(self.scalar_slots)
             self.host_body.append(text)
@@ -256,35 +295,26 @@ class _Codegen:
                 self.host(node)
                 continue
             for member in body_of(node):  # a fused chain or loop: each member's forward
-                self._forward_call(member)
+                self.names[member.out] = self.fresh("t")
+                self.line(f"{self.names[member.out]} = {self.call(member)}")
                 self.check(member)
         for slot, value in self.graph.state_outputs():
             if value is not slot.value:
                 self.line(f"xp.copyto({self.names[slot.value]}, {self.arg(value)})")
 
-    def _forward_call(self, node: Node) -> None:
-        if node.op not in self.names:
-            self.names[node.op] = self.bind(f"forward_{node.op.name}_", node.op.forward)
-        function = self.names[node.op]
-        keys = {k: v for k, v in node.attrs.items() if isinstance(v, RngKey)}
-        attrs = {k: v for k, v in node.attrs.items() if k not in keys}
-        args = [self.arg(x) for x in node.inputs]
-        args += [f"{k}={self.key(v)}" for k, v in keys.items()]
-        if attrs:
-            args.append(f"**{self.bind('attrs', attrs)}")
-        name = self.names[node.out] = self.fresh("t")
-        self.line(f"{name} = {function}(xp, {', '.join(args)})")
-
     # ------------------------------------------------------------ planned: out= buffers
 
     def planned(self) -> None:
         graph = self.graph
-        plan = self.plan = plan_buffers(graph, self.scratch_of, self.aliasable, _storage_spec)
+        plan = self.plan = plan_buffers(graph, self.xp)
         storage_names = {}
         for storage in plan.storages:
-            if storage.kind == "pool":
-                name = f"buffer{storage.index}"
-                self.define(name, f"xp.empty({storage.size}, {self.dtype(storage.dtype)})")
+            make = {"pool": "empty", "private": "zeros"}.get(storage.kind)
+            if make is not None:
+                shape = storage.size if storage.kind == "pool" else storage.shape
+                name = self.define(
+                    f"buffer{storage.index}", f"xp.{make}({shape!r}, {self.dtype(storage.dtype)})"
+                )
                 storage_names[storage] = name
         fixed = graph.inputs + [slot.value for slot in graph.state] + used_constants(graph)
         for value in fixed:
@@ -294,8 +324,9 @@ class _Codegen:
             if isinstance(out, HostScalar):
                 self.host(node)
                 continue
+            self.current = node
             if node in plan.views:
-                self.names[out] = self.view(_view_expression(node, self.arg(node.inputs[0])))
+                self.names[out] = self.view(self.call(node))
                 continue
             storage, recipe = plan.home[out]
             if isinstance(recipe, int):  # a part of a concatenation, in its slice
@@ -304,26 +335,42 @@ class _Codegen:
                     + ("" if len(out.shape) == 1 else f".reshape({out.shape!r})")
                 )
                 self.names[out] = target
-            elif recipe is node:  # a value that is a view of its node's storage
-                target = storage_names[storage]
-                flat_shape = _storage_spec(node).shape
-                target = self.view(f"{target}.reshape({flat_shape!r})")
-                self.names[out] = self.view(_storage_value(node, target))
+            elif recipe is node:  # a value inside the storage its op writes
+                shape = storage_spec(node).shape
+                target = self.view(f"{storage_names[storage]}.reshape({shape!r})")
+                attrs = "".join(f", {k}={self.attr(v)}" for k, v in node.attrs.items())
+                self.names[out] = self.view(f"{self.bound(node.op)}.value_of({target}{attrs})")
             else:
                 target = self._value_in(out, storage, storage_names)
             scratch = [
                 self.view(f"{storage_names[s]}.reshape({shape!r})")
-                for s, shape, _ in plan.scratch.get(node, [])
+                for s, shape in plan.scratch.get(node, [])
             ]
-            self.alias = plan.alias.get(node)
-            self.current = node
-            emitter = EMITTERS.get(node.op.name, _emit_generic)
-            emitter(self, node, target, scratch)
+            if node.op is FUSED:
+                self._fused(node, target, scratch)
+            elif node.op is LOOP:
+                self._loop(node, target)
+            else:
+                self.line(self.call(node, target, **self._extra(node, scratch)))
             if node.op is not FUSED or self.cuda:  # NumPy's fused members check themselves
                 self.check(node)
         for slot_name, value in plan.copies:
             slot = next(s for s in graph.state if s.name == slot_name)
             self.line(f"xp.copyto({self.names[slot.value]}, {self.arg(value)})")
+
+    def _extra(self, node: Node, scratch: list[str]) -> dict[str, str]:
+        """Keyword arguments the plan adds: scratch arrays, the parts a concatenation still
+        copies, labels the host checks before a captured program (no device-host waits)."""
+        extra = {"scratch": _tuple(scratch)} if scratch else {}
+        if node in self.plan.concat_copies:
+            extra["parts"] = repr(self.plan.concat_copies[node])
+        labels_at = node.op.label_input
+        if labels_at is not None and self.device_scalars:
+            labels = node.inputs[labels_at]
+            if labels in self.graph.inputs:
+                self.label_checks.append((self.graph.inputs.index(labels), node.attrs["classes"]))
+                extra["checked"] = "True"
+        return extra
 
     def _value_in(self, value: Value, storage: Any, storage_names: dict) -> str:
         base = storage_names[storage]
@@ -333,21 +380,56 @@ class _Codegen:
             self.names[value] = self.view(f"{base}.reshape({value.shape!r})")
         return self.names[value]
 
-    def scratch_of(self, node: Node, alias: int | None) -> list[Spec]:
-        rule = SCRATCH.get(node.op.name)
-        if node.op is FUSED:
-            return [] if self.cuda else _fused_layout(node, alias)[1]
-        return rule(node) if rule else []
+    def _fused(self, node: Node, out: str, scratch: list[str]) -> None:
+        if self.cuda:
+            self._fused_kernel(node, out)
+            return
+        target, _, _ = fused_layout(node, self.xp, self.plan.alias.get(node))
+        for member in node.attrs["body"]:
+            place, own = target[member]
+            place = out if place == "out" else scratch[place]
+            self.names[member.out] = place
+            self.current = member
+            self.line(self.call(member, place, **self._extra(member, [scratch[i] for i in own])))
+            self.check(member)
+        self.names[node.out] = out
 
-    def aliasable(self, node: Node) -> set[int]:
-        name = node.op.name
-        if node.op is FUSED:
-            if self.cuda:
-                return set(range(len(node.inputs)))
-            return _fused_layout(node, None)[2] | _fused_layout(node, -1)[2]
-        if name in UFUNCS or name in ("relu", "pow", "cast", "select", "loop"):
-            return set(range(len(node.inputs)))
-        return {"where": {2}, "sub_at": {0}}.get(name, set())
+    def _fused_kernel(self, node: Node, out: str) -> None:
+        """One CuPy ElementwiseKernel for the chain, rendered from the members' expressions."""
+        names: dict[Any, str] = {}
+        params, args = [], []
+        for index, leaf in enumerate(node.inputs):
+            names[leaf] = f"in{index}"
+            dtype = leaf.dtype.name if isinstance(leaf, Value) else "float64"
+            params.append(f"{dtype} in{index}")
+            args.append(self.arg(leaf, np.dtype(np.float64)))
+        statements = []
+        for member in node.attrs["body"]:
+            expression = member_expression(member, names, C)
+            names[member.out] = f"v{member.out.id}"
+            statements.append(f"{CTYPES[member.out.dtype.name]} v{member.out.id} = {expression};")
+        statements.append(f"out0 = v{node.out.id};")
+        kernel = self.xp.ElementwiseKernel(
+            ", ".join(params),
+            f"{node.out.dtype.name} out0",
+            " ".join(statements),
+            f"trainctl_fused{node.out.id}",
+            options=("--fmad=false",),
+        )
+        self.line(f"{self.bind('kernel', kernel)}({', '.join(args)}, {out})")
+
+    def _loop(self, node: Node, out: str) -> None:
+        if self.device_scalars and any(isinstance(x, HostScalar) for x in node.inputs):
+            raise ValueError("device scalars are for CuPy: the jit pass's loops take host numbers")
+        args = [self.arg(x) for x in node.inputs]
+        params, samples = [out], [self.ns[out]]  # each array once: the output, then the others
+        for x, name in zip(node.inputs, args, strict=True):
+            if name not in params:
+                params.append(name)
+                samples.append(self.ns[name] if isinstance(x, Value) else 0.0)
+        slots = [params.index(name) for name in args]
+        loop = compile_loop(node, slots, samples)
+        self.line(f"{self.bind(f'loop{node.out.id}_', loop)}({', '.join(params)})")
 
     # ------------------------------------------------------------ the result
 
@@ -374,7 +456,8 @@ class _Codegen:
         namespace = {k: v for k, v in self.ns.items() if k not in self.defined}
         exec(compile(source, "<trainctl graph step>", "exec"), namespace)  # noqa: S102
         plan = self.plan
-        pool = [s for s in plan.storages if s.kind == "pool"] if plan else []
+        storages = plan.storages if plan else []
+        pool = [s for s in storages if s.kind == "pool"]
         return Program(
             source=source,
             function=namespace["step"],
@@ -383,7 +466,7 @@ class _Codegen:
             output_names=outputs,
             scalar_names=[s.name for s in self.graph.scalars],
             buffers=len(pool),
-            buffer_bytes=sum(s.nbytes for s in pool) + self.private_bytes,
+            buffer_bytes=sum(s.nbytes for s in storages if s.kind in ("pool", "private")),
             host_values=namespace.get("host_values"),
             scalars=namespace.get("scalars"),
             device_step=namespace.get("device_step"),
@@ -432,540 +515,3 @@ def _lines_reading(prologue: list[str], names: list[str]) -> list[str]:
             reading.add(name)
             lines.append(line)
     return lines
-
-
-def _view_expression(node: Node, source: str) -> str:
-    attrs = node.attrs
-    name = node.op.name
-    if name == "reshape":
-        return f"{source}.reshape({attrs['shape']!r})"
-    if name == "transpose":
-        return f"{source}.transpose({attrs['axes']!r})"
-    if name == "broadcast_to":
-        return f"xp.broadcast_to({source}, {attrs['shape']!r})"
-    return f"{source}[{_index_text(attrs['index'])}]"
-
-
-def _index_text(index: tuple) -> str:
-    parts = []
-    for part in index:
-        if isinstance(part, slice):
-            bounds = ["" if v is None else str(v) for v in (part.start, part.stop, part.step)]
-            parts.append(":".join(bounds if part.step is not None else bounds[:2]))
-        elif part is Ellipsis:
-            parts.append("...")
-        else:
-            parts.append(repr(part))
-    return ", ".join(parts) + ("," if len(parts) == 1 else "")
-
-
-def _storage_spec(node: Node) -> Spec:
-    """The storage a node writes: its output, except col2im's padded image."""
-    if node.op.name == "col2im" and node.attrs["padding"]:
-        n, h, w, c = node.attrs["x_shape"]
-        pad = node.attrs["padding"]
-        return Spec((n, h + 2 * pad, w + 2 * pad, c), node.out.dtype)
-    return Spec(node.out.shape, node.out.dtype)
-
-
-def _storage_value(node: Node, storage: str) -> str:
-    n, h, w, c = node.attrs["x_shape"]
-    pad = node.attrs["padding"]
-    return f"{storage}[:, {pad}:{pad + h}, {pad}:{pad + w}, :]"
-
-
-# ---------------------------------------------------------------- emitters
-
-UFUNCS = {
-    "add": "add",
-    "sub": "subtract",
-    "mul": "multiply",
-    "div": "divide",
-    "maximum": "maximum",
-    "greater": "greater",
-    "greater_equal": "greater_equal",
-    "equal": "equal",
-    "neg": "negative",
-    "exp": "exp",
-    "log": "log",
-    "sqrt": "sqrt",
-    "tanh": "tanh",
-    "abs": "absolute",
-}
-
-
-def _emit_ufunc(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    args = ", ".join(g.arg(x) for x in node.inputs)
-    g.line(f"xp.{UFUNCS[node.op.name]}({args}, out={out})")
-
-
-def _emit_relu(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    g.line(f"xp.maximum({g.arg(node.inputs[0])}, 0, out={out})")
-
-
-def _emit_pow(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    g.line(f"xp.power({g.arg(node.inputs[0])}, {literal(node.attrs['exponent'])}, out={out})")
-
-
-def _emit_cast(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    g.line(f"xp.copyto({out}, {g.arg(node.inputs[0])}, casting='unsafe')")
-
-
-def _emit_where(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    cond, a, b = (g.arg(x) for x in node.inputs)
-    if b != out:
-        g.line(f"xp.copyto({out}, {b})")
-    g.line(f"xp.copyto({out}, {a}, where={cond})")
-
-
-def _emit_select(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    # where(compare(x, y), a, 0): a mask of all ones or zeros, and'ed with a's bits
-    x, y, a = (g.arg(v) for v in node.inputs)
-    (mask,) = scratch
-    bits = f"xp.{_mask_dtype(node).name}"
-    g.line(f"xp.{node.attrs['compare']}({x}, {y}, out={mask})")
-    g.line(f"xp.negative({mask}, out={mask})")
-    a_bits = g.view(f"{a}.view({bits})")
-    out_bits = g.view(f"{out}.view({bits})")
-    g.line(f"xp.bitwise_and({a_bits}, {mask}, out={out_bits})")
-
-
-def _mask_dtype(node: Node) -> np.dtype:
-    return np.dtype(f"int{8 * node.out.dtype.itemsize}")
-
-
-def _emit_sigmoid(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    # Sigmoid.forward: where(x >= 0, 1 / (1 + e), e / (1 + e)) with e = exp(-|x|)
-    x = g.arg(node.inputs[0])
-    e, denominator, positive = scratch
-    g.line(f"xp.absolute({x}, out={e})")
-    g.line(f"xp.negative({e}, out={e})")
-    g.line(f"xp.exp({e}, out={e})")
-    g.line(f"xp.add({e}, 1.0, out={denominator})")
-    g.line(f"xp.divide({e}, {denominator}, out={out})")
-    g.line(f"xp.divide(1.0, {denominator}, out={denominator})")
-    g.line(f"xp.greater_equal({x}, 0, out={positive})")
-    g.line(f"xp.copyto({out}, {denominator}, where={positive})")
-
-
-def _emit_reduce(function: str, ufunc: str | None = None) -> Callable:
-    """np.sum / np.max are thin wrappers over add.reduce / maximum.reduce (the same loops);
-    on NumPy the ufunc method is called directly, which halves the call's cost."""
-
-    def emit(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-        attrs = node.attrs
-        axes = attrs["axes"]
-        axis = axes[0] if len(axes) == 1 else axes
-        call = f"xp.{ufunc}.reduce" if ufunc and not g.cuda else f"xp.{function}"
-        g.line(
-            f"{call}({g.arg(node.inputs[0])}, axis={axis!r}, "
-            f"keepdims={attrs['keepdims']}, out={out})"
-        )
-
-    return emit
-
-
-def _emit_matmul(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    a, b = node.inputs
-    if g.device_scalars and g.cuda and len(a.shape) == len(b.shape) == 2:
-        # CuPy refuses cuBLAS calls during a capture: call cuBLAS directly (autograd/cublas.py)
-        gemm, _ = load_gemm()
-        if gemm is not None:
-            g.line(f"{g.bind('gemm', gemm)}({g.arg(a)}, {g.arg(b)}, {out})")
-            return
-    g.line(f"xp.matmul({g.arg(a)}, {g.arg(b)}, out={out})")
-
-
-def _emit_reshape_copy(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    # A reshape NumPy cannot do as a view copies in C order: write x into out seen in x's shape.
-    x = node.inputs[0]
-    shaped = g.view(f"{out}.reshape({x.shape!r})")
-    g.line(f"xp.copyto({shaped}, {g.arg(x)})")
-
-
-def _emit_unslice(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    window = g.view(f"{out}[{_index_text(node.attrs['index'])}]")
-    g.line(f"{out}.fill(0)")
-    g.line(f"xp.copyto({window}, {g.arg(node.inputs[0])})")
-
-
-def _emit_concatenate(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    copies = g.plan.concat_copies.get(node) if g.plan else None
-    if copies is None:
-        parts = ", ".join(g.arg(x) for x in node.inputs)
-        g.line(f"xp.concatenate(({parts},), axis={node.attrs['axis']}, out={out})")
-        return
-    offset = 0  # the parts computed in their slices are there already; copy the others
-    for position, x in enumerate(node.inputs):
-        if position in copies:
-            g.line(f"xp.copyto({g.view(f'{out}[{offset}:{offset + x.size}]')}, {g.arg(x)})")
-        offset += x.size
-
-
-def _emit_im2col(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    x = node.inputs[0]
-    kh, kw, stride, pad = (node.attrs[k] for k in ("kh", "kw", "stride", "padding"))
-    source = g.arg(x)
-    if pad:
-        # A private padded image: its border is zeroed once, only the interior is written.
-        n, h, w, c = x.shape
-        shape = (n, h + 2 * pad, w + 2 * pad, c)
-        padded = g.define(g.fresh("padded"), f"xp.zeros({shape!r}, {g.dtype(x.dtype)})")
-        g.private_bytes += math.prod(shape) * x.dtype.itemsize
-        interior = g.view(f"{padded}[:, {pad}:{pad + h}, {pad}:{pad + w}, :]")
-        g.line(f"xp.copyto({interior}, {source})")
-        source = padded
-    if x.shape[3] != 1:
-        windows = g.view(f"ops._window_view(xp, {source}, {kh}, {kw}, {stride})")
-        g.line(f"xp.copyto({out}, {windows})")
-        return
-    # One channel: whole shifted images, as Im2col.forward does (rows, not single values).
-    _, oh, ow = node.out.shape[:3]
-    for (i, j), (rows, columns) in _offsets(kh, kw, stride, oh, ow):
-        target = g.view(f"{out}[:, :, :, {i}, {j}, :]")
-        g.line(f"xp.copyto({target}, {g.view(f'{source}[:, {rows}, {columns}, :]')})")
-
-
-def _offsets(kh: int, kw: int, stride: int, oh: int, ow: int):
-    """((i, j), (rows, columns)) slice texts of every kernel offset, as ops._shifted_windows."""
-    for i in range(kh):
-        for j in range(kw):
-            rows = f"{i}:{i + stride * (oh - 1) + 1}:{stride}"
-            columns = f"{j}:{j + stride * (ow - 1) + 1}:{stride}"
-            yield (i, j), (rows, columns)
-
-
-def _emit_col2im(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    cols = node.inputs[0]
-    kh, kw, stride = (node.attrs[k] for k in ("kh", "kw", "stride"))
-    n, oh, ow, _, _, c = cols.shape
-    by_offset = g.view(f"{g.arg(cols)}.transpose((3, 4, 0, 1, 2, 5))")  # [i, j] -> a piece
-    pieces = by_offset
-    if ops.col2im_transposes(c):
-        # As Col2im.forward: one transposing copy into a private buffer, then contiguous adds.
-        shape = (kh, kw, n, oh, ow, c)
-        pieces = g.define(g.fresh("pieces"), f"xp.empty({shape!r}, {g.dtype(cols.dtype)})")
-        g.private_bytes += math.prod(shape) * cols.dtype.itemsize
-        g.line(f"xp.copyto({pieces}, {by_offset})")
-    g.line(f"{out}.fill(0)")
-    for (i, j), (rows, columns) in _offsets(kh, kw, stride, oh, ow):
-        target = g.view(f"{out}[:, {rows}, {columns}, :]")
-        g.line(f"xp.add({target}, {g.view(f'{pieces}[{i}, {j}]')}, out={target})")
-
-
-def _pool_windows(g: _Codegen, x: str, kernel: int, stride: int, oh: int, ow: int) -> list[str]:
-    return [
-        g.view(f"{x}[:, {rows}, {columns}, :]")
-        for _, (rows, columns) in _offsets(kernel, kernel, stride, oh, ow)
-    ]
-
-
-def _emit_max_pool2d(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    _, oh, ow, _ = node.out.shape
-    windows = _pool_windows(
-        g, g.arg(node.inputs[0]), node.attrs["kernel"], node.attrs["stride"], oh, ow
-    )
-    g.line(f"xp.copyto({out}, {windows[0]})")
-    for window in windows[1:]:
-        g.line(f"xp.maximum({out}, {window}, out={out})")
-
-
-def _emit_max_pool2d_grad(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    # MaxPool2dGrad.forward: grad[window] += where(hit, g, 0) with hit the window's first
-    # maximal element; here with masks of 0 / 1 (then 0 / -1, and'ed with g's bits).
-    grad, x, pooled = (g.arg(v) for v in node.inputs)
-    _, oh, ow, _ = node.inputs[2].shape
-    kernel, stride = node.attrs["kernel"], node.attrs["stride"]
-    unclaimed, hit, mask, routed = scratch
-    bits = f"xp.{_mask_dtype(node).name}"
-    grad_bits = g.view(f"{grad}.view({bits})")
-    routed_bits = g.view(f"{routed}.view({bits})")
-    inputs = _pool_windows(g, x, kernel, stride, oh, ow)
-    targets = _pool_windows(g, out, kernel, stride, oh, ow)
-    g.line(f"{out}.fill(0)")
-    g.line(f"{unclaimed}.fill(1)")
-    for window, target in zip(inputs, targets, strict=True):
-        g.line(f"xp.equal({window}, {pooled}, out={hit})")
-        g.line(f"xp.bitwise_and({hit}, {unclaimed}, out={hit})")
-        g.line(f"xp.subtract({unclaimed}, {hit}, out={unclaimed})")
-        g.line(f"xp.negative({hit}, out={mask})")
-        g.line(f"xp.bitwise_and({grad_bits}, {mask}, out={routed_bits})")
-        g.line(f"xp.add({target}, {routed}, out={target})")
-
-
-def _emit_one_hot(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    labels = g.view(f"{g.arg(node.inputs[0])}[..., None]")
-    classes = g.bind("arange", g.xp.arange(node.attrs["classes"]))
-    g.line(f"xp.equal({labels}, {classes}, out={scratch[0]})")
-    g.line(f"xp.copyto({out}, {scratch[0]})")
-
-
-def _emit_gather_rows(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    table, indices = (g.arg(x) for x in node.inputs)
-    g.line(f"xp.take({table}, {indices}, axis=0, out={out})")
-
-
-def _emit_uniform(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    attrs = node.attrs
-    g.line(
-        f"backend.uniform(xp, {g.key(attrs['key'])}, {attrs['shape']!r}, "
-        f"{g.dtype(attrs['dtype'])}, out={out})"
-    )
-
-
-def _emit_flat_index(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    labels = node.inputs[0]
-    classes = node.attrs["classes"]
-    rows = g.bind("rows", g.xp.arange(labels.shape[0], dtype=labels.dtype) * classes)
-    # Seen as unsigned, a negative label is huge: one max checks both ends of the range.
-    if g.device_scalars and labels in g.graph.inputs:
-        # Device code must not wait for the host: the caller checks the batch before copying.
-        g.label_checks.append((g.graph.inputs.index(labels), classes))
-    else:
-        unsigned = g.view(f"{g.arg(labels)}.view(xp.uint{8 * labels.dtype.itemsize})")
-        check = g.bind("labels_outside", _labels_outside)
-        g.line(f"if {unsigned}.max() >= {classes}:")
-        g.line(f"    {check}({g.arg(labels)}, {classes})")
-    g.line(f"xp.add({g.arg(labels)}, {rows}, out={out})")
-
-
-def check_labels(labels: np.ndarray, classes: int) -> None:
-    """The host-side check of a batch's class labels (device-scalar programs)."""
-    if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        _labels_outside(labels, classes)
-
-
-def _labels_outside(labels: Any, classes: int) -> None:
-    """Out-of-range labels would pick from the neighbouring row: refuse them instead."""
-    low, high = int(labels.min()), int(labels.max())
-    raise DataError(
-        f"class labels must be in [0, {classes}) for {classes} outputs, "
-        f"found labels in [{low}, {high}]"
-    )
-
-
-def _flat(g: _Codegen, value: Value) -> str:
-    return g.view(f"{g.arg(value)}.reshape(-1)")
-
-
-def _take(g: _Codegen, flat: str, index: str, out: str) -> None:
-    # The labels are range-checked, so NumPy can skip its own check and the buffered `out`
-    # that mode="raise" implies; CuPy's take has no mode.
-    mode = "" if g.cuda else ', mode="clip"'
-    g.line(f"{flat}.take({index}, out={out}{mode})")
-
-
-def _emit_pick(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    x, index = node.inputs
-    _take(g, _flat(g, x), g.arg(index), out)
-
-
-def _emit_sub_at(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    x, index = node.inputs
-    if g.arg(x) != out:
-        g.line(f"xp.copyto({out}, {g.arg(x)})")
-    flat, picked = g.view(f"{out}.reshape(-1)"), scratch[0]
-    _take(g, flat, g.arg(index), picked)
-    g.line(f"xp.subtract({picked}, 1, out={picked})")
-    g.line(f"{flat}[{g.arg(index)}] = {picked}")
-
-
-def _emit_generic(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    """Any other node: its forward allocates, the result is copied into the planned buffer."""
-    if node.op.name in ("reshape",):
-        _emit_reshape_copy(g, node, out, scratch)
-        return
-    function = g.bind(f"forward_{node.op.name}_", node.op.forward)
-    keys = {k: v for k, v in node.attrs.items() if isinstance(v, RngKey)}
-    attrs = {k: v for k, v in node.attrs.items() if k not in keys}
-    args = [g.arg(x) for x in node.inputs] + [f"{k}={g.key(v)}" for k, v in keys.items()]
-    if attrs:
-        args.append(f"**{g.bind('attrs', attrs)}")
-    g.line(f"xp.copyto({out}, {function}(xp, {', '.join(args)}))")
-
-
-# ---------------------------------------------------------------- fused elementwise chains
-
-
-def _fused_layout(node: Node, alias: int | None) -> tuple[dict, list[Spec], set[int]]:
-    """Where each member of a fused chain writes on NumPy, its scratch, and the inputs the
-    output buffer may replace.
-
-    The spine is the root and the chain of first overwritable fused inputs below it; it is
-    computed in place in one buffer wherever dtype and shape match the root, other members
-    each in a scratch buffer. Spine layout (the default): that buffer is the output, and an
-    input read only by the first member may share it. Root layout (`alias` an input only the
-    root reads, or -1 to ask which): the spine runs in a scratch buffer and only the root
-    writes the output, so the root may overwrite its input (p - lr * buf lands in p's own
-    array).
-    """
-    body = node.attrs["body"]
-    root = body[-1]
-    members = {m.out: m for m in body}
-    readers: dict = {}
-    for member in body:
-        for x in member.inputs:
-            readers.setdefault(x, set()).add(member)
-    spine = [root]
-    while True:  # down through inputs the member may overwrite (not sigmoid's, not where's a)
-        inner = next(
-            (members[x] for x in spine[-1].inputs if x in members and _allows_alias(spine[-1], x)),
-            None,
-        )
-        if inner is None:
-            break
-        spine.append(inner)
-    root_only = {
-        p
-        for p, leaf in enumerate(node.inputs)
-        if readers.get(leaf) == {root} and _allows_alias(root, leaf)
-    }
-    spine_only = _spine_aliasable(node, spine)
-    use_root_layout = alias == -1 or (
-        alias is not None and alias in root_only and alias not in spine_only
-    )
-    target: dict = {}
-    scratch: list[Spec] = []
-    chain: Any = "out"
-    if use_root_layout:
-        chain = 0
-        scratch.append(Spec(root.out.shape, root.out.dtype))
-    for member in body:
-        same = member.out.shape == root.out.shape and member.out.dtype == root.out.dtype
-        if member is root:
-            place: Any = "out"
-        elif member in spine and same:
-            place = chain
-        else:
-            place = len(scratch)
-            scratch.append(Spec(member.out.shape, member.out.dtype))
-        own = SCRATCH[member.op.name](member) if member.op.name in SCRATCH else []
-        target[member] = (place, list(range(len(scratch), len(scratch) + len(own))))
-        scratch += own
-    return target, scratch, root_only if use_root_layout else spine_only
-
-
-def _spine_aliasable(node: Node, spine: list[Node]) -> set[int]:
-    """Inputs only the first member reads, when that member starts the spine in the output."""
-    body, root, bottom = node.attrs["body"], spine[0], spine[-1]
-    same = bottom.out.shape == root.out.shape and bottom.out.dtype == root.out.dtype
-    if body[0] is not bottom or not same:
-        return set()
-    return {
-        p
-        for p, leaf in enumerate(node.inputs)
-        if all(m is bottom for m in body if leaf in m.inputs) and _allows_alias(bottom, leaf)
-    }
-
-
-def _allows_alias(member: Node, leaf: Any) -> bool:
-    """Whether `member`'s kernel may write over `leaf` while reading it (an exact overlap)."""
-    name = member.op.name
-    if name == "sigmoid":
-        return False
-    positions = {p for p, x in enumerate(member.inputs) if x is leaf}
-    if name == "where":
-        return positions == {2}
-    return bool(positions)
-
-
-def _emit_loop(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    if g.device_scalars and any(isinstance(x, HostScalar) for x in node.inputs):
-        raise ValueError("device scalars are for CuPy: the jit pass's loops take host numbers")
-    args = [g.arg(x) for x in node.inputs]
-    params, samples = [out], [g.ns[out]]  # each array once: the output, then the others
-    for x, name in zip(node.inputs, args, strict=True):
-        if name not in params:
-            params.append(name)
-            samples.append(g.ns[name] if isinstance(x, Value) else 0.0)
-    slots = [params.index(name) for name in args]
-    loop = compile_loop(node, slots, samples)
-    g.line(f"{g.bind(f'loop{node.out.id}_', loop)}({', '.join(params)})")
-
-
-def _emit_fused(g: _Codegen, node: Node, out: str, scratch: list[str]) -> None:
-    if g.cuda:
-        _emit_fused_kernel(g, node, out)
-        return
-    target, _, _ = _fused_layout(node, g.alias)
-    for member in node.attrs["body"]:
-        place, own = target[member]
-        place = out if place == "out" else scratch[place]
-        g.names[member.out] = place
-        g.current = member
-        EMITTERS[member.op.name](g, member, place, [scratch[i] for i in own])
-        g.check(member)
-    g.names[node.out] = out
-
-
-def _emit_fused_kernel(g: _Codegen, node: Node, out: str) -> None:
-    """One CuPy ElementwiseKernel for the chain; each step casts its operands to the dtype the
-    NumPy ufunc would compute in (Python numbers are weak), so it rounds as eager does."""
-    names: dict[Any, str] = {}
-    params, args = [], []
-    for index, leaf in enumerate(node.inputs):
-        names[leaf] = f"in{index}"
-        dtype = leaf.dtype.name if isinstance(leaf, Value) else "float64"
-        params.append(f"{dtype} in{index}")
-        args.append(g.arg(leaf, np.dtype(np.float64)))
-    statements = []
-    for member in node.attrs["body"]:
-        expression = member_expression(member, names, C)
-        names[member.out] = f"v{member.out.id}"
-        statements.append(f"{CTYPES[member.out.dtype.name]} v{member.out.id} = {expression};")
-    statements.append(f"out0 = v{node.out.id};")
-    kernel = g.xp.ElementwiseKernel(
-        ", ".join(params),
-        f"{node.out.dtype.name} out0",
-        " ".join(statements),
-        f"trainctl_fused{node.out.id}",
-        options=("--fmad=false",),
-    )
-    g.line(f"{g.bind('kernel', kernel)}({', '.join(args)}, {out})")
-
-
-EMITTERS: dict[str, Callable[[_Codegen, Node, str, list[str]], None]] = {
-    **{name: _emit_ufunc for name in UFUNCS},
-    "relu": _emit_relu,
-    "pow": _emit_pow,
-    "cast": _emit_cast,
-    "where": _emit_where,
-    "sigmoid": _emit_sigmoid,
-    "sum": _emit_reduce("sum", "add"),
-    "max": _emit_reduce("max", "maximum"),
-    "select": _emit_select,
-    "mean": _emit_reduce("mean"),
-    "matmul": _emit_matmul,
-    "reshape": _emit_reshape_copy,
-    "unslice": _emit_unslice,
-    "concatenate": _emit_concatenate,
-    "im2col": _emit_im2col,
-    "col2im": _emit_col2im,
-    "max_pool2d": _emit_max_pool2d,
-    "max_pool2d_grad": _emit_max_pool2d_grad,
-    "one_hot": _emit_one_hot,
-    "gather_rows": _emit_gather_rows,
-    "uniform": _emit_uniform,
-    "flat_index": _emit_flat_index,
-    "pick": _emit_pick,
-    "sub_at": _emit_sub_at,
-    "fused": _emit_fused,
-    "loop": _emit_loop,
-}
-
-SCRATCH: dict[str, Callable[[Node], list[Spec]]] = {
-    "sigmoid": lambda n: [
-        Spec(n.out.shape, n.out.dtype),
-        Spec(n.out.shape, n.out.dtype),
-        Spec(n.out.shape, np.dtype(bool)),
-    ],
-    "max_pool2d_grad": lambda n: [
-        Spec(n.inputs[2].shape, np.dtype(np.int8)),
-        Spec(n.inputs[2].shape, np.dtype(np.int8)),
-        Spec(n.inputs[2].shape, _mask_dtype(n)),
-        Spec(n.inputs[2].shape, n.out.dtype),
-    ],
-    "one_hot": lambda n: [Spec(n.out.shape, np.dtype(bool))],
-    "select": lambda n: [Spec(n.out.shape, _mask_dtype(n))],
-    "sub_at": lambda n: [Spec(n.inputs[1].shape, n.out.dtype)],
-}

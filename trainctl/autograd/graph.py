@@ -65,7 +65,9 @@ class HostScalar(float):
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 return NotImplemented  # an Operand takes over through its reflected operator
         values = [float.__float__(x) if isinstance(x, HostScalar) else x for x in operands]
-        return self.graph.record_host(op, operands, _HOST_MATH[op](*values))
+        with np.errstate(all="ignore"):  # a trace-time value only: never used for a result
+            value = float(op.forward(np, *values))
+        return self.graph.record_host(op, operands, value)
 
     def __add__(self, other):
         return self._record(ops.Add, self, other)
@@ -123,16 +125,6 @@ class HostScalar(float):
 
     def __repr__(self) -> str:
         return self.label
-
-
-_HOST_MATH = {
-    ops.Add: lambda a, b: a + b,
-    ops.Sub: lambda a, b: a - b,
-    ops.Mul: lambda a, b: a * b,
-    ops.Div: lambda a, b: a / b,
-    ops.Pow: lambda a, b: a**b,
-    ops.Neg: lambda a: -a,
-}
 
 
 class Value(Operand):

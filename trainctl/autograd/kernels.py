@@ -1,93 +1,171 @@
 """Kernels: the ops that only lowering passes create.
 
-A kernel has a name, a shape rule and an allocating `forward` (what runs when buffer planning
-is off), but no vjp: it appears after autodiff, so `ops` keeps exactly one definition per
-primitive and both modes differentiate the same ones. compile.py emits each kernel as a few
-allocation-free array calls.
+A kernel is an `Op` with a forward (into `out=` like every op) and a shape rule but no vjp:
+it appears after autodiff, so `ops.REGISTRY` keeps exactly one definition per primitive and
+both modes differentiate the same ones. `Fused` and `Loop` hold a chain of elementwise nodes
+(attribute `body`) that the code generator renders as one kernel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from trainctl import backend
 from trainctl.autograd import ops
-from trainctl.autograd.ops import Spec
+from trainctl.autograd.ops import ANY, Op, Scratch, Spec, reduced
+from trainctl.errors import DataError
 
 
-class Kernel:
-    """An op that only lowering creates: a name, a shape rule, an allocating `forward` and an
-    `elementwise` flag (fusion may merge it into a chain)."""
-
+class Kernel(Op, register=False):
     differentiable = False
 
-    def __init__(
-        self,
-        name: str,
-        infer: Callable[..., Spec],
-        forward: Callable[..., Any] | None = None,
-        elementwise: bool = False,
-    ) -> None:
-        self.name, self.infer, self.forward, self.elementwise = name, infer, forward, elementwise
-
-    def __repr__(self) -> str:
-        return f"Kernel({self.name})"
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(register=False)
 
 
-def _flat_index(xp, labels, classes):
-    return labels + xp.arange(labels.shape[0], dtype=labels.dtype) * classes
+class Uniform(Kernel):
+    """Uniform [0, 1) draws for a key (dropout's mask, drawn once per key)."""
+
+    infer = staticmethod(lambda key, shape, dtype: Spec(shape, dtype))
+    forward = staticmethod(
+        lambda xp, key, shape, dtype, out=None: backend.uniform(xp, key, shape, dtype, out=out)
+    )
 
 
-def _sub_at(xp, x, index):
-    out = x.copy()
-    flat = out.reshape(-1)
-    flat[index] -= 1
-    return out
+class FlatIndex(Kernel):
+    """labels[i] + i * classes: where each sample's label sits in (N*C,). It range-checks the
+    labels first (out of range would pick from the neighbouring row), unless `checked`: the
+    host checks them before a captured device program runs."""
+
+    label_input = 0
+    infer = staticmethod(lambda labels, classes: Spec(tuple(labels.shape), labels.dtype))
+    prepare = staticmethod(
+        lambda xp, labels, classes: {
+            "rows": xp.arange(labels.shape[0], dtype=labels.dtype) * classes
+        }
+    )
+
+    @staticmethod
+    def forward(xp, labels, classes, out=None, rows=None, checked=False):
+        if rows is None:
+            rows = xp.arange(labels.shape[0], dtype=labels.dtype) * classes
+        # Seen as unsigned, a negative label is huge: one max checks both ends of the range.
+        if not checked and labels.view(f"uint{8 * labels.dtype.itemsize}").max() >= classes:
+            labels_outside(labels, classes)
+        return xp.add(labels, rows, out=out)
 
 
-UNIFORM = Kernel(  # uniform [0, 1) draws for a key (dropout's mask, drawn once per key)
-    "uniform",
-    lambda key, shape, dtype: Spec(shape, dtype),
-    lambda xp, key, shape, dtype: backend.uniform(xp, key, shape, dtype),
-)
-FLAT_INDEX = Kernel(  # labels[i] + i * classes: where each sample's label sits in (N*C,)
-    "flat_index",
-    lambda labels, classes: Spec(tuple(labels.shape), labels.dtype),
-    _flat_index,
-)
-PICK = Kernel(  # out[i] = x[i, labels[i]], through flat indices
-    "pick",
-    lambda x, index: Spec(tuple(index.shape), x.dtype),
-    lambda xp, x, index: xp.take(x.reshape(-1), index),
-)
-SUB_AT = Kernel(  # x - one_hot(labels): one subtraction per row
-    "sub_at", lambda x, index: Spec(tuple(x.shape), x.dtype), _sub_at
-)
-MEAN = Kernel(  # NumPy's mean: a sum, then one division by the count (not a multiply)
-    "mean",
-    lambda x, axes, keepdims: Spec(ops._reduced(tuple(x.shape), axes, keepdims), x.dtype),
-    lambda xp, x, axes, keepdims: xp.mean(x, axis=axes, keepdims=keepdims),
-)
-COMPARISONS = {"greater": "greater", "greater_equal": "greater_equal", "equal": "equal"}
+def check_labels(labels: np.ndarray, classes: int) -> None:
+    """The host-side check of a batch's class labels (device-scalar programs)."""
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        labels_outside(labels, classes)
 
 
-def _select(xp, x, y, a, compare):
-    return xp.where(getattr(xp, COMPARISONS[compare])(x, y), a, 0)
+def labels_outside(labels: Any, classes: int) -> None:
+    low, high = int(labels.min()), int(labels.max())
+    raise DataError(
+        f"class labels must be in [0, {classes}) for {classes} outputs, "
+        f"found labels in [{low}, {high}]"
+    )
 
 
-SELECT = Kernel(  # where(compare(x, y), a, 0): ReLU's and maximum's backward, as a bit mask
-    "select",
-    lambda x, y, a, compare: Spec(tuple(a.shape), a.dtype),
-    _select,
-    elementwise=True,
-)
-FUSED = Kernel(  # a chain of elementwise nodes (attribute `body`) computed as one
-    "fused", lambda *xs, body: Spec(body[-1].out.shape, body[-1].out.dtype), elementwise=True
-)
-LOOP = Kernel(  # an elementwise chain (attribute `body`) compiled into one Numba loop (NumPy)
-    "loop", lambda *xs, body: Spec(body[-1].out.shape, body[-1].out.dtype)
-)
+def _take(xp, flat, index, out):
+    # The labels are range-checked, so NumPy can skip its own check and the buffered `out`
+    # that mode="raise" implies; CuPy's take has no mode.
+    clip = {"mode": "clip"} if xp is np else {}
+    return xp.take(flat, index, out=out, **clip)
+
+
+class Pick(Kernel):
+    """out[i] = x[i, labels[i]], through flat indices."""
+
+    infer = staticmethod(lambda x, index: Spec(tuple(index.shape), x.dtype))
+    forward = staticmethod(lambda xp, x, index, out=None: _take(xp, x.reshape(-1), index, out))
+
+
+class SubAt(Kernel):
+    """x - one_hot(labels): one subtraction per row."""
+
+    overwrites = frozenset({0})
+    infer = staticmethod(lambda x, index: Spec(tuple(x.shape), x.dtype))
+    scratch = staticmethod(lambda out, x, index: [Scratch(tuple(index.shape), out.dtype)])
+
+    @staticmethod
+    def forward(xp, x, index, out=None, scratch=None):
+        if out is None:
+            out = x.copy()
+        elif x is not out:
+            xp.copyto(out, x)
+        flat = out.reshape(-1)
+        picked = _take(xp, flat, index, scratch[0] if scratch else None)
+        xp.subtract(picked, 1, out=picked)
+        flat[index] = picked
+        return out
+
+
+class Mean(Kernel):
+    """NumPy's mean: a sum, then one division by the count (not a multiply)."""
+
+    kind = "reduction"
+    infer = staticmethod(
+        lambda x, axes, keepdims: Spec(reduced(tuple(x.shape), axes, keepdims), x.dtype)
+    )
+    forward = staticmethod(
+        lambda xp, x, axes, keepdims, out=None: xp.mean(x, axis=axes, keepdims=keepdims, out=out)
+    )
+
+
+class Select(Kernel):
+    """where(compare(x, y), a, 0), `compare` a comparison op's name: ReLU's and maximum's
+    backward, computed as a mask of all ones or zeros and'ed with a's bits."""
+
+    kind, overwrites, exact_loop = "elementwise", ANY, ANY
+    expression = "lambda x, y, a: a if compare(x, y) else 0"
+    infer = staticmethod(lambda x, y, a, compare: Spec(tuple(a.shape), a.dtype))
+    scratch = staticmethod(
+        lambda out, x, y, a, compare: [Scratch(out.shape, ops.mask_dtype(out.dtype))]
+    )
+
+    @staticmethod
+    def forward(xp, x, y, a, compare, out=None, scratch=None):
+        out = xp.empty(a.shape, a.dtype) if out is None else out
+        mask = scratch[0] if scratch else xp.empty(out.shape, ops.mask_dtype(out.dtype))
+        getattr(xp, ops.REGISTRY[compare].ufunc)(x, y, out=mask)
+        xp.negative(mask, out=mask)
+        return xp.bitwise_and(a.view(mask.dtype), mask, out=out.view(mask.dtype)).view(out.dtype)
+
+
+class Fused(Kernel):
+    """A chain of elementwise nodes (attribute `body`) computed as one: on CuPy one generated
+    kernel (which may write over any input), on NumPy its members' forwards in turn, laid out
+    by `fused_layout`."""
+
+    kind = "elementwise"
+    infer = staticmethod(lambda *xs, body: Spec(body[-1].out.shape, body[-1].out.dtype))
+
+    @classmethod
+    def overwritable(cls, node: Any, xp: Any) -> set[int]:
+        if xp is not np:
+            return set(range(len(node.inputs)))
+        return fused_layout(node, xp, None)[2] | fused_layout(node, xp, -1)[2]
+
+    @classmethod
+    def scratch_of(cls, node: Any, xp: Any, alias: int | None) -> list[Scratch]:
+        return [] if xp is not np else fused_layout(node, xp, alias)[1]
+
+
+class Loop(Kernel):
+    """An elementwise chain (attribute `body`) compiled into one Numba loop (NumPy)."""
+
+    overwrites = ANY
+    infer = staticmethod(lambda *xs, body: Spec(body[-1].out.shape, body[-1].out.dtype))
+
+
+UNIFORM, FLAT_INDEX, PICK, SUB_AT, MEAN, SELECT, FUSED, LOOP = (
+    Uniform, FlatIndex, Pick, SubAt, Mean, Select, Fused, Loop
+)  # fmt: skip
 
 
 def body_of(node: Any) -> tuple:
@@ -95,10 +173,83 @@ def body_of(node: Any) -> tuple:
     return node.attrs.get("body", (node,))
 
 
-VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "getitem"})
-ELEMENTWISE = frozenset(
-    {
-        "add", "sub", "mul", "div", "maximum", "greater", "greater_equal", "equal", "where",
-        "neg", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "pow", "cast", "select",
+def fused_layout(node: Any, xp: Any, alias: int | None) -> tuple[dict, list[Scratch], set[int]]:
+    """Where each member of a fused chain writes on NumPy, its scratch, and the inputs the
+    output buffer may replace.
+
+    The spine is the root and the chain of first overwritable fused inputs below it; it is
+    computed in place in one buffer wherever dtype and shape match the root, other members
+    each in a scratch buffer. Spine layout (the default): that buffer is the output, and an
+    input read only by the first member may share it. Root layout (`alias` an input only the
+    root reads, or -1 to ask which): the spine runs in a scratch buffer and only the root
+    writes the output, so the root may overwrite its input (p - lr * buf lands in p's own
+    array). `target[member]` is (place, scratch positions of the member's own scratch), the
+    place "out", or a scratch position.
+    """
+    body = node.attrs["body"]
+    root = body[-1]
+    members = {m.out: m for m in body}
+    readers: dict = {}
+    for member in body:
+        for x in member.inputs:
+            readers.setdefault(x, set()).add(member)
+    spine = [root]
+    while True:  # down through inputs the member may overwrite
+        inner = next(
+            (
+                m
+                for x in spine[-1].inputs
+                if (m := members.get(x)) and _overwrites(spine[-1], x, xp)
+            ),
+            None,
+        )
+        if inner is None:
+            break
+        spine.append(inner)
+    root_only = {
+        p
+        for p, leaf in enumerate(node.inputs)
+        if readers.get(leaf) == {root} and _overwrites(root, leaf, xp)
     }
-)  # fmt: skip
+    spine_only = _spine_overwritable(node, spine, xp)
+    use_root_layout = alias == -1 or (
+        alias is not None and alias in root_only and alias not in spine_only
+    )
+    target: dict = {}
+    scratch: list[Scratch] = []
+    chain: Any = "out"
+    if use_root_layout:
+        chain = 0
+        scratch.append(Scratch(root.out.shape, root.out.dtype))
+    for member in body:
+        same = member.out.shape == root.out.shape and member.out.dtype == root.out.dtype
+        if member is root:
+            place: Any = "out"
+        elif member in spine and same:
+            place = chain
+        else:
+            place = len(scratch)
+            scratch.append(Scratch(member.out.shape, member.out.dtype))
+        own = member.op.scratch_of(member, xp, None)
+        target[member] = (place, list(range(len(scratch), len(scratch) + len(own))))
+        scratch += own
+    return target, scratch, root_only if use_root_layout else spine_only
+
+
+def _spine_overwritable(node: Any, spine: list, xp: Any) -> set[int]:
+    """Inputs only the first member reads, when that member starts the spine in the output."""
+    body, root, bottom = node.attrs["body"], spine[0], spine[-1]
+    same = bottom.out.shape == root.out.shape and bottom.out.dtype == root.out.dtype
+    if body[0] is not bottom or not same:
+        return set()
+    return {
+        p
+        for p, leaf in enumerate(node.inputs)
+        if all(m is bottom for m in body if leaf in m.inputs) and _overwrites(bottom, leaf, xp)
+    }
+
+
+def _overwrites(member: Any, leaf: Any, xp: Any) -> bool:
+    """Whether `member`'s forward may write over `leaf` while reading it (an exact overlap)."""
+    positions = {p for p, x in enumerate(member.inputs) if x is leaf}
+    return bool(positions) and positions <= member.op.overwritable(member, xp)

@@ -18,15 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from trainctl.autograd.elementwise import PYTHON, compute_dtype, member_expression
+from trainctl.autograd.expressions import PYTHON, concrete, dtype_of, member_expression, promote
 from trainctl.autograd.graph import HostScalar, Node, Value
 from trainctl.autograd.kernels import body_of
+from trainctl.autograd.ops import ANY
 
-LOOP_OPS = frozenset(
-    {"add", "sub", "mul", "div", "neg", "abs", "sqrt",
-     "greater", "greater_equal", "equal", "select", "where", "cast"}
-)  # fmt: skip
-_ARITHMETIC = frozenset({"add", "sub", "mul", "div", "neg", "abs", "sqrt"})
 _DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.bool_)})
 
 _compiled: dict[str, Any] = {}  # loop source -> Numba dispatcher, shared by every graph
@@ -40,10 +36,11 @@ def loop_supports(node: Node) -> bool:
     if not shape:
         return False
     for member in body_of(node):
-        name = member.op.name
-        if name not in LOOP_OPS or member.out.dtype not in _DTYPES:
+        exact = member.op.exact_loop  # the op's rounding in a loop is NumPy's: ANY or "float"
+        if exact is None or member.out.dtype not in _DTYPES:
             return False
-        if name in _ARITHMETIC and compute_dtype(member.inputs).kind != "f":
+        computes_in = concrete(promote(*(dtype_of(x) for x in member.inputs)))
+        if exact != ANY and computes_in.kind != "f":
             return False
         for x in member.inputs:
             if isinstance(x, Value) and (x.dtype not in _DTYPES or x.shape != shape):

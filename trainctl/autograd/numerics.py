@@ -15,10 +15,6 @@ import numpy as np
 from trainctl.backend import to_host
 from trainctl.errors import TrainctlError
 
-# Ops that only move values around cannot make a NaN or Inf: they are not checked, so the
-# check fires at the op that made the value, or at the first one to use a bad parameter.
-REARRANGING_OPS = frozenset({"getitem", "reshape", "transpose", "broadcast_to"})
-
 
 class NonFiniteError(TrainctlError):
     """A tensor with NaN or Inf values where the step needs finite ones; the run fails."""

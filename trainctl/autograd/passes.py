@@ -3,7 +3,7 @@
 Every pass is a function Graph -> Graph that changes only what its name says, and keeps the
 numbers the graph computes bit for bit (graph mode must agree with eager mode). `optimize`
 runs them in order and records node counts; any pass can be switched off for debugging.
-Lowering passes replace primitives by finer ones and `kernels`, which autodiff never sees.
+The rewrites that replace primitives (simplify, the lowerings) are in `lowering.py`.
 """
 
 from __future__ import annotations
@@ -18,21 +18,17 @@ import numpy as np
 
 from trainctl.autograd import ops
 from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, StateSlot, Value
-from trainctl.autograd.kernels import (
-    COMPARISONS,
-    ELEMENTWISE,
-    FLAT_INDEX,
-    FUSED,
-    LOOP,
-    MEAN,
-    PICK,
-    SELECT,
-    SUB_AT,
-    UNIFORM,
-    VIEW_OPS,
-    body_of,
-)
+from trainctl.autograd.kernels import FUSED, LOOP, SELECT, Kernel, body_of
 from trainctl.autograd.loops import loop_supports
+from trainctl.autograd.lowering import (
+    is_const,
+    lower_dropout,
+    lower_select,
+    lower_softmax,
+    rebuild,
+    resolve,
+    simplify,
+)
 from trainctl.autograd.ops import Spec
 from trainctl.backend import to_host
 from trainctl.errors import TrainctlError
@@ -45,46 +41,6 @@ class PassError(TrainctlError):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _rebuild(graph: Graph, nodes: list[Node], mapping: dict) -> Graph:
-    """`graph` with `nodes`, each input and output redirected through `mapping`."""
-
-    def resolve(x: Any) -> Any:
-        while isinstance(x, (Value, HostScalar)) and x in mapping:
-            x = mapping[x]
-        return x
-
-    rebuilt = []
-    for node in nodes:
-        inputs = tuple(resolve(x) for x in node.inputs)
-        if any(a is not b for a, b in zip(inputs, node.inputs, strict=True)):
-            node = Node(node.op, inputs, node.attrs, node.out)
-        rebuilt.append(node)
-    return graph.with_nodes(rebuilt, {name: resolve(v) for name, v in graph.outputs.items()})
-
-
-def _emit(graph: Graph, nodes: list[Node], op: Any, *inputs: Any, **attrs: Any) -> Value:
-    """Append a new node computing op(*inputs) to the nodes a rewrite builds."""
-    infer_inputs = (0.0 if isinstance(x, HostScalar) else x for x in inputs)
-    out = Value(graph, op.infer(*infer_inputs, **attrs))
-    nodes.append(Node(op, tuple(inputs), attrs, out))
-    return out
-
-
-def _is_const(x: Any) -> bool:
-    return isinstance(x, Value) and x.array is not None
-
-
-def _literal_equals(x: Any, number: float) -> bool:
-    if isinstance(x, HostScalar):
-        return False
-    if isinstance(x, (bool, int, float)):
-        return x == number
-    if _is_const(x):
-        host = to_host(x.array)
-        return host.size > 0 and bool(np.all(host == number))
-    return False
 
 
 def _consumers(graph: Graph) -> Counter:
@@ -131,20 +87,14 @@ def common_subexpressions(graph: Graph) -> Graph:
     seen: dict = {}
     nodes = []
     for node in graph.nodes:
-        inputs = tuple(_resolve(mapping, x) for x in node.inputs)
+        inputs = tuple(resolve(mapping, x) for x in node.inputs)
         key = (node.op.name, tuple(_key(x) for x in inputs), repr(sorted(node.attrs.items())))
         if key in seen:
             mapping[node.out] = seen[key]
             continue
         seen[key] = node.out
         nodes.append(node if inputs == node.inputs else Node(node.op, inputs, node.attrs, node.out))
-    return _rebuild(graph, nodes, mapping)
-
-
-def _resolve(mapping: dict, x: Any) -> Any:
-    while isinstance(x, (Value, HostScalar)) and x in mapping:
-        x = mapping[x]
-    return x
+    return rebuild(graph, nodes, mapping)
 
 
 def fold_constants(graph: Graph) -> Graph:
@@ -158,13 +108,12 @@ def fold_constants(graph: Graph) -> Graph:
     nodes = []
     constants = list(graph.constants)
     for node in graph.nodes:
-        inputs = tuple(_resolve(mapping, x) for x in node.inputs)
+        inputs = tuple(resolve(mapping, x) for x in node.inputs)
         foldable = (
-            isinstance(node.op, type)
-            and issubclass(node.op, ops.Op)
+            not issubclass(node.op, Kernel)
             and isinstance(node.out, Value)
-            and any(_is_const(x) for x in inputs)
-            and all(_is_const(x) or isinstance(x, (bool, int, float)) for x in inputs)
+            and any(is_const(x) for x in inputs)
+            and all(is_const(x) or isinstance(x, (bool, int, float)) for x in inputs)
             and not any(isinstance(x, HostScalar) for x in inputs)
             and not any(isinstance(a, RngKey) for a in node.attrs.values())
         )
@@ -178,238 +127,9 @@ def fold_constants(graph: Graph) -> Graph:
         folded = Value(graph, Spec(result.shape, result.dtype), array=result)
         constants.append(folded)
         mapping[node.out] = folded
-    out = _rebuild(graph, nodes, mapping)
+    out = rebuild(graph, nodes, mapping)
     out.constants = constants
     return out
-
-
-def simplify(graph: Graph) -> Graph:
-    """Exact algebraic identities: x*1, 1*x, x/1, x-0, x**1, -(-x), transpose of transpose,
-    reshape of reshape (of a contiguous value), and x * c -> x * number for a constant c of
-    equal elements. Anything that could change a rounding stays."""
-    producers = graph.producers()
-    mapping: dict = {}
-    nodes: list[Node] = []
-    for node in graph.nodes:
-        inputs = tuple(_resolve(mapping, x) for x in node.inputs)
-        out = node.out
-        name = node.op.name
-        same = None  # an input this node is an identity of
-        if isinstance(out, Value):
-            same = _identity_input(name, inputs, node.attrs, out, producers)
-        if same is not None:
-            mapping[out] = same
-            continue
-        new = _collapse_layout(graph, name, inputs, node, producers, nodes)
-        if new is not None:
-            mapping[out] = new
-            if nodes and nodes[-1].out is new:
-                producers[new] = nodes[-1]
-            continue
-        if name in ("mul", "div") and isinstance(out, Value):
-            inputs = _scalar_operands(name, inputs, out)
-        node = node if inputs == node.inputs else Node(node.op, inputs, node.attrs, out)
-        producers[out] = node
-        nodes.append(node)
-    return _rebuild(graph, nodes, mapping)
-
-
-def _scalar_operands(name: str, inputs: tuple, out: Value) -> tuple:
-    """x * c -> x * number for a uniform constant c that only broadcasts (the mean's gradient)."""
-    positions = (0, 1) if name == "mul" else (1,)
-    for position in positions:
-        other = inputs[1 - position]
-        number = _uniform_scalar(inputs[position], out)
-        if number is not None and _same_layout(other, out):
-            replaced = list(inputs)
-            replaced[position] = number
-            return tuple(replaced)
-    return inputs
-
-
-def _same_layout(x: Any, out: Value) -> bool:
-    return isinstance(x, Value) and x.shape == out.shape and x.dtype == out.dtype
-
-
-def _uniform_scalar(x: Any, out: Value) -> float | None:
-    """The one value of a constant array whose elements are all equal, when multiplying by it
-    as a Python number gives the same dtype and shape (so x * c == x * number exactly)."""
-    if not _is_const(x) or x.dtype != out.dtype or not np.issubdtype(x.dtype, np.floating):
-        return None
-    host = to_host(x.array)
-    if host.size == 0 or not np.all(host == host.reshape(-1)[0]):
-        return None
-    return float(host.reshape(-1)[0])
-
-
-def _identity_input(name: str, inputs: tuple, attrs: dict, out: Value, producers: dict) -> Any:
-    if name == "mul":
-        a, b = inputs
-        if _literal_equals(b, 1) and _same_layout(a, out):
-            return a
-        if _literal_equals(a, 1) and _same_layout(b, out):
-            return b
-    if name == "div" and _literal_equals(inputs[1], 1) and _same_layout(inputs[0], out):
-        return inputs[0]
-    if name == "sub" and _literal_equals(inputs[1], 0) and _same_layout(inputs[0], out):
-        return inputs[0]
-    if name == "pow" and attrs["exponent"] == 1 and _same_layout(inputs[0], out):
-        return inputs[0]
-    if name == "neg":
-        inner = producers.get(inputs[0])
-        if inner is not None and inner.op.name == "neg" and _same_layout(inner.inputs[0], out):
-            return inner.inputs[0]
-    return None
-
-
-def _collapse_layout(
-    graph: Graph, name: str, inputs: tuple, node: Node, producers: dict, nodes: list[Node]
-) -> Value | None:
-    if name not in ("transpose", "reshape"):
-        return None
-    inner = producers.get(inputs[0])
-    if inner is None or inner.op.name != name:
-        return None
-    source = inner.inputs[0]
-    if name == "transpose":
-        axes = tuple(inner.attrs["axes"][a] for a in node.attrs["axes"])
-        if axes == tuple(range(len(axes))):
-            return source
-        return _emit(graph, nodes, ops.Transpose, source, axes=axes)
-    if not _contiguous(source, producers):
-        return None  # a reshape of a strided view may copy or not: keep eager's choice
-    if tuple(node.attrs["shape"]) == source.shape:
-        return source
-    return _emit(graph, nodes, ops.Reshape, source, shape=node.attrs["shape"])
-
-
-def _contiguous(x: Value, producers: dict) -> bool:
-    """Known to be C-contiguous: inputs, op results (not views), contiguous constants."""
-    if x.array is not None:
-        return bool(x.array.flags.c_contiguous)
-    node = producers.get(x)
-    if node is None:
-        return True
-    if node.op.name == "reshape":
-        return _contiguous(node.inputs[0], producers)
-    return node.op.name not in VIEW_OPS and node.op.name != "col2im"
-
-
-def lower_dropout(graph: Graph) -> Graph:
-    """dropout(x, p, key) -> x * (uniform(key) >= p) * (1/(1-p)), as Dropout.forward computes
-    it. The forward and the backward draw with the same key: after CSE the mask is drawn once."""
-    nodes: list[Node] = []
-    mapping: dict = {}
-    for node in graph.nodes:
-        if node.op is not ops.Dropout:
-            nodes.append(node)
-            continue
-        (x,) = node.inputs
-        p, key = node.attrs["p"], node.attrs["key"]
-        u = _emit(graph, nodes, UNIFORM, key=key, shape=x.shape, dtype=x.dtype)
-        keep = _emit(graph, nodes, ops.GreaterEqual, u, p)
-        masked = _emit(graph, nodes, ops.Mul, x, keep)
-        mapping[node.out] = _emit(graph, nodes, ops.Mul, masked, 1.0 / (1.0 - p))
-    return _rebuild(graph, nodes, mapping)
-
-
-def lower_softmax(graph: Graph) -> Graph:
-    """Softmax, log-softmax and softmax cross entropy as their max/sub/exp/sum/log steps (the
-    very calls their forwards make), so CSE shares them: the backward's softmax reuses the
-    forward's exp and sum. softmax - one_hot(labels) becomes one subtraction at the labels."""
-    nodes: list[Node] = []
-    mapping: dict = {}
-    producers = graph.producers()
-    for node in graph.nodes:
-        name = node.op.name
-        inputs = tuple(_resolve(mapping, x) for x in node.inputs)
-        one_hot = producers.get(inputs[1]) if name == "sub" else None
-        if name in ("softmax", "log_softmax"):
-            axis = node.attrs["axis"]
-            z, e, total = _softmax_parts(graph, nodes, inputs[0], axis)
-            if name == "softmax":
-                mapping[node.out] = _emit(graph, nodes, ops.Div, e, total)
-            else:
-                mapping[node.out] = _emit(
-                    graph, nodes, ops.Sub, z, _emit(graph, nodes, ops.Log, total)
-                )
-        elif name == "softmax_cross_entropy":
-            logits, labels = inputs
-            smoothing = node.attrs["smoothing"]
-            z, e, total = _softmax_parts(graph, nodes, logits, 1)
-            log_probs = _emit(graph, nodes, ops.Sub, z, _emit(graph, nodes, ops.Log, total))
-            index = _emit(graph, nodes, FLAT_INDEX, labels, classes=logits.shape[1])
-            nll = _emit(graph, nodes, ops.Neg, _emit(graph, nodes, PICK, log_probs, index))
-            if smoothing:
-                average = _emit(graph, nodes, MEAN, log_probs, axes=(1,), keepdims=False)
-                nll = _emit(
-                    graph,
-                    nodes,
-                    ops.Sub,
-                    _emit(graph, nodes, ops.Mul, 1.0 - smoothing, nll),
-                    _emit(graph, nodes, ops.Mul, smoothing, average),
-                )
-            mapping[node.out] = nll
-        elif one_hot is not None and _is_one_hot_of(one_hot, inputs[0]):
-            labels = one_hot.inputs[0]
-            index = _emit(graph, nodes, FLAT_INDEX, labels, classes=one_hot.attrs["classes"])
-            mapping[node.out] = _emit(graph, nodes, SUB_AT, inputs[0], index)
-        else:
-            nodes.append(
-                node if inputs == node.inputs else Node(node.op, inputs, node.attrs, node.out)
-            )
-    return _rebuild(graph, nodes, mapping)
-
-
-def _is_one_hot_of(node: Node, probs: Any) -> bool:
-    """`node` is one_hot(labels) of 2-d float `probs`' shape and dtype (no broadcasting)."""
-    return (
-        node.op is ops.OneHot
-        and isinstance(probs, Value)
-        and len(probs.shape) == 2
-        and node.out.shape == probs.shape
-        and node.out.dtype == probs.dtype
-    )
-
-
-def _softmax_parts(
-    graph: Graph, nodes: list[Node], x: Value, axis: int
-) -> tuple[Value, Value, Value]:
-    peak = _emit(graph, nodes, ops.Max, x, axes=(axis,), keepdims=True)
-    z = _emit(graph, nodes, ops.Sub, x, peak)
-    e = _emit(graph, nodes, ops.Exp, z)
-    return z, e, _emit(graph, nodes, ops.Sum, e, axes=(axis,), keepdims=True)
-
-
-def lower_select(graph: Graph) -> Graph:
-    """where(compare(x, y), a, 0) -> select(x, y, a): the same values (a where the comparison
-    holds, +0 elsewhere, NaN and inf kept), computed as a bit mask instead of a masked copy."""
-    producers = graph.producers()
-    nodes = []
-    for node in graph.nodes:
-        if node.op is ops.Where and _selects(node, producers):
-            compare = producers[node.inputs[0]]
-            x, y = compare.inputs
-            a = node.inputs[1]
-            node = Node(SELECT, (x, y, a), {"compare": compare.op.name}, node.out)
-        nodes.append(node)
-    return graph.with_nodes(nodes)
-
-
-def _selects(node: Node, producers: dict) -> bool:
-    cond, a, b = node.inputs
-    compare = producers.get(cond)
-    return (
-        compare is not None
-        and compare.op.name in COMPARISONS
-        and isinstance(a, Value)
-        and not isinstance(b, HostScalar)
-        and isinstance(b, (int, float))
-        and b == 0
-        and a.shape == node.out.shape == cond.shape
-        and a.dtype == node.out.dtype
-        and a.dtype in (np.dtype(np.float32), np.dtype(np.float64))
-    )
 
 
 def fuse_elementwise(graph: Graph) -> Graph:
@@ -458,7 +178,7 @@ def fuse_elementwise(graph: Graph) -> Graph:
 
 
 def _fusible(node: Node) -> bool:
-    return isinstance(node.out, Value) and node.op.name in ELEMENTWISE
+    return isinstance(node.out, Value) and node.op.kind == "elementwise"
 
 
 def flatten_updates(graph: Graph) -> Graph:

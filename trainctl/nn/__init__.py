@@ -6,6 +6,7 @@ run the same layer code.
 
 from trainctl.nn import functional, init
 from trainctl.nn.layers import (
+    ELU,
     GELU,
     AvgPool2d,
     BatchNorm1d,
@@ -23,7 +24,9 @@ from trainctl.nn.layers import (
     Residual,
     Sequential,
     Sigmoid,
+    SiLU,
     Softmax,
+    Softplus,
     Tanh,
 )
 from trainctl.nn.losses import (
@@ -41,6 +44,7 @@ from trainctl.nn.sequence import (
 )
 
 __all__ = [
+    "ELU",
     "GELU",
     "LSTM",
     "AvgPool2d",
@@ -63,6 +67,8 @@ __all__ = [
     "Residual",
     "Sequential",
     "Sigmoid",
+    "SiLU",
+    "Softplus",
     "Softmax",
     "Tanh",
     "TransformerBlock",

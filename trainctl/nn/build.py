@@ -215,6 +215,13 @@ LAYERS: dict[str, LayerEntry] = {
         _entry("gelu", "GELU (tanh approximation)", lambda shape: layers.GELU()),
         _entry("tanh", "hyperbolic tangent", lambda shape: layers.Tanh()),
         _entry("sigmoid", "logistic function", lambda shape: layers.Sigmoid()),
+        _entry("silu", "x * sigmoid(x) (swish)", lambda shape: layers.SiLU()),
+        _entry("softplus", "log(1 + exp(x))", lambda shape: layers.Softplus()),
+        _entry(
+            "elu", "x if x > 0 else alpha * (exp(x) - 1)",
+            lambda shape, alpha: layers.ELU(alpha),
+            alpha=Arg("float", 1.0, "scale of the negative part"),
+        ),
         _entry(
             "softmax", "softmax over an axis", lambda shape, axis: layers.Softmax(axis),
             axis=Arg("int", -1, "the axis"),

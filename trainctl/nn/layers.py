@@ -272,6 +272,28 @@ class Sigmoid(Module):
         return ops.sigmoid(x)
 
 
+class SiLU(Module):
+    def forward(self, x: Operand) -> Operand:
+        return ops.silu(x)
+
+
+class Softplus(Module):
+    def forward(self, x: Operand) -> Operand:
+        return ops.softplus(x)
+
+
+class ELU(Module):
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, x: Operand) -> Operand:
+        return ops.elu(x, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
 class Softmax(Module):
     def __init__(self, axis: int = -1) -> None:
         super().__init__()

@@ -12,6 +12,7 @@ reader.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,22 +22,25 @@ from trainctl.data.options import resolve_options
 from trainctl.data.table_encoder import RawTable, TableEncoder
 from trainctl.data.targets import to_float32
 from trainctl.predict.model import InputError, Predictor
+from trainctl.train.components import load_data
+from trainctl.train.preprocessing import stored_preprocessing
 
 
 def table_inputs(path: Path, predictor: Predictor) -> np.ndarray:
     """The rows of the CSV file `path` as the run's model takes them."""
     file = require_file(path, "a CSV file")
     config = predictor.restored.config
-    stored = predictor.restored.components.data.preprocessing
     features = predictor.input.shape[0]
-    if config.data.dataset != "csv" or stored is None:
+    if config.data.dataset != "csv":
         table, _ = csvfile.read_table(file)
         if table.shape[1] != features:
             raise InputError(
                 f"{file}: {table.shape[1]} columns, expected the run's {features} input columns"
             )
         return to_float32(table, f"{file} inputs")
-    encoder = TableEncoder.from_json(stored, str(predictor.run.preprocessing_path))
+    encoder = TableEncoder.from_json(
+        _stored_encoding(predictor), str(predictor.run.preprocessing_path)
+    )
     options = resolve_options("data set", csvfile.ENTRY, config.data.options)
     raw = csvfile.read_raw_table(file, options, inputs=len(encoder.columns))
     width, expected = len(raw.input_indices()), len(encoder.columns)
@@ -45,10 +49,18 @@ def table_inputs(path: Path, predictor: Predictor) -> np.ndarray:
             f"{file}: {width} columns, expected the run's {expected} input columns (or one "
             f"more: the target column {encoder.target!r}, which is left out)"
         )
-    inputs = _without_target(raw)
     if encoder.missing == "drop":
-        _refuse_missing(inputs)
-    return encoder.transform(inputs).inputs
+        _refuse_missing(raw)
+    return encoder.transform(_without_target(raw)).inputs
+
+
+def _stored_encoding(predictor: Predictor) -> dict[str, Any]:
+    """The run's preprocessing.json; a run made before it existed fits its encoder again on
+    its training split, as it did when it trained (this reads its data)."""
+    stored = stored_preprocessing(predictor.run)
+    if stored is None:
+        stored = load_data(predictor.restored.config).preprocessing
+    return stored
 
 
 def _without_target(table: RawTable) -> RawTable:
@@ -60,12 +72,13 @@ def _without_target(table: RawTable) -> RawTable:
 
 def _refuse_missing(table: RawTable) -> None:
     """A run that dropped rows with a missing value has nothing to fill one with, and
-    predict gives one output per row."""
-    for index in range(len(table.columns)):
-        missing = table.missing(index)
-        if missing.any():
-            row = int(np.argmax(missing))
-            raise InputError(
-                f"{table.where(row, index)}: a missing value in column {table.names[index]!r}; "
-                "the run left such rows out (missing: drop) and has no value to fill in"
-            )
+    predict gives one output per row: the first missing input, by line, is an error."""
+    inputs = table.input_indices()
+    masks = np.stack([table.missing(index) for index in inputs], axis=1)
+    if masks.any():
+        row, position = divmod(int(np.argmax(masks)), masks.shape[1])
+        index = inputs[position]
+        raise InputError(
+            f"{table.where(row, index)}: a missing value in column {table.names[index]!r}; "
+            "the run left such rows out (missing: drop) and has no value to fill in"
+        )

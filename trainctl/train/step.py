@@ -68,7 +68,7 @@ def clip_by_global_norm(grads: Sequence[Operand], clip: float) -> list[Operand]:
     """
     total = None
     for g in grads:
-        square = ops.sum(g * g)
+        square = ops.reduce_sum(g * g)
         total = square if total is None else total + square
     ratio = clip / (ops.sqrt(total) + 1e-6)
     scale = ops.where(ratio < 1.0, ratio, 1.0)
@@ -564,7 +564,7 @@ class GraphStep(Step):
 def _all_finite(grads: Sequence[Operand]) -> Operand:
     """True when no gradient holds an Inf or NaN: x * 0 is 0 for every finite x and NaN for
     the others, and one NaN makes the whole sum NaN."""
-    total = sum(ops.sum(g * 0.0) for g in grads)
+    total = sum(ops.reduce_sum(g * 0.0) for g in grads)
     return ops.equal(total, 0.0)
 
 

@@ -721,6 +721,8 @@ def _initial_summary(
         summary["class_names"] = list(data.class_names)
     if data.skipped_files is not None:
         summary["skipped_bad_files"] = len(data.skipped_files)
+    if data.notes:  # what encoding a table did: rows dropped, values unseen in training
+        summary["data_notes"] = list(data.notes)
     return summary
 
 
