@@ -421,6 +421,39 @@ def predict(
 
 
 @app.command(cls=HelpCommand)
+def sample(
+    run: str = typer.Argument(
+        ..., metavar="RUN", help="A run folder, or its name under --runs-root."
+    ),
+    prompt: str = typer.Option(..., "--prompt", metavar="TEXT", help="The text to continue."),
+    tokens: int = typer.Option(200, "--tokens", metavar="N", help="How many characters to add."),
+    temperature: float = typer.Option(
+        1.0, "--temperature", metavar="T", help="Sharpen (< 1) or flatten (> 1); 0: greedy."
+    ),
+    seed: int = typer.Option(0, "--seed", metavar="S", help="Seed of the draws."),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", "-c", help="best, last, or the path of a checkpoint file."
+    ),
+    overrides: list[str] = _OVERRIDES,
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where runs are looked up."),
+) -> None:
+    """Continue a prompt with a character language model run (the text data set).
+
+    Characters are drawn one at a time from the model at the given temperature; the prompt
+    may use only characters of the run's vocabulary (its training text). The same seed
+    writes the same text.
+
+    Example: [bold]trainctl sample char-transformer-20261205-080000 --prompt "And God said"
+    --tokens 200 --temperature 0.8[/bold]
+    """
+    from trainctl.predict import load
+    from trainctl.predict.sample import sample_text
+
+    predictor = load(run, checkpoint, runs_root=runs_root, overrides=overrides)
+    typer.echo(sample_text(predictor, prompt, tokens, temperature, seed))
+
+
+@app.command(cls=HelpCommand)
 def export(
     run: str = typer.Argument(
         ..., metavar="RUN", help="A run folder, or its name under --runs-root."

@@ -1,8 +1,9 @@
 """Evaluation metrics over a whole split, computed on the host from outputs and targets.
 
 Outputs are what the model returns: (N, C) logits for classification (a single column is
-a binary logit), (N, T) predictions for regression. Targets are (N,) integer labels, or
-(N, T) values. Every metric returns a Python float.
+a binary logit), (N, T, V) logits for sequences of tokens, (N, T) predictions for
+regression. Targets are (N,) integer labels, (N, T) token ids, or (N, T) values. Every
+metric returns a Python float.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ class MetricEntry(Entry):
     task: str = "classification"  # "classification" or "regression"
 
 
+def token_rows(outputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sequence outputs (N, T, V) and targets (N, T) as N * T rows of one token each; other
+    outputs and targets as they are."""
+    if outputs.ndim == 3:
+        return outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1)
+    return outputs, targets
+
+
 def predicted_classes(outputs: np.ndarray) -> np.ndarray:
     """Class indices from logits; one column means a binary logit (class 1 when > 0)."""
     if outputs.ndim == 2 and outputs.shape[1] == 1:
@@ -38,14 +47,25 @@ def _labels(targets: np.ndarray) -> np.ndarray:
 
 
 def accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
+    outputs, targets = token_rows(outputs, targets)
     return float((predicted_classes(outputs) == _labels(targets)).mean())
 
 
 def top_k_accuracy(outputs: np.ndarray, targets: np.ndarray, k: int) -> float:
     """Fraction of samples whose label is among the k largest logits."""
+    outputs, targets = token_rows(outputs, targets)
     k = min(k, outputs.shape[1])
     top = np.argpartition(-outputs, k - 1, axis=1)[:, :k]
     return float((top == _labels(targets)[:, None]).any(axis=1).mean())
+
+
+def perplexity(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """exp of the mean cross entropy per sample (per token for sequences), in float64."""
+    logits, labels = token_rows(outputs.astype(np.float64), targets)
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    nll = -log_probs[np.arange(len(labels)), _labels(labels)]
+    return float(np.exp(nll.mean()))
 
 
 def _as_predictions(outputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +95,7 @@ def r2(outputs: np.ndarray, targets: np.ndarray) -> float:
 
 def confusion_matrix(outputs: np.ndarray, targets: np.ndarray, classes: int) -> np.ndarray:
     """(classes, classes) counts: row = true label, column = predicted label."""
+    outputs, targets = token_rows(outputs, targets)
     matrix = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(matrix, (_labels(targets), predicted_classes(outputs)), 1)
     return matrix
@@ -89,6 +110,13 @@ METRICS: dict[str, MetricEntry] = {
             {"k": Arg("int", 5, "how many of the highest logits count", low=1)},
             "fraction of samples whose label is among the k highest logits",
             top_k_accuracy,
+        ),
+        MetricEntry(
+            "perplexity",
+            {},
+            "exp of the mean cross entropy per token (per sample)",
+            perplexity,
+            False,
         ),
         MetricEntry("mse", {}, "mean squared error", mse, False, "regression"),
         MetricEntry("mae", {}, "mean absolute error", mae, False, "regression"),

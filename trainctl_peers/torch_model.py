@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainctl.nn import Module, layers
+from trainctl.nn import Module, layers, sequence
 from trainctl.nn.build import LayerSpec
 from trainctl_peers import PeerError
 
@@ -57,7 +57,10 @@ class Slot:
 
     @property
     def tensor(self) -> torch.Tensor:
-        return getattr(self.module, self.attr)
+        owner = self.module
+        for part in self.attr.split("."):  # a dotted path into a submodule: attn.qkv.weight
+            owner = getattr(owner, part)
+        return owner
 
     def to_torch(self, array: np.ndarray) -> np.ndarray:
         return array if self.axes is None else array.transpose(self.axes)
@@ -109,7 +112,63 @@ class Residual(torch.nn.Module):
         return x + self.body(x)
 
 
-Params = tuple[tuple[str, Axes], ...]  # (attribute, axes) of each weight
+class SelfAttention(torch.nn.Module):
+    """trainctl's MultiHeadSelfAttention: one fused q/k/v projection, then torch's SDPA."""
+
+    def __init__(self, dim: int, heads: int, causal: bool) -> None:
+        super().__init__()
+        self.heads, self.causal = heads, causal
+        self.qkv, self.proj = torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        mixed = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.proj(mixed.transpose(1, 2).reshape(b, t, d))
+
+
+class TransformerBlock(torch.nn.Module):
+    """trainctl's pre-norm TransformerBlock, submodules named as trainctl names them."""
+
+    def __init__(self, layer: sequence.TransformerBlock) -> None:
+        super().__init__()
+        dim, hidden = layer.fc1.in_features, layer.fc1.out_features
+        self.norm1, self.norm2 = torch.nn.LayerNorm(dim), torch.nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, layer.attn.heads, layer.attn.causal)
+        self.fc1, self.fc2 = torch.nn.Linear(dim, hidden), torch.nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        hidden = torch.nn.functional.gelu(self.fc1(self.norm2(x)), approximate="tanh")
+        return x + self.fc2(hidden)
+
+
+class PositionalEmbedding(torch.nn.Module):
+    def __init__(self, max_len: int, dim: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(max_len, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight[: x.shape[1]]
+
+
+class LSTM(torch.nn.Module):
+    """torch's LSTM with trainctl's one bias: `bias_hh_l0` is held at zero, untrained."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(input_size, hidden_size, batch_first=True)
+        self.lstm.bias_hh_l0.requires_grad_(False)
+        with torch.no_grad():
+            self.lstm.bias_hh_l0.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x)[0]
+
+
+# (trainctl's name, axes) of each weight, or (trainctl's name, axes, torch's dotted path)
+# where the two names differ
+Params = tuple[tuple[str, Axes] | tuple[str, Axes, str], ...]
 Translation = Callable[[Module, bool], tuple[torch.nn.Module, Params]]
 
 
@@ -154,6 +213,35 @@ def _softmax(layer: layers.Softmax, nchw: bool) -> tuple[torch.nn.Module, Params
     return torch.nn.Softmax(dim), ()
 
 
+def _linear_params(prefix: str) -> Params:
+    return ((f"{prefix}.weight", LINEAR_AXES), (f"{prefix}.bias", None))
+
+
+def _norm_params(prefix: str) -> Params:
+    return ((f"{prefix}.weight", None), (f"{prefix}.bias", None))
+
+
+def _attention_params(prefix: str) -> Params:
+    return _linear_params(f"{prefix}qkv") + _linear_params(f"{prefix}proj")
+
+
+def _transformer_block(layer: sequence.TransformerBlock, nchw: bool):
+    params = (
+        _norm_params("norm1") + _attention_params("attn.") + _norm_params("norm2")
+        + _linear_params("fc1") + _linear_params("fc2")
+    )  # fmt: skip
+    return TransformerBlock(layer), params
+
+
+def _lstm(layer: sequence.LSTM, nchw: bool) -> tuple[torch.nn.Module, Params]:
+    params = (
+        ("weight_ih", LINEAR_AXES, "lstm.weight_ih_l0"),
+        ("weight_hh", LINEAR_AXES, "lstm.weight_hh_l0"),
+        ("bias", None, "lstm.bias_ih_l0"),
+    )
+    return LSTM(layer.input_size, layer.hidden_size), params
+
+
 def _stateless(make: Callable[[Module], torch.nn.Module]) -> Translation:
     return lambda layer, nchw: (make(layer), ())
 
@@ -182,6 +270,16 @@ _TRANSLATIONS: dict[str, Translation] = {
     "softplus": _stateless(lambda m: torch.nn.Softplus()),
     "elu": _stateless(lambda m: torch.nn.ELU(m.alpha)),
     "softmax": _softmax,
+    "positional_embedding": lambda m, nchw: (
+        PositionalEmbedding(m.max_len, m.dim),
+        (("weight", None),),
+    ),
+    "self_attention": lambda m, nchw: (
+        SelfAttention(m.dim, m.heads, m.causal),
+        _attention_params(""),
+    ),
+    "transformer_block": _transformer_block,
+    "lstm": _lstm,
 }
 LAYER_TYPES = (*_TRANSLATIONS, "residual")
 
@@ -229,7 +327,10 @@ class _Translator:
             if translate is None:
                 raise PeerError(f"{name}: the torch peer has no equivalent of layer {spec.type!r}")
             module, params = translate(layer, ndim == 4 and layout == NCHW)
-            self.slots += [Slot(f"{name}.{attr}", module, attr, axes) for attr, axes in params]
+            for ours, axes, *theirs in params:
+                self.slots.append(
+                    Slot(f"{name}.{ours}", module, theirs[0] if theirs else ours, axes)
+                )
             if spec.type == "dropout" and layer.p > 0:
                 self.reason = "dropout masks come from different random generators"
             modules.append(module)

@@ -33,6 +33,11 @@ def _loss_fn(name: str, args: dict[str, Any]) -> LossFn:
     if name == "cross_entropy":
         smoothing = args.get("label_smoothing", 0.0)
         return lambda out, y: F.cross_entropy(out, y, label_smoothing=smoothing)
+    if name == "sequence_cross_entropy":
+        smoothing = args.get("label_smoothing", 0.0)
+        return lambda out, y: F.cross_entropy(
+            out.reshape(-1, out.shape[-1]), y.reshape(-1), label_smoothing=smoothing
+        )
     if name == "mse":
         return F.mse_loss
     if name == "bce_with_logits":

@@ -212,8 +212,9 @@ def test_unknown_keys_at_every_level_with_did_you_mean(text: str, expected: str)
             "model:\n  layers:\n    - flatten\n    - lineer: {out: 3}\n",
             "c.yaml:4: model.layers[1]: expected a layer type (linear, conv2d, max_pool2d, "
             "avg_pool2d, global_avg_pool, upsample2d, flatten, dropout, batch_norm, layer_norm, "
-            "embedding, relu, leaky_relu, gelu, tanh, sigmoid, silu, softplus, elu, softmax, "
-            "residual), found 'lineer' "
+            "embedding, positional_embedding, self_attention, transformer_block, lstm, relu, "
+            "leaky_relu, gelu, tanh, sigmoid, silu, softplus, elu, softmax, residual), found "
+            "'lineer' "
             "(did you mean 'linear'?)",
         ),
         (
@@ -234,8 +235,8 @@ def test_unknown_keys_at_every_level_with_did_you_mean(text: str, expected: str)
         (
             MODEL + "data: {dataset: spiral}\n",
             "c.yaml:2: data.dataset: expected a data set (digits, regression, spirals, blobs, "
-            "images, mnist, fashion_mnist, cifar10, npz, csv, image_folder), found 'spiral' "
-            "(did you mean 'spirals'?)",
+            "images, mnist, fashion_mnist, cifar10, npz, csv, image_folder, text), found "
+            "'spiral' (did you mean 'spirals'?)",
         ),
         (
             MODEL + "data:\n  transforms:\n    - normalise: {mean: 0, std: 1}\n",
@@ -244,13 +245,13 @@ def test_unknown_keys_at_every_level_with_did_you_mean(text: str, expected: str)
         ),
         (
             MODEL + "metrics: [acuracy]\n",
-            "c.yaml:2: metrics[0]: expected a metric (accuracy, top_k_accuracy, mse, mae, r2), "
-            "found 'acuracy' (did you mean 'accuracy'?)",
+            "c.yaml:2: metrics[0]: expected a metric (accuracy, top_k_accuracy, perplexity, mse, "
+            "mae, r2), found 'acuracy' (did you mean 'accuracy'?)",
         ),
         (
             MODEL + "loss: crossentropy\n",
-            "c.yaml:2: loss: expected a loss (cross_entropy, mse, bce_with_logits), found "
-            "'crossentropy' (did you mean 'cross_entropy'?)",
+            "c.yaml:2: loss: expected a loss (cross_entropy, sequence_cross_entropy, mse, "
+            "bce_with_logits), found 'crossentropy' (did you mean 'cross_entropy'?)",
         ),
         (
             MODEL + "mode: grpah\n",
@@ -540,8 +541,9 @@ train:
         "c.yaml:5: data.batch_size: expected an integer >= 1, found 0",
         "c.yaml:9: model.layers[1]: expected a layer type (linear, conv2d, max_pool2d, "
         "avg_pool2d, global_avg_pool, upsample2d, flatten, dropout, batch_norm, layer_norm, "
-        "embedding, relu, leaky_relu, gelu, tanh, sigmoid, silu, softplus, elu, softmax, "
-        "residual), found 'lineer' "
+        "embedding, positional_embedding, self_attention, transformer_block, lstm, relu, "
+        "leaky_relu, gelu, tanh, sigmoid, silu, softplus, elu, softmax, residual), found "
+        "'lineer' "
         "(did you mean 'linear'?)",
         "c.yaml:10: model.layers[2].linear.bais: expected an argument of linear (out, bias, "
         "init), found 'bais' (did you mean 'bias'?)",

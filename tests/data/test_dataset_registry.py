@@ -22,6 +22,7 @@ def test_registry_names_and_flags():
         "npz": (True, False),
         "csv": (True, False),
         "image_folder": (True, False),
+        "text": (True, False),
     }
 
 

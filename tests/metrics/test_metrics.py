@@ -11,6 +11,7 @@ from trainctl.metrics import (
     mae,
     metric_label,
     mse,
+    perplexity,
     r2,
     top_k_accuracy,
 )
@@ -62,4 +63,24 @@ def test_labels_and_directions():
     assert metric_label("top_k_accuracy", {"k": 3}) == "top_3_accuracy"
     assert higher_is_better("top_3_accuracy") and higher_is_better("accuracy")
     assert not higher_is_better("loss") and not higher_is_better("mse")
-    assert {"accuracy", "top_k_accuracy", "mse", "mae", "r2"} == set(METRICS)
+    assert not higher_is_better("perplexity")
+    assert {"accuracy", "top_k_accuracy", "perplexity", "mse", "mae", "r2"} == set(METRICS)
+
+
+def test_perplexity_is_exp_of_the_mean_cross_entropy():
+    z = LOGITS - LOGITS.max(axis=1, keepdims=True)
+    nll = -(z - np.log(np.exp(z).sum(axis=1, keepdims=True)))[np.arange(4), LABELS]
+    assert perplexity(LOGITS, LABELS) == pytest.approx(np.exp(nll.mean()), rel=1e-12)
+    assert perplexity(np.zeros((4, 3)), LABELS) == pytest.approx(3.0)  # uniform: the vocabulary
+
+
+def test_sequence_metrics_count_every_position():
+    """(N, T, V) outputs and (N, T) targets score as N * T separate tokens."""
+    sequences, tokens = LOGITS.reshape(2, 2, 3), LABELS.reshape(2, 2)
+    assert accuracy(sequences, tokens) == accuracy(LOGITS, LABELS)
+    assert top_k_accuracy(sequences, tokens, 2) == top_k_accuracy(LOGITS, LABELS, 2)
+    assert perplexity(sequences, tokens) == perplexity(LOGITS, LABELS)
+    assert (
+        confusion_matrix(sequences, tokens, 3).tolist()
+        == confusion_matrix(LOGITS, LABELS, 3).tolist()
+    )

@@ -122,5 +122,37 @@ def test_same_seed_same_weights_and_every_layer_type_builds():
     assert built[0].keys() == built[1].keys()
     for key in built[0]:
         np.testing.assert_array_equal(built[0][key], built[1][key])
-    assert set(LAYERS) - {"residual", "embedding", "batch_norm", "flatten", "relu", "tanh",
-                          "max_pool2d"} <= {s.type for s in layers}  # fmt: skip
+    sequence_layers = {"positional_embedding", "self_attention", "transformer_block", "lstm"}
+    assert set(LAYERS) - sequence_layers - {"residual", "embedding", "batch_norm", "flatten",
+                          "relu", "tanh", "max_pool2d"} <= {s.type for s in layers}  # fmt: skip
+
+
+def test_a_character_language_model_builds_from_specs():
+    layers = [
+        spec("embedding", num=11, dim=8),
+        spec("positional_embedding"),
+        spec("transformer_block", heads=2),
+        spec("self_attention", heads=4, causal=False),
+        spec("lstm", hidden=6),
+        spec("linear", out=11),
+    ]
+    model, shape = build_model(layers, (5,), input_dtype=np.int64)
+    assert shape == (5, 11)
+    assert model[1].max_len == 5 and model[2].attn.causal and not model[3].causal
+    assert (model[4].input_size, model[4].hidden_size) == (8, 6)
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ([spec("flatten"), spec("lstm", hidden=3)], r"lstm: needs \(T, features\) sequences"),
+        ([spec("embedding", num=4, dim=6), spec("self_attention", heads=4)], "4 heads do not"),
+        (
+            [spec("embedding", num=4, dim=6), spec("positional_embedding", max_len=3)],
+            r"positional_embedding: PositionalEmbedding\(max_len=3, dim=6\) expects",
+        ),
+    ],
+)
+def test_sequence_layers_name_their_place_when_they_cannot_build(layers, message):
+    with pytest.raises(ModelError, match=message):
+        build_model(layers, (5,), input_dtype=np.int64)

@@ -14,6 +14,7 @@ FUNCTIONS = {
     "cross_entropy": nn.cross_entropy,
     "mse": nn.mse_loss,
     "bce_with_logits": nn.binary_cross_entropy_with_logits,
+    "sequence_cross_entropy": nn.sequence_cross_entropy,
 }
 
 
@@ -59,7 +60,9 @@ def test_every_registered_loss_computes_with_its_arguments():
         "classification": Tensor(np.array([0, 1])),
         "binary": Tensor(np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)),
         "regression": Tensor(np.array([[1.0, -1.0], [0.0, 0.5]], np.float32)),
+        "sequence": Tensor(np.array([[0, 1]])),
     }
     for name, entry in LOSSES.items():
-        loss = entry.fn(logits, targets[entry.task], **resolve_args(entry, {}))
+        outputs = logits.reshape(1, 2, 2) if entry.task == "sequence" else logits
+        loss = entry.fn(outputs, targets[entry.task], **resolve_args(entry, {}))
         assert loss.shape == () and np.isfinite(loss.item()), name

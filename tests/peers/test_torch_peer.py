@@ -160,6 +160,21 @@ CONFIGS = {
     - conv2d: {out: 3, kernel: 3, padding: 1}""",
         "loss: mse\noptimizer: {name: sgd, lr: 0.05, momentum: 0.9}",
     ),
+    "sequence_models": _config(
+        "sequence",
+        "{dataset: blobs, batch_size: 16, val_split: 0, test_split: 0}",
+        """
+    - embedding: {num: 9, dim: 8}
+    - positional_embedding
+    - transformer_block: {heads: 2, mlp_ratio: 2}
+    - self_attention: {heads: 4, causal: false}
+    - lstm: {hidden: 6}
+    - linear: {out: 9}""",
+        # SGD: the key bias's gradient is zero but for rounding (softmax ignores a constant
+        # added to a row of scores), which Adam would blow up
+        "loss: {name: sequence_cross_entropy, label_smoothing: 0.1}\n"
+        "optimizer: {name: sgd, lr: 0.1, momentum: 0.9}",
+    ),
 }
 
 
@@ -179,7 +194,18 @@ def _images_to_images() -> DataSplits:
     return DataSplits(ArrayDataset(inputs, targets, "regression", None), None, None, "i", "i")
 
 
-DATA = {"embedding_tokens": _tokens, "image_to_image": _images_to_images}
+def _token_sequences() -> DataSplits:
+    """Sequences of 6 token ids in [0, 9) and their next tokens, as the text data set gives."""
+    tokens = np.random.default_rng(0).integers(0, 9, (200, 7))
+    train = ArrayDataset(tokens[:, :-1], tokens[:, 1:], "classification", 9)
+    return DataSplits(train, None, None, "text", "t")
+
+
+DATA = {
+    "embedding_tokens": _tokens,
+    "image_to_image": _images_to_images,
+    "sequence_models": _token_sequences,
+}
 
 
 def _components(name: str, dtype: str = "float32", overrides: tuple[str, ...] = ()) -> Components:

@@ -66,10 +66,12 @@ def loop_source(node: Node, slots: list[int]) -> str:
     for axis in range(len(node.out.shape)):
         lines.append(f"{indent}for i{axis} in range(a0.shape[{axis}]):")
         indent += "    "
-    for member in body_of(node):
-        names[member.out] = f"v{member.out.id}"
-        lines.append(f"{indent}v{member.out.id} = {member_expression(member, names, PYTHON)}")
-    lines.append(f"{indent}a0[{index}] = v{node.out.id}")
+    # Locals are numbered by position, not by value id: the same chain elsewhere in a graph
+    # (each step of an unrolled loop) is the same source, compiled once.
+    for position, member in enumerate(body_of(node)):
+        names[member.out] = f"v{position}"
+        lines.append(f"{indent}v{position} = {member_expression(member, names, PYTHON)}")
+    lines.append(f"{indent}a0[{index}] = {names[node.out]}")
     return "\n".join(lines) + "\n"
 
 

@@ -407,7 +407,8 @@ class _Checker:
     def metrics(self, top: Mapping[str, Any], loss: NamedConfig | None) -> list[NamedConfig]:
         if "metrics" not in top:
             task = None if loss is None else self.reg.losses[loss.name].task
-            wanted = task in ("classification", "binary") and "accuracy" in self.reg.metrics
+            labelled = ("classification", "binary", "sequence")
+            wanted = task in labelled and "accuracy" in self.reg.metrics
             return [NamedConfig("accuracy")] if wanted else []
         metrics = self.named_list(top["metrics"], ("metrics",), self.reg.metrics, "metric")
         seen: set[str] = set()

@@ -104,6 +104,7 @@ class Loaded(NamedTuple):
 
 
 LoadFn = Callable[[dict[str, Any], Path | None, int], Loaded]
+InOrderLoadFn = Callable[[dict[str, Any], Path, float, float], Loaded]
 # (options, splits of raw rows, stored preprocessing or None) -> the splits encoded
 EncodeFn = Callable[[dict[str, Any], DataSplits, dict[str, Any] | None], DataSplits]
 
@@ -117,9 +118,14 @@ class DatasetEntry(Entry):
     `downloadable` one is in `trainctl.data.catalog` (`data.download: true` fetches it).
     With `encode`, `load` yields raw rows and `encode` turns the splits into numbers after
     they are carved, fitting on the training split alone (or reusing a run's stored fit).
+
+    A data set whose samples follow one another (windows of a text) has `load_in_order`
+    instead of `load`: `load_in_order(options, path, val_split, test_split)` holds out the
+    last samples rather than a seeded draw.
     """
 
-    load: LoadFn
+    load: LoadFn | None = None
+    load_in_order: InOrderLoadFn | None = None
     encode: EncodeFn | None = None
     needs_path: bool = False
     has_test_split: bool = False

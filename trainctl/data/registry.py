@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainctl.data import cifar, csvfile, digits, idx, imagefolder, npz, synthetic
+from trainctl.data import cifar, csvfile, digits, idx, imagefolder, npz, synthetic, text
 from trainctl.data.cache import dataset_folder
 from trainctl.data.dataset import DatasetEntry, DataSplits
 from trainctl.data.options import resolve_options
@@ -30,6 +30,7 @@ DATASETS: dict[str, DatasetEntry] = {
         npz.ENTRY,
         csvfile.ENTRY,
         imagefolder.ENTRY,
+        text.ENTRY,
     )
 }
 
@@ -58,6 +59,7 @@ def load_splits(
 
     `test` is the data set's own test split when it has one, else `test_split` of the
     training samples (None for 0); `val` is `val_split` of them (None for 0). A data set
+    loaded in order holds out its last samples instead of a seeded draw. A data set
     trainctl can download is read from its folder in the data cache when `path` is None
     (`fetch.fetch_dataset` puts it there). A data set that encodes its rows (csv) fits
     its encoder on the training split, or takes the fit a run stored: `preprocessing`.
@@ -74,7 +76,11 @@ def load_splits(
         raise DataError(f"data set {entry.name!r} needs a path ({entry.help}){where}")
     if not entry.needs_path and path is not None:
         raise DataError(f"data set {entry.name!r} reads no files, but a path was given: {path}")
-    loaded = entry.load(args, None if path is None else Path(path).expanduser(), seed)
+    folder = None if path is None else Path(path).expanduser()
+    if entry.load_in_order is not None:
+        loaded = entry.load_in_order(args, folder, val_split, test_split)
+    else:
+        loaded = entry.load(args, folder, seed)
     splits = split(loaded, entry.name, val_split, test_split, seed)
     if entry.encode is None:
         return splits

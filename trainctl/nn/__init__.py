@@ -30,12 +30,24 @@ from trainctl.nn.layers import (
     Tanh,
     Upsample2d,
 )
-from trainctl.nn.losses import binary_cross_entropy_with_logits, cross_entropy, mse_loss
+from trainctl.nn.losses import (
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    mse_loss,
+    sequence_cross_entropy,
+)
 from trainctl.nn.module import Module, Parameter
+from trainctl.nn.sequence import (
+    LSTM,
+    MultiHeadSelfAttention,
+    PositionalEmbedding,
+    TransformerBlock,
+)
 
 __all__ = [
     "ELU",
     "GELU",
+    "LSTM",
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
@@ -48,8 +60,10 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "MaxPool2d",
+    "MultiHeadSelfAttention",
     "Module",
     "Parameter",
+    "PositionalEmbedding",
     "ReLU",
     "Residual",
     "Sequential",
@@ -58,10 +72,12 @@ __all__ = [
     "Softplus",
     "Softmax",
     "Tanh",
+    "TransformerBlock",
     "Upsample2d",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "functional",
     "init",
     "mse_loss",
+    "sequence_cross_entropy",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 
 from trainctl.autograd.tensor import Tensor, no_grad
 from trainctl.errors import ShapeError, TrainctlError
-from trainctl.nn import layers
+from trainctl.nn import layers, sequence
 from trainctl.nn.init import WEIGHT_INITS
 from trainctl.nn.module import Module
 from trainctl.spec import Arg, Entry
@@ -66,8 +66,35 @@ def _channels(shape: Shape) -> int:
     return shape[2]
 
 
+def _sequence(shape: Shape) -> tuple[int, int]:
+    if len(shape) != 2:
+        raise ShapeError(
+            f"needs (T, features) sequences, got samples of shape {shape}; "
+            "token ids go through embedding first"
+        )
+    return shape[0], shape[1]
+
+
+def _positional_embedding(shape: Shape, max_len: int | None) -> Module:
+    length, dim = _sequence(shape)
+    return sequence.PositionalEmbedding(max_len or length, dim)
+
+
+def _self_attention(shape: Shape, heads: int, causal: bool) -> Module:
+    return sequence.MultiHeadSelfAttention(_sequence(shape)[1], heads, causal)
+
+
+def _transformer_block(shape: Shape, heads: int, mlp_ratio: int, causal: bool) -> Module:
+    return sequence.TransformerBlock(_sequence(shape)[1], heads, mlp_ratio, causal)
+
+
+def _lstm(shape: Shape, hidden: int) -> Module:
+    return sequence.LSTM(_sequence(shape)[1], hidden)
+
+
 def _linear(shape: Shape, out: int, bias: bool, init: str) -> Module:
-    return layers.Linear(_features(shape), out, bias=bias, init=init)
+    features = _sequence(shape)[1] if len(shape) == 2 else _features(shape)  # per position
+    return layers.Linear(features, out, bias=bias, init=init)
 
 
 def _conv2d(
@@ -90,6 +117,8 @@ def _images(make: Callable[[], Module]) -> Callable[..., Module]:
     return build
 
 
+_HEADS = Arg("int", 4, "attention heads (they must divide the features)", low=1)
+_CAUSAL = Arg("bool", True, "each position sees only itself and earlier ones (false: all)")
 _INIT = Arg("str", "kaiming_uniform", "weight initialiser", choices=tuple(WEIGHT_INITS))
 _POSITIVE = {"low": 1}
 
@@ -165,6 +194,28 @@ LAYERS: dict[str, LayerEntry] = {
             lambda shape, num, dim: layers.Embedding(num, dim),
             num=Arg("int", help="number of distinct indices", **_POSITIVE),
             dim=Arg("int", help="vector size", **_POSITIVE),
+        ),
+        _entry(
+            "positional_embedding", "adds a learned vector per position to (T, D) sequences",
+            _positional_embedding,
+            max_len=Arg("int", None, "longest sequence (null: the data's length)",
+                        nullable=True, low=1),
+        ),
+        _entry(
+            "self_attention", "multi-head self-attention over (T, D) sequences",
+            _self_attention, heads=_HEADS, causal=_CAUSAL,
+        ),
+        _entry(
+            "transformer_block",
+            "pre-norm transformer block: x + attention(norm(x)), then + GELU MLP(norm(x))",
+            _transformer_block,
+            heads=_HEADS,
+            mlp_ratio=Arg("int", 4, "MLP hidden units per feature", **_POSITIVE),
+            causal=_CAUSAL,
+        ),
+        _entry(
+            "lstm", "LSTM over (T, D) sequences: the hidden state at every step", _lstm,
+            hidden=Arg("int", help="hidden units", **_POSITIVE),
         ),
         _entry("relu", "max(x, 0)", lambda shape: layers.ReLU()),
         _entry(

@@ -54,6 +54,28 @@ def cross_entropy(
     return _reduce(ops.softmax_cross_entropy(logits, labels, label_smoothing), reduction)
 
 
+def sequence_cross_entropy(
+    logits: Operand,
+    targets: Any,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> Operand:
+    """Next-token cross entropy: (B, T, V) logits against (B, T) token ids, averaged over
+    every position ("none": per position, (B, T)). The targets are the inputs shifted by
+    one, as the text data set gives them."""
+    targets = _as_operand(targets, logits)
+    if logits.ndim != 3 or tuple(targets.shape) != tuple(logits.shape[:2]):
+        raise ShapeError(
+            f"sequence_cross_entropy needs (B, T, V) logits and (B, T) targets, "
+            f"got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+    b, t, v = logits.shape
+    per_token = cross_entropy(
+        logits.reshape(b * t, v), targets.reshape(b * t), label_smoothing, "none"
+    )
+    return _reduce(per_token.reshape(b, t), reduction)
+
+
 def mse_loss(pred: Operand, target: Any, reduction: str = "mean") -> Operand:
     """(pred - target)^2; the shapes must match (no silent broadcasting)."""
     target = _as_operand(target, pred, pred.dtype)
@@ -90,26 +112,34 @@ def binary_cross_entropy_with_logits(
 @dataclass(frozen=True)
 class LossEntry(Entry):
     """A loss a config can name; `task` says what targets it compares the outputs with:
-    "classification" (integer labels), "binary" (0/1 targets) or "regression" (values).
+    "classification" (integer labels), "binary" (0/1 targets), "regression" (values) or
+    "sequence" (a token id per position).
     `fn(outputs, targets, **args)` computes it, the arguments being the entry's `args`."""
 
     task: str = "classification"
     fn: Callable[..., Operand] | None = None
 
 
+_LABEL_SMOOTHING = {
+    "label_smoothing": Arg("float", 0.0, "mix 1 - e one-hot with e / classes", low=0, high=1)
+}
+
 LOSSES: dict[str, LossEntry] = {
     entry.name: entry
     for entry in (
         LossEntry(
             "cross_entropy",
-            {
-                "label_smoothing": Arg(
-                    "float", 0.0, "mix 1 - e one-hot with e / classes", low=0, high=1
-                )
-            },
+            _LABEL_SMOOTHING,
             "softmax cross entropy of logits against class labels",
             "classification",
             cross_entropy,
+        ),
+        LossEntry(
+            "sequence_cross_entropy",
+            _LABEL_SMOOTHING,
+            "next-token cross entropy of (T, V) logits against (T,) token ids per sample",
+            "sequence",
+            sequence_cross_entropy,
         ),
         LossEntry("mse", {}, "mean squared error against target values", "regression", mse_loss),
         LossEntry(

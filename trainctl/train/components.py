@@ -268,6 +268,10 @@ def _last_layer_error(config: Config, message: str) -> ConfigError:
 def _check_outputs(config: Config, data: DataSplits, output_shape: tuple[int, ...]) -> None:
     """The model's output must fit the loss and the data: classes, or target columns."""
     loss = config.loss.name
+    positions = tuple(data.train.targets.shape[1:]) if data.task == "classification" else ()
+    if positions or loss == "sequence_cross_entropy":
+        _check_sequence_outputs(config, data, positions, output_shape)
+        return
     if data.task == "classification":
         classes = data.num_classes
         if loss == "cross_entropy" and output_shape != (classes,):
@@ -295,4 +299,30 @@ def _check_outputs(config: Config, data: DataSplits, output_shape: tuple[int, ..
             config,
             f"the targets have shape {target_shape} per sample, the model gives "
             f"{output_shape}: make the last layer linear with out: {target_shape[-1]}",
+        )
+
+
+def _check_sequence_outputs(
+    config: Config, data: DataSplits, positions: tuple[int, ...], output_shape: tuple[int, ...]
+) -> None:
+    """Token targets (one per position) and sequence_cross_entropy go together, and the model
+    gives a row of vocabulary logits per position."""
+    if not positions:
+        message = (
+            f"sequence_cross_entropy needs a token id per position (the text data set), but "
+            f"data set {data.name!r} gives one target per sample: use cross_entropy or mse"
+        )
+        raise _config_error(config, "loss", message)
+    if config.loss.name != "sequence_cross_entropy":
+        message = (
+            f"data set {data.name!r} gives a token id per position: use sequence_cross_entropy"
+        )
+        raise _config_error(config, "loss", message)
+    expected = (*positions, data.num_classes)
+    if output_shape != expected:
+        raise _last_layer_error(
+            config,
+            f"sequence_cross_entropy over a vocabulary of {data.num_classes} needs outputs of "
+            f"shape {expected} per sample (a last linear layer with out: {data.num_classes}), "
+            f"the model gives {output_shape}",
         )

@@ -58,9 +58,9 @@ def task_scores(task: str, outputs: np.ndarray, targets: np.ndarray, classes: in
     """The standard scores of a task, whatever the config asked to monitor."""
     if task == "classification":
         scores = {"accuracy": accuracy(outputs, targets)}
-        if outputs.shape[1] > 5:
+        if outputs.shape[-1] > 5:
             scores["top_5_accuracy"] = top_k_accuracy(outputs, targets, 5)
-        return scores, confusion_matrix(outputs, targets, classes or outputs.shape[1])
+        return scores, confusion_matrix(outputs, targets, classes or outputs.shape[-1])
     return {
         "mse": mse(outputs, targets),
         "mae": mae(outputs, targets),

@@ -1,0 +1,107 @@
+"""The character language model end to end: train on the shipped text, eval, and
+`trainctl sample` (same seed, same text; characters outside the vocabulary refused)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trainctl.cli import app
+
+ROOT = Path(__file__).parents[2]
+runner = CliRunner()
+SHORT = ["--set", "data.options.seq_len=16", "--set", "train.max_steps=6",
+         "--set", "train.eval_every=6"]  # fmt: skip
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def _train(config, runs, *extra):
+    result = invoke("train", ROOT / "configs" / config, *SHORT, *extra, "--runs-root", runs)
+    assert result.exit_code == 0, result.output
+    (run,) = runs.iterdir()
+    return run
+
+
+@pytest.fixture(scope="module")
+def char_run(tmp_path_factory):
+    return _train("char_transformer.yaml", tmp_path_factory.mktemp("runs"))
+
+
+def test_the_run_keeps_its_vocabulary_and_reports_perplexity(char_run):
+    summary = json.loads((char_run / "summary.json").read_text())
+    assert summary["class_names"][:3] == ["\ufffd", "\n", " "] and len(summary["class_names"]) == 61
+    assert summary["status"] == "completed"
+    result = invoke("eval", char_run, "--split", "val")
+    assert result.exit_code == 0, result.output
+    report = json.loads((char_run / "eval-val.json").read_text())
+    assert report["metrics"]["perplexity"] > 1 and 0 <= report["metrics"]["accuracy"] <= 1
+
+
+def test_sample_continues_the_prompt_the_same_way_for_the_same_seed(char_run):
+    args = ("sample", char_run, "--prompt", "And God", "--tokens", "12", "--seed", "3")
+    first, again = invoke(*args), invoke(*args)
+    assert first.exit_code == 0, first.output
+    text = first.output.rstrip("\n")
+    assert text.startswith("And God") and len(text) == len("And God") + 12
+    assert again.output == first.output
+    other = invoke(*args[:-1], "4")
+    assert other.exit_code == 0 and other.output != first.output
+
+
+def test_greedy_sampling_matches_in_eager_and_graph_mode(char_run):
+    args = ("sample", char_run, "--prompt", "In the", "--tokens", "20", "--temperature", "0")
+    graph, eager = invoke(*args), invoke(*args, "--set", "mode=eager")
+    assert graph.exit_code == 0 and eager.exit_code == 0, graph.output + eager.output
+    assert graph.output == eager.output
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--prompt", "Xerxes"], "--prompt: character 'X' (U+0058) at position 0 is not in the "
+                                "run's vocabulary of 60 characters"),
+        (["--prompt", ""], "--prompt: expected at least one character"),
+        (["--prompt", "And", "--temperature", "-1"], "--temperature: expected a number >= 0"),
+    ],
+)  # fmt: skip
+def test_sample_refuses_bad_prompts_in_one_line(char_run, extra, message):
+    result = invoke("sample", char_run, *extra)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_sample_refuses_a_run_that_is_not_a_language_model(tmp_path):
+    result = invoke("train", ROOT / "configs/digits_mlp.yaml", "--set", "train.max_steps=2",
+                    "--runs-root", tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run,) = tmp_path.iterdir()
+    result = invoke("sample", run, "--prompt", "a")
+    assert result.exit_code == 2 and "is not a character language model" in result.output
+
+
+def test_the_lstm_config_trains_and_samples(tmp_path):
+    run = _train("char_lstm.yaml", tmp_path, "--set", "mode=eager")
+    result = invoke("sample", run, "--prompt", "God", "--tokens", "5")
+    assert result.exit_code == 0 and len(result.output.rstrip("\n")) == 8, result.output
+
+
+def test_a_sequence_loss_on_labels_and_labels_loss_on_text_are_config_errors(tmp_path):
+    wrong_loss = invoke("validate", ROOT / "configs/char_transformer.yaml", "--build",
+                        "--set", "loss=cross_entropy")  # fmt: skip
+    assert wrong_loss.exit_code == 2
+    assert "loss: data set 'text' gives a token id per position: use sequence_cross_entropy" in (
+        wrong_loss.output
+    )
+    wrong_head = invoke("validate", ROOT / "configs/char_transformer.yaml", "--build",
+                        "--set", "model.layers[5].linear.out=60")  # fmt: skip
+    assert wrong_head.exit_code == 2
+    assert "needs outputs of shape (64, 61) per sample (a last linear layer with out: 61)" in (
+        wrong_head.output
+    )
+    on_digits = invoke("validate", ROOT / "configs/digits_mlp.yaml", "--build",
+                       "--set", "loss=sequence_cross_entropy")  # fmt: skip
+    assert on_digits.exit_code == 2 and "needs a token id per position" in on_digits.output
