@@ -13,6 +13,15 @@ from trainctl import backend
 settings.load_profile(profile_for(os.environ))
 
 
+@pytest.fixture(autouse=True)
+def loops_at_every_size(monkeypatch):
+    """The tests' models are small: compile their Numba loops anyway, so graph mode's loops
+    are checked against eager mode everywhere (the size threshold has its own test)."""
+    from trainctl.autograd import loops
+
+    monkeypatch.setattr(loops, "MIN_LOOP_ELEMENTS", 0)
+
+
 @pytest.fixture(params=DEVICES)
 def device(request) -> backend.Device:
     """The device under test; tests using it run once per entry of DEVICES."""

@@ -136,3 +136,15 @@ def test_jit_is_the_last_pass_and_leaves_other_nodes_alone():
     graph, (x, y) = _graph((4, 3), np.float32, 2)
     graph.outputs["out"] = (x @ ops.transpose(y, (1, 0))).sum() * 2.0
     assert jit_loops(graph).nodes == graph.nodes
+
+
+@pytest.mark.parametrize(("shape", "looped"), [((255, 256), False), ((256, 256), True)])
+def test_only_chains_large_enough_to_repay_compiling_become_loops(monkeypatch, shape, looped):
+    """At the default MIN_LOOP_ELEMENTS (the conftest sets 0 for every other test)."""
+    from trainctl.autograd import loops
+
+    monkeypatch.setattr(loops, "MIN_LOOP_ELEMENTS", 65_536)
+    graph, (x, y) = _graph(shape, np.float32, 2)
+    graph.outputs["out"] = (x * 0.9 + y) / (y - 1.5)
+    lowered = jit_loops(fuse_elementwise(graph))
+    assert (LOOP.name in _ops(lowered)) == looped
