@@ -95,3 +95,15 @@ def write_image_folder(
             Image.fromarray(pixels).save(path)
             written[name].append(path)
     return written
+
+
+def stand_in_data(config_name: str, folder: Path) -> list[str]:
+    """For an example config on a downloaded set (MNIST, Fashion-MNIST, CIFAR-10): tiny files
+    in its real format under `folder`, and the override that points the config at them."""
+    if "mnist" in config_name:
+        write_mnist(folder, sizes=(40, 10))
+    elif "cifar" in config_name:
+        write_cifar(folder, per_batch=8, test_size=6)
+    else:
+        return []
+    return [f"data.path={folder}"]

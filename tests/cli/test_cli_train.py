@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from data_files import write_cifar, write_mnist
+from data_files import stand_in_data
 from typer.testing import CliRunner
 
 from trainctl.cli import app
@@ -179,12 +179,7 @@ def test_runs_on_an_empty_root(tmp_path):
 def test_every_example_config_trains_and_evaluates(config, tmp_path):
     """Shortened to a few steps; the file-based data sets get tiny files in the real formats."""
     overrides = ["train.max_steps=3", "train.eval_every=3", "data.batch_size=4"]
-    if "mnist" in config.stem:
-        write_mnist(tmp_path / "data", sizes=(40, 10))
-        overrides.append(f"data.path={tmp_path / 'data'}")
-    if "cifar" in config.stem:
-        write_cifar(tmp_path / "data", per_batch=8, test_size=6)
-        overrides.append(f"data.path={tmp_path / 'data'}")
+    overrides += stand_in_data(config.stem, tmp_path / "data")
     sets = [arg for o in overrides for arg in ("--set", o)]
     result = invoke("train", config, *sets, "--runs-root", tmp_path / "runs", "-q")
     assert result.exit_code == 0, result.output

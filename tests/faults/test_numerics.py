@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from data_files import write_cifar, write_mnist
+from data_files import stand_in_data
 from faults_helpers import REPORT, ROOT, config, losses, only_run, run_train
 
 from trainctl import backend
@@ -281,12 +281,7 @@ def test_every_example_config_runs_clean_under_check_numerics(tmp_path, name, mo
         f"mode={mode}",
         CHECKS["on"],
     ]
-    if "mnist" in name:
-        write_mnist(tmp_path / "data", sizes=(40, 10))
-        overrides.append(f"data.path={tmp_path / 'data'}")
-    if "cifar" in name:
-        write_cifar(tmp_path / "data", per_batch=8, test_size=6)
-        overrides.append(f"data.path={tmp_path / 'data'}")
+    overrides += stand_in_data(name, tmp_path / "data")
     cfg = load_config(ROOT / "configs" / f"{name}.yaml", overrides)
     result = run_train(cfg, tmp_path / "runs")
     assert result.status == "completed" and result.summary["steps"] == 2

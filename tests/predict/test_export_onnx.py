@@ -127,15 +127,10 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_config_exports_and_matches_predict(tmp_path, path):
     """Trained for two steps (the downloaded sets replaced by small files in their formats)."""
-    from data_files import write_cifar, write_mnist
+    from data_files import stand_in_data
 
     overrides = ["train.max_steps=2", "data.batch_size=4"]
-    if "mnist" in path.stem:
-        write_mnist(tmp_path / "data", sizes=(40, 10))
-        overrides.append(f"data.path={tmp_path / 'data'}")
-    if "cifar" in path.stem:
-        write_cifar(tmp_path / "data", per_batch=8, test_size=6)
-        overrides.append(f"data.path={tmp_path / 'data'}")
+    overrides += stand_in_data(path.stem, tmp_path / "data")
     args = [x for o in overrides for x in ("--set", o)]
     result = CliRunner().invoke(app, ["train", str(path), "--runs-root", str(tmp_path / "runs"),
                                       "-q", *args])  # fmt: skip
