@@ -52,11 +52,11 @@ def restore_run(
     it takes (`model_input.json`) instead of loading the data, where the run has the record.
     """
     saved = load_checkpoint(checkpoint_file(run, checkpoint))
-    components = build_components(
-        config,
-        with_data=None if read_data else stand_in_data(run),
-        preprocessing=stored_preprocessing(run),
-    )
+    stand_in = None if read_data else stand_in_data(run)  # it carries the preprocessing
+    if stand_in is None:
+        components = build_components(config, preprocessing=stored_preprocessing(run))
+    else:
+        components = build_components(config, with_data=stand_in)
     state = components.model.state_dict()
     check_compatible(
         saved,
