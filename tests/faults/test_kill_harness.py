@@ -116,7 +116,14 @@ class Harness:
                 time.sleep(0.002)
             time.sleep(point.value)
         elif point.kind == "startup":
-            time.sleep(point.value)
+            # Up to the drawn delay, but no later than the start of training: start-up kills
+            # land in start-up however fast it is (a fast start would otherwise let one run
+            # hundreds of steps, leaving the later exact points no steps to land in).
+            until = time.monotonic() + point.value
+            while time.monotonic() < until and not self.training_started():
+                if process.poll() is not None:
+                    break
+                time.sleep(0.002)
         else:
             while not self.marker.exists() and process.poll() is None:
                 assert time.monotonic() < deadline, f"never reached {point}"
