@@ -82,7 +82,7 @@ def test_code_is_the_generated_python():
     assert "xp.matmul(" in code and "out=" in code
     compile(code, "<rendered>", "exec")  # a valid module
     traced = _render(fmt="code", stage="traced")
-    assert "Matmul.forward(" in traced and "out=" not in traced.split("def step")[1]
+    assert "Matmul.forward(xp, " in traced and "out=" not in traced.split("def step")[1]
 
 
 @pytest.mark.parametrize(
