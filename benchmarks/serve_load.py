@@ -1,5 +1,6 @@
 """Load on `trainctl serve`: requests/s and p50/p99 latency at several concurrencies, with and
-without server-side batching, in one run.
+without server-side batching, for trainctl's graph mode and for onnxruntime running the
+exported model in the same server (`--backend onnxruntime`), in one run.
 
 Trains the quickstart (configs/digits_mlp.yaml, or --config) into a temporary folder unless
 --run names a run, starts `trainctl serve` on a free loopback port once per batching
@@ -10,8 +11,7 @@ with the server, so on a small machine they take CPU from it: compare the rows o
     python benchmarks/serve_load.py
     python benchmarks/serve_load.py --requests 4000 --concurrency 1,8,64 --max-wait-ms 2
     python benchmarks/serve_load.py --config configs/digits_cnn.yaml
-
-(An onnxruntime backend waits for `trainctl export --format onnx`.)
+    python benchmarks/serve_load.py --backends trainctl   # without onnxruntime
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,64", help="client threads, per row")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--backends", default="trainctl,onnxruntime", help="servers, per row")
     args = parser.parse_args()
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as scratch:
@@ -107,14 +108,19 @@ def main() -> None:
         samples = np.random.default_rng(0).random((args.requests, 8, 8, 1)).round(4)
         bodies = [json.dumps({"instances": [s.tolist()]}).encode() for s in samples]
         print(f"run {run}, {args.requests} requests of 1 sample per row\n")
-        print("| batching | clients | requests/s | p50 ms | p99 ms |")
-        print("|---|---:|---:|---:|---:|")
-        settings = [
+        print("| backend | batching | clients | requests/s | p50 ms | p99 ms |")
+        print("|---|---|---:|---:|---:|---:|")
+        batchings = [
             (f"up to {args.max_batch_size}, {args.max_wait_ms:g} ms",
              ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
               str(args.max_wait_ms)]),
             ("off", ["--no-batching"]),
         ]  # fmt: skip
+        settings = [
+            (f"{backend} | {label}", [*extra, "--backend", backend])
+            for backend in args.backends.split(",")
+            for label, extra in batchings
+        ]
         for label, extra in settings:
             port = free_port()
             server = start_server(run, port, extra)

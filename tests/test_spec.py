@@ -20,6 +20,9 @@ from trainctl.spec import REQUIRED, Arg, ArgError, Entry, describe, resolve_args
         (Arg("int", nullable=True), None, None),
         (Arg("int", choices=(1, 3)), 3, 3),
         (Arg("ints", low=1, length=2), [4, 5], [4, 5]),
+        (Arg("strs"), ["color", "NA"], ["color", "NA"]),
+        (Arg("strs"), [], []),
+        (Arg("path", nullable=True), "data/test.csv", "data/test.csv"),
     ],
 )
 def test_valid_values_are_converted(arg, value, expected):
@@ -52,6 +55,9 @@ def test_valid_values_are_converted(arg, value, expected):
         (Arg("ints", low=1, length=2), [4], "a list of 2 integers >= 1"),
         (Arg("ints", low=1, length=2), [4, 5, 6], "a list of 2 integers >= 1"),
         (Arg("ints", low=1, length=2), [4, 0], "a list of 2 integers >= 1"),
+        (Arg("strs"), "color", "a list of strings"),
+        (Arg("strs"), ["color", 3], "a list of strings"),
+        (Arg("path", nullable=True), 3, "a file path or null"),
     ],
 )
 def test_bad_values_say_what_was_expected(arg, value, phrase):

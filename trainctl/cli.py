@@ -346,6 +346,43 @@ def predict(
 
 
 @app.command(cls=HelpCommand)
+def export(
+    run: str = typer.Argument(
+        ..., metavar="RUN", help="A run folder, or its name under --runs-root."
+    ),
+    fmt: str = typer.Option("onnx", "--format", metavar="FORMAT", help="onnx (the only one)."),
+    output: Path = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Where to write it (default: RUN/model.onnx)."
+    ),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", "-c", help="best, last, or the path of a checkpoint file."
+    ),
+    overrides: list[str] = _OVERRIDES,
+    runs_root: Path = typer.Option(Path("runs"), "--runs-root", help="Where runs are looked up."),
+) -> None:
+    """Export a run's model to ONNX, for onnxruntime, TensorRT and other runtimes.
+
+    The graph is the model's eval-mode forward (BatchNorm's running statistics, no dropout)
+    as graph mode traces it, with the run's normalize first, so it takes what predict takes:
+    `inputs` of shape (batch, ...) with any batch size. Its outputs are `outputs` (the last
+    layer) and, for classification, `probabilities`; the metadata holds the config name, the
+    class names, the input layout and the trainctl version. Checked with onnx.checker.
+    Needs the export extra: pip install 'trainctl[export]'.
+
+    Example: [bold]trainctl export digits-mlp-20261123-101500 -o digits.onnx[/bold]
+    """
+    from trainctl.export.command import export_run
+
+    report = export_run(
+        run, fmt, output, checkpoint=checkpoint, runs_root=runs_root, overrides=overrides
+    )
+    typer.echo(
+        f"wrote {report.path}: {report.nodes} nodes, {report.parameters:,} weights, "
+        f"outputs {', '.join(report.outputs)}"
+    )
+
+
+@app.command(cls=HelpCommand)
 def serve(
     run: str = typer.Argument(
         ..., metavar="RUN", help="A run folder, or its name under --runs-root."
@@ -366,6 +403,12 @@ def serve(
     batching: bool = typer.Option(
         True, "--batching/--no-batching", help="Batch concurrent requests together."
     ),
+    backend: str = typer.Option(
+        "trainctl",
+        "--backend",
+        metavar="NAME",
+        help="trainctl (graph mode) or onnxruntime (the model exported to ONNX).",
+    ),
     max_body_bytes: int = typer.Option(
         16 << 20, "--max-body-bytes", metavar="BYTES", help="Larger request bodies get a 413."
     ),
@@ -381,7 +424,8 @@ def serve(
     {"predictions": [...]}: class probabilities, or regression values. GET /v1/models/NAME is
     its status, GET /v1/models/NAME/metadata its input signature, GET /healthz. Concurrent
     requests run as one batch through graph mode's compiled forward, padded to bucket sizes
-    compiled at start. SIGTERM or Ctrl-C finishes the requests in flight, then stops.
+    compiled at start. --backend onnxruntime serves the model exported to ONNX instead.
+    SIGTERM or Ctrl-C finishes the requests in flight, then stops.
 
     Example: [bold]trainctl serve digits-mlp-20261123-101500 --port 8501[/bold]
     """
@@ -391,7 +435,7 @@ def serve(
         run, checkpoint=checkpoint, host=host, port=port, model_name=model_name,
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=batching,
         max_body_bytes=max_body_bytes, runs_root=runs_root, overrides=overrides,
-        announce=typer.echo,
+        announce=typer.echo, backend=backend,
     )  # fmt: skip
 
 

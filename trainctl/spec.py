@@ -58,7 +58,9 @@ class Arg:
 
     kind: "int", "float", "bool", "str", "ints" (list of ints), "floats" (list of numbers),
     "float_or_floats" (a number or a list of numbers, e.g. per-channel means), "int_or_auto"
-    (the string auto or an integer, e.g. a thread count). `length`
+    (the string auto or an integer, e.g. a thread count), "strs" (a list of strings, may be
+    empty, e.g. column names), "path" (a file path: the config loader reads a relative one
+    from the config's folder, as it reads data.path). `length`
     fixes how many items a list holds; `choices` may be strings or integers.
     """
 
@@ -104,6 +106,10 @@ class Arg:
             return None
         if self.kind in ("ints", "floats"):
             return self._check_list(value)
+        if self.kind == "strs":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ArgError(self.expected(), value)
+            return list(value)
         if self.kind == "float_or_floats":
             bounds = {"low": self.low, "high": self.high, "low_open": self.low_open,
                       "high_open": self.high_open}  # fmt: skip
@@ -164,6 +170,8 @@ _KIND_PHRASES = {
     "floats": "a non-empty list of numbers",
     "float_or_floats": "a number or a list of numbers",
     "int_or_auto": "auto or an integer",
+    "strs": "a list of strings",
+    "path": "a file path",
 }
 
 _BAD = object()
@@ -192,7 +200,8 @@ def _to_str(value: Any) -> Any:
     return value if isinstance(value, str) else _BAD
 
 
-_CONVERTERS = {"int": _to_int, "float": _to_float, "bool": _to_bool, "str": _to_str}
+_CONVERTERS = {"int": _to_int, "float": _to_float, "bool": _to_bool, "str": _to_str,
+               "path": _to_str}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -136,9 +136,9 @@ def test_missing_file_and_a_directory(tmp_path: Path) -> None:
     [
         (
             MODEL + "modell: {layers: [flatten]}\n",
-            "c.yaml:2: modell: expected a top-level key (name, seed, mode, device, threads, dtype, data, "
-            "model, loss, metrics, optimizer, schedule, train, debug, graph), found 'modell' "
-            "(did you mean 'model'?)",
+            "c.yaml:2: modell: expected a top-level key (name, seed, mode, device, threads, "
+            "dtype, data, model, loss, metrics, optimizer, schedule, train, debug, graph), "
+            "found 'modell' (did you mean 'model'?)",
         ),
         (
             MODEL + "data:\n  batchsize: 3\n",

@@ -93,8 +93,8 @@ def test_an_override_of_an_unknown_key_gets_did_you_mean() -> None:
         "--set optimizer.lrr=0.1: optimizer.lrr: expected an argument of sgd (name, lr, "
         "momentum, nesterov, weight_decay, dampening), found 'lrr' (did you mean 'lr'?)",
         "--set trian.epochs=3: trian: expected a top-level key (name, seed, mode, device, "
-        "threads, dtype, data, model, loss, metrics, optimizer, schedule, train, debug, graph), found "
-        "'trian' (did you mean 'train'?)",
+        "threads, dtype, data, model, loss, metrics, optimizer, schedule, train, debug, graph), "
+        "found 'trian' (did you mean 'train'?)",
     ]
 
 

@@ -63,7 +63,7 @@ def test_data_error_is_a_trainctl_error():
             "get it from `trainctl data fetch mnist` (or data.download: true)",
         ),
         ("cifar10", None, "get it from `trainctl data fetch cifar10`"),
-        ("csv", None, "data set 'csv' needs a path (a numeric table from a CSV file"),
+        ("csv", None, "data set 'csv' needs a path (a table from a CSV file"),
         ("digits", "datasets/mnist", "data set 'digits' reads no files, but a path was given"),
     ],
 )

@@ -77,8 +77,8 @@ def test_a_nan_in_the_inputs_names_the_sample_and_step(tmp_path, monkeypatch, mo
     poisoned = 100  # a training sample; which step meets it depends on the seeded shuffle
     real_load = prepare_module.load_data
 
-    def load(cfg):
-        data = real_load(cfg)
+    def load(cfg, preprocessing=None):
+        data = real_load(cfg, preprocessing)
         data.train.inputs[poisoned, 2, 5] = np.nan
         return data
 

@@ -7,25 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from predict_files import write_png
-from typer.testing import CliRunner
-
-from trainctl.cli import app
-
-NPZ_CONFIG = """\
-name: features
-mode: graph
-data:
-  dataset: npz
-  path: features.npz
-  batch_size: 8
-  val_split: 0.2
-  test_split: 0.3
-  transforms: [{normalize: {mean: 0.5, std: 2.0}}]
-model:
-  layers: [linear: {out: 16}, batch_norm, relu, dropout: {p: 0.5}, linear: {out: 4}]
-train: {max_steps: 12}
-"""
+from predict_files import NPZ_CONFIG, train, write_png
 
 TABLE_CONFIG = """\
 name: table
@@ -60,16 +42,6 @@ train: {max_steps: 6}
 """
 
 TABLE_HEADER = "size,price,rooms,age"
-
-
-def train(folder: Path, config: str) -> Path:
-    (folder / "c.yaml").write_text(config)
-    result = CliRunner().invoke(
-        app, ["train", str(folder / "c.yaml"), "--runs-root", str(folder / "runs"), "-q"]
-    )
-    assert result.exit_code == 0, result.output
-    (run,) = (folder / "runs").iterdir()
-    return run
 
 
 @pytest.fixture(scope="session")

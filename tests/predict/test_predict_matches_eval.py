@@ -13,6 +13,8 @@ import trainctl
 from trainctl.cli import app
 from trainctl.predict.inputs import read_inputs
 from trainctl.predict.output import class_scores
+from trainctl.train.restore import restore_run
+from trainctl.train.rundir import RunFolder
 from trainctl.train.scoring import score_run
 
 runner = CliRunner()
@@ -21,7 +23,10 @@ runner = CliRunner()
 def eval_outputs(run):
     """eval's outputs on the test split, and the raw test samples they came from."""
     score = score_run(run, "best", "test")
-    return score.result.outputs, trainctl.load(run).restored.components.data.test.inputs
+    folder = RunFolder.open(run)
+    return score.result.outputs, restore_run(
+        folder, folder.read_config()
+    ).components.data.test.inputs
 
 
 def predict_json(run, path, *args):

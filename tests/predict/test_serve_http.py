@@ -222,3 +222,19 @@ def test_sigterm_drains_requests_in_flight(npz_run):
             process.kill()
         out, err = process.communicate()
     assert "as model 'features' (graph mode" in out and "Traceback" not in err, (out, err)
+
+
+def test_the_onnxruntime_backend_serves_the_same_predictions(npz_model):
+    pytest.importorskip("onnxruntime")
+    from trainctl.serve.onnx_backend import OnnxRuntimePredictor
+
+    x = samples(6, seed=3)
+    expected = output_scores(npz_model.predict(x), "cross_entropy")[0]
+    with running(OnnxRuntimePredictor(npz_model), max_batch_size=4) as url:
+        status, answer = call(f"{url}/v1/models/model:predict", {"instances": x.tolist()})
+        assert status == 200
+        np.testing.assert_allclose(answer["predictions"], expected, rtol=1e-5, atol=1e-6)
+        status, answer = call(f"{url}/v1/models/model/metadata")
+        assert answer["trainctl"]["mode"] == "onnxruntime"
+        status, answer = call(f"{url}/v1/models/model:predict", {"instances": [[1.0, 2.0]]})
+        assert status == 400 and "an array of shape (N, 5)" in answer["error"]

@@ -308,6 +308,7 @@ class _Checker:
             raw = section.get("options")
             if raw is None or isinstance(raw, dict):
                 options, _ = self.arguments(entry, raw or {}, path + ("options",))
+                options = self.option_paths(entry, options)
             else:
                 expected = f"a mapping of the options of {entry.name}"
                 self.issue(path + ("options",), expected, _found(raw))
@@ -340,6 +341,17 @@ class _Checker:
             folder = self.doc.folder_of(path)
             return os.path.abspath(os.path.join(folder, os.path.expanduser(data_path)))
         return data_path
+
+    def option_paths(self, entry: Entry, options: dict[str, Any]) -> dict[str, Any]:
+        """The data set's options with each file path (an Arg of kind "path") made absolute,
+        read from the folder its key is read from, as data.path is."""
+        resolved = dict(options)
+        for name, arg in entry.args.items():
+            value = resolved.get(name)
+            if arg.kind == "path" and isinstance(value, str):
+                folder = self.doc.folder_of(("data", "options", name))
+                resolved[name] = os.path.abspath(os.path.join(folder, os.path.expanduser(value)))
+        return resolved
 
     def model(self, top: Mapping[str, Any]) -> ModelConfig:
         path = ("model",)

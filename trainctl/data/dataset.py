@@ -73,6 +73,10 @@ class DataSplits:
     source: str
     class_names: tuple[str, ...] | None = None  # by class index, where the data names them
     skipped_files: tuple[str, ...] | None = None  # unreadable files left out (skip_bad)
+    # What a fitted encoder learnt from the training split (a table's vocabularies, means),
+    # as JSON; the run stores it and eval/predict/resume encode with it (None: nothing fitted).
+    preprocessing: dict[str, Any] | None = None
+    notes: tuple[str, ...] = ()  # what the encoding did that a user should hear about
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -100,6 +104,8 @@ class Loaded(NamedTuple):
 
 
 LoadFn = Callable[[dict[str, Any], Path | None, int], Loaded]
+# (options, splits of raw rows, stored preprocessing or None) -> the splits encoded
+EncodeFn = Callable[[dict[str, Any], DataSplits, dict[str, Any] | None], DataSplits]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,9 +115,12 @@ class DatasetEntry(Entry):
     `load(options, path, seed)` gets the options already checked against `args`, the
     path when `needs_path`, and the run seed (synthetic sets draw from it). A
     `downloadable` one is in `trainctl.data.catalog` (`data.download: true` fetches it).
+    With `encode`, `load` yields raw rows and `encode` turns the splits into numbers after
+    they are carved, fitting on the training split alone (or reusing a run's stored fit).
     """
 
     load: LoadFn
+    encode: EncodeFn | None = None
     needs_path: bool = False
     has_test_split: bool = False
     obtain: str = ""

@@ -52,13 +52,15 @@ def load_splits(
     val_split: float,
     test_split: float,
     seed: int,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> DataSplits:
     """Load data set `dataset` and split it into train, validation and test sets.
 
     `test` is the data set's own test split when it has one, else `test_split` of the
     training samples (None for 0); `val` is `val_split` of them (None for 0). A data set
     trainctl can download is read from its folder in the data cache when `path` is None
-    (`fetch.fetch_dataset` puts it there).
+    (`fetch.fetch_dataset` puts it there). A data set that encodes its rows (csv) fits
+    its encoder on the training split, or takes the fit a run stored: `preprocessing`.
     """
     entry = dataset_entry(dataset)
     args = resolve_options("data set", entry, options)
@@ -73,4 +75,7 @@ def load_splits(
     if not entry.needs_path and path is not None:
         raise DataError(f"data set {entry.name!r} reads no files, but a path was given: {path}")
     loaded = entry.load(args, None if path is None else Path(path).expanduser(), seed)
-    return split(loaded, entry.name, val_split, test_split, seed)
+    splits = split(loaded, entry.name, val_split, test_split, seed)
+    if entry.encode is None:
+        return splits
+    return entry.encode(args, splits, None if preprocessing is None else dict(preprocessing))

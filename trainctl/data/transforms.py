@@ -33,10 +33,16 @@ class TransformError(DataError):
 
 @dataclass(frozen=True, kw_only=True)
 class TransformEntry(Entry):
-    """A transform a config can name: `apply(x, y, args, rng, num_classes) -> (x, y)`."""
+    """A transform a config can name: `apply(x, y, args, rng, num_classes) -> (x, y)`.
+
+    A deterministic one also says what it does to the inputs as ONNX nodes (`onnx(b, x, args,
+    sample) -> name`, with `b` an export.onnx_builder.OnnxBuilder and `sample` one input of
+    the data's shape), so an exported model takes the inputs `predict` takes.
+    """
 
     random: bool
     apply: TransformFn
+    onnx: Callable[[Any, str, dict[str, Any], np.ndarray], str] | None = None
 
 
 def _require_images(name: str, x: np.ndarray) -> None:
@@ -71,6 +77,12 @@ def normalize(
     if np.any(std <= 0):
         raise DataError(f"transform normalize: std must be > 0, found {args['std']}")
     return ((x - mean) / std).astype(np.float32, copy=False), y
+
+
+def normalize_onnx(b: Any, x: str, args: dict[str, Any], sample: np.ndarray) -> str:
+    mean = _per_channel("normalize", "mean", args["mean"], sample)
+    std = _per_channel("normalize", "std", args["std"], sample)
+    return b.op("Div", b.op("Sub", x, b.const(mean)), b.const(std))
 
 
 def random_flip(
@@ -137,6 +149,7 @@ TRANSFORMS: dict[str, TransformEntry] = {
             },
             random=False,
             apply=normalize,
+            onnx=normalize_onnx,
         ),
         TransformEntry(
             name="random_flip",
@@ -157,6 +170,7 @@ TRANSFORMS: dict[str, TransformEntry] = {
             help="class labels (N,) -> float32 one-hot targets (N, classes)",
             random=False,
             apply=one_hot,
+            onnx=lambda b, x, args, sample: x,  # targets only
         ),
     )
 }

@@ -40,7 +40,7 @@ def read_inputs(
             raise InputError(
                 f"{path}: a table, but run {predictor.run.path} takes {predictor.input}"
             )
-        table = table_inputs(path, config, predictor.input.shape[0])
+        table = table_inputs(path, predictor)
         return table, list(range(len(table)))
     raise InputError(f"{path}: expected {KINDS} (by its suffix)")
 

@@ -144,6 +144,14 @@ class Predictor:
     def prepare(self, batch: np.ndarray, where: str = "the inputs", start: int = 0) -> np.ndarray:
         """`batch`, checked (`start` numbers its first sample in errors), in the model's dtype
         after the run's deterministic transforms: what `forward` takes."""
+        x = self.validated(batch, where, start)
+        labels = np.zeros(len(x), np.int64)  # the transforms take (x, y); y is unused here
+        for entry, args in self._transforms:
+            x, labels = entry.apply(x, labels, args, None, self._num_classes)
+        return x
+
+    def validated(self, batch: np.ndarray, where: str = "the inputs", start: int = 0) -> np.ndarray:
+        """`batch` checked as `prepare` checks it, in the input dtype, not yet transformed."""
         self.check(batch, where)
         finite = np.isfinite(batch)
         if not finite.all():
@@ -153,11 +161,7 @@ class Predictor:
                 f"{where}: sample {sample} holds {batch[index]} at "
                 f"{', '.join(map(str, index[1:]))}; every value must be a finite number"
             )
-        x = batch.astype(self.input.dtype, copy=False)
-        labels = np.zeros(len(x), np.int64)  # the transforms take (x, y); y is unused here
-        for entry, args in self._transforms:
-            x, labels = entry.apply(x, labels, args, None, self._num_classes)
-        return x
+        return batch.astype(self.input.dtype, copy=False)
 
     def forward(self, prepared: np.ndarray) -> np.ndarray:
         """The eval-mode forward of the run's mode on a prepared batch (one compiled program
@@ -187,4 +191,5 @@ def load(
     `overrides` change how it runs (e.g. "device=cuda", "mode=eager", "data.eval_batch_size=256").
     """
     folder = find_run(run, runs_root)
-    return Predictor(restore_run(folder, folder.read_config(overrides), checkpoint))
+    config = folder.read_config(overrides)
+    return Predictor(restore_run(folder, config, checkpoint, read_data=False))

@@ -18,7 +18,10 @@ class ServeError(TrainctlError):
     """A server that cannot start: the serve extra missing, options out of range."""
 
 
-def _require_serve_extra() -> None:
+BACKENDS = ("trainctl", "onnxruntime")
+
+
+def _require_serve_extra(backend: str) -> None:
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -27,6 +30,15 @@ def _require_serve_extra() -> None:
             f"trainctl serve needs {error.name}, which is not installed: "
             "pip install 'trainctl[serve]'"
         ) from None
+    if backend == "onnxruntime":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as error:
+            raise ServeError(
+                f"trainctl serve --backend onnxruntime needs {error.name}, which is not "
+                "installed: pip install 'trainctl[export]' onnxruntime"
+            ) from None
 
 
 def serve_run(
@@ -43,20 +55,28 @@ def serve_run(
     runs_root: str | Path = "runs",
     overrides: Sequence[str] = (),
     announce: Any = print,
+    backend: str = "trainctl",
 ) -> None:
     """Serve run `run` until SIGTERM or Ctrl-C. Graph mode unless `overrides` say
-    otherwise: its compiled forward, one program per bucket size."""
+    otherwise: its compiled forward, one program per bucket size; or with `backend`
+    "onnxruntime", the run's model exported to ONNX and run by onnxruntime."""
     if max_batch_size < 1 or max_wait_ms < 0 or max_body_bytes < 1:
         raise ServeError(
             "--max-batch-size and --max-body-bytes must be >= 1 and --max-wait-ms >= 0, got "
             f"{max_batch_size}, {max_body_bytes} and {max_wait_ms}"
         )
-    _require_serve_extra()
+    if backend not in BACKENDS:
+        raise ServeError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    _require_serve_extra(backend)
     import uvicorn
 
     from trainctl.serve.app import ServeOptions, create_app
 
     predictor = load(run, checkpoint, runs_root=runs_root, overrides=["mode=graph", *overrides])
+    if backend == "onnxruntime":
+        from trainctl.serve.onnx_backend import OnnxRuntimePredictor
+
+        predictor = OnnxRuntimePredictor(predictor)
     name = model_name or predictor.restored.config.name
     options = ServeOptions(name, max_batch_size, max_wait_ms, batching, max_body_bytes)
     batches = (

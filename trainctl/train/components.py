@@ -129,8 +129,9 @@ def _layer_line(config: Config, indices: tuple[int, ...]) -> int | None:
     return line
 
 
-def load_data(config: Config) -> DataSplits:
-    """The config's data set, split; the splits depend on the SPLIT_KEYS alone."""
+def load_data(config: Config, preprocessing: dict[str, Any] | None = None) -> DataSplits:
+    """The config's data set, split; the splits depend on the SPLIT_KEYS alone. A run's
+    stored `preprocessing` encodes the data as when it trained (no refit)."""
     data_config = config.data
     _check_data_path(config)
     if data_config.download:
@@ -143,6 +144,7 @@ def load_data(config: Config) -> DataSplits:
         data_config.val_split,
         data_config.test_split,
         config.seed,
+        preprocessing,
     )
 
 
@@ -166,8 +168,14 @@ def _check_data_path(config: Config) -> None:
     raise ConfigError([config_issue(config, key, message)])
 
 
-def build_components(config: Config, *, with_data: DataSplits | None = None) -> Components:
-    """Seed the generators, load the data, build the model on its device, the optimizer."""
+def build_components(
+    config: Config,
+    *,
+    with_data: DataSplits | None = None,
+    preprocessing: dict[str, Any] | None = None,
+) -> Components:
+    """Seed the generators, load the data (encoded with a run's stored `preprocessing`),
+    build the model on its device, the optimizer."""
     device = backend.get_device(config.device)
     precision = precision_of(config.dtype)
     if precision.name == "mixed_bfloat16" and device.name == "cuda":
@@ -175,7 +183,7 @@ def build_components(config: Config, *, with_data: DataSplits | None = None) -> 
         raise _config_error(config, "dtype", message)
     dtype = precision.param_dtype
     backend.manual_seed(config.seed)
-    data = with_data or load_data(config)
+    data = with_data or load_data(config, preprocessing)
     train = data.train
     try:
         model, output_shape = build_model(

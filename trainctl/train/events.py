@@ -1,11 +1,13 @@
-"""TensorBoard scalar event files, written and read without TensorFlow or tensorboardX.
+"""TensorBoard event files (scalars, the model graph), written and read without TensorFlow or
+tensorboardX.
 
 An event file is a TFRecord stream: each record is `uint64 length, masked CRC-32C of the
 length, the bytes, masked CRC-32C of the bytes` (little-endian), and each record's bytes are
-one `Event` protocol buffer. Scalars need only a few fields of it, encoded here by hand:
+one `Event` protocol buffer. trainctl needs only a few fields of it, encoded here by hand
+(the graph itself is train/model_graph.py's):
 
     Event   { double wall_time = 1; int64 step = 2; string file_version = 3;
-              Summary summary = 5; SessionLog session_log = 7; }
+              bytes graph_def = 4; Summary summary = 5; SessionLog session_log = 7; }
     Summary { repeated Value value = 1; }   Value { string tag = 1; float simple_value = 2; }
     SessionLog { Status status = 1; }       (START = 1)
 
@@ -32,6 +34,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from trainctl.errors import RunFolderError
+from trainctl.train import protobuf
 from trainctl.train.atomic import describe_os_error, fsync_directory, write_all
 
 FILE_VERSION = "brain.Event:2"  # version 2: TensorBoard honours SessionLog START
@@ -107,25 +110,7 @@ def read_tfrecords(path: Path) -> Iterator[bytes]:
         offset = end
 
 
-# ---------------------------------------------------------------- protocol buffers
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # int64 as two's complement, as protobuf encodes it
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _tag(number: int, wire_type: int) -> bytes:
-    return _varint(number << 3 | wire_type)
-
-
-def _length_delimited(number: int, payload: bytes) -> bytes:
-    return _tag(number, 2) + _varint(len(payload)) + payload
+# ---------------------------------------------------------------- event protocol buffers
 
 
 def encode_event(
@@ -135,55 +120,33 @@ def encode_event(
     file_version: str | None = None,
     scalars: Mapping[str, float] | None = None,
     session_start: bool = False,
+    graph_def: bytes | None = None,
 ) -> bytes:
-    """One Event protocol buffer holding the given fields."""
-    out = _tag(1, 1) + struct.pack("<d", wall_time) + _tag(2, 0) + _varint(step)
+    """One Event protocol buffer holding the given fields (`graph_def`: a serialized
+    GraphDef, what TensorBoard's Graphs tab draws)."""
+    out = (
+        protobuf.tag(1, 1)
+        + struct.pack("<d", wall_time)
+        + protobuf.tag(2, 0)
+        + protobuf.varint(step)
+    )
     if file_version is not None:
-        out += _length_delimited(3, file_version.encode())
+        out += protobuf.length_delimited(3, file_version.encode())
     if scalars:
         values = (
-            _length_delimited(1, tag.encode()) + _tag(2, 5) + struct.pack("<f", value)
+            protobuf.length_delimited(1, tag.encode())
+            + protobuf.tag(2, 5)
+            + struct.pack("<f", value)
             for tag, value in scalars.items()
         )
-        out += _length_delimited(5, b"".join(_length_delimited(1, v) for v in values))
+        out += protobuf.length_delimited(
+            5, b"".join(protobuf.length_delimited(1, v) for v in values)
+        )
+    if graph_def is not None:
+        out += protobuf.length_delimited(4, graph_def)
     if session_start:
-        out += _length_delimited(7, _tag(1, 0) + _varint(_SESSION_START))
+        out += protobuf.length_delimited(7, protobuf.tag(1, 0) + protobuf.varint(_SESSION_START))
     return out
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("a malformed varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """(field number, wire type, value) of a protocol buffer: ints for varints, else bytes."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _read_varint(data, pos)
-        number, wire_type = key >> 3, key & 7
-        value: int | bytes
-        if wire_type == 0:
-            value, pos = _read_varint(data, pos)
-        elif wire_type in (1, 5):
-            size = 8 if wire_type == 1 else 4
-            value, pos = data[pos : pos + size], pos + size
-        elif wire_type == 2:
-            length, pos = _read_varint(data, pos)
-            value, pos = data[pos : pos + length], pos + length
-        else:
-            raise ValueError(f"unsupported wire type {wire_type}")
-        if pos > len(data):
-            raise ValueError("a field runs past the end of the message")
-        yield number, wire_type, value
 
 
 def decode_event(data: bytes) -> tuple[int, list[tuple[str, float]], bool]:
@@ -192,25 +155,25 @@ def decode_event(data: bytes) -> tuple[int, list[tuple[str, float]], bool]:
     Values of other kinds (histograms, images, tensor-encoded scalars) are skipped.
     """
     step, scalars, session_start = 0, [], False
-    for number, wire_type, value in _fields(data):
+    for number, wire_type, value in protobuf.fields(data):
         if number == 2 and wire_type == 0:
             step = value - (1 << 64) if value >= 1 << 63 else value
         elif number == 5 and wire_type == 2:
-            for v_number, v_wire, v_value in _fields(value):
+            for v_number, v_wire, v_value in protobuf.fields(value):
                 if v_number == 1 and v_wire == 2:
                     scalar = _decode_value(v_value)
                     if scalar is not None:
                         scalars.append(scalar)
         elif number == 7 and wire_type == 2:
             session_start = any(
-                n == 1 and w == 0 and v == _SESSION_START for n, w, v in _fields(value)
+                n == 1 and w == 0 and v == _SESSION_START for n, w, v in protobuf.fields(value)
             )
     return step, scalars, session_start
 
 
 def _decode_value(data: bytes) -> tuple[str, float] | None:
     tag, simple_value = None, None
-    for number, wire_type, value in _fields(data):
+    for number, wire_type, value in protobuf.fields(data):
         if number == 1 and wire_type == 2:
             tag = value.decode("utf-8")
         elif number == 2 and wire_type == 5:
@@ -245,6 +208,10 @@ class EventWriter:
                 raise ValueError(f"a scalar's tag must be a non-empty string, got {tag!r}")
         numbers = {tag: float(value) for tag, value in values.items()}
         self._write(encode_event(_now(wall_time), step, scalars=numbers))
+
+    def graph(self, graph_def: bytes, wall_time: float | None = None) -> None:
+        """Log a model graph (a serialized GraphDef) for TensorBoard's Graphs tab."""
+        self._write(encode_event(_now(wall_time), 0, graph_def=graph_def))
 
     def restart_at(self, step: int, wall_time: float | None = None) -> None:
         """Mark a resume: events of earlier sessions at `step` or later are stale."""

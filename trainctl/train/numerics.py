@@ -10,7 +10,7 @@ trace records (see `compile_graph(..., check_numerics=True)`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -52,18 +52,32 @@ class LayerScopes:
     """Which layer is running: every submodule's forward is wrapped to keep `current` (and,
     while a trace records origins, the traced graph's `origin`) set to the layer's label.
 
-    Only made for `debug.check_numerics`; a model without it keeps its plain forwards.
+    Only made for `debug.check_numerics` and for naming a graph's nodes by layer (`label`
+    makes the names; `remove()` puts the plain forwards back); otherwise a model keeps its
+    plain forwards.
     """
 
-    def __init__(self, model: Module) -> None:
+    def __init__(self, model: Module, label: Callable[[str, Module], str] = layer_label) -> None:
         self.current = ""
         self.graph: Graph | None = None
+        self._wrapped: list[tuple[Module, Any]] = []  # (module, the forward it had as its own)
         for path, module in model.named_modules():
             if path:
-                self._wrap(module, layer_label(path, module))
+                self._wrap(module, label(path, module))
+
+    def remove(self) -> None:
+        """Unwrap every forward this wrapped, back to what it was (another LayerScopes' wrapper,
+        as check_numerics leaves, or the class's own)."""
+        for module, previous in reversed(self._wrapped):
+            if previous is None:
+                module.__dict__.pop("forward", None)
+            else:
+                object.__setattr__(module, "forward", previous)
+        self._wrapped.clear()
 
     def _wrap(self, module: Module, label: str) -> None:
         forward = module.forward
+        self._wrapped.append((module, module.__dict__.get("forward")))
 
         def scoped(*args: Any, **kwargs: Any) -> Any:
             outer = self.current

@@ -8,6 +8,7 @@ run, the model against the data, the optimizer and schedule, the transforms agai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from trainctl import backend
 from trainctl.config import Config
@@ -27,15 +28,19 @@ class PreparedTraining:
     notices: list[str]  # the refusals --force turned into notices, files the data skipped
 
 
-def prepare_training(config: Config, force: bool = False) -> PreparedTraining:
-    """Load the data, check that the run fits and ends (before any allocation), build it."""
-    data = load_data(config)
+def prepare_training(
+    config: Config, force: bool = False, preprocessing: dict[str, Any] | None = None
+) -> PreparedTraining:
+    """Load the data (encoded with a resumed run's stored `preprocessing`), check that the
+    run fits and ends (before any allocation), build it."""
+    data = load_data(config, preprocessing)
     notices = check_resources(config, data, backend.get_device(config.device), force)
     if data.skipped_files:
         notices.append(
             f"skipped {len(data.skipped_files)} unreadable file(s) (data.options.skip_bad), "
             f"the first: {data.skipped_files[0]}"
         )
+    notices += data.notes
     try:
         components = build_components(config, with_data=data)
     except MemoryError as exc:

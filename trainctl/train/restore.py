@@ -14,6 +14,8 @@ from trainctl.config import Config
 from trainctl.errors import CheckpointError
 from trainctl.train.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from trainctl.train.components import Components, build_components
+from trainctl.train.model_input import stand_in_data
+from trainctl.train.preprocessing import stored_preprocessing
 from trainctl.train.rundir import CHECKPOINT_TAGS, RunFolder
 
 
@@ -41,10 +43,20 @@ def checkpoint_file(run: RunFolder, checkpoint: str) -> Path:
     return path
 
 
-def restore_run(run: RunFolder, config: Config, checkpoint: str = "best") -> RestoredRun:
-    """Build the run's components from `config` and load `checkpoint` into the model."""
+def restore_run(
+    run: RunFolder, config: Config, checkpoint: str = "best", *, read_data: bool = True
+) -> RestoredRun:
+    """Build the run's components from `config` and load `checkpoint` into the model.
+
+    `read_data=False` (predict, export, serve) builds the model from what the run recorded
+    it takes (`model_input.json`) instead of loading the data, where the run has the record.
+    """
     saved = load_checkpoint(checkpoint_file(run, checkpoint))
-    components = build_components(config)
+    components = build_components(
+        config,
+        with_data=None if read_data else stand_in_data(run),
+        preprocessing=stored_preprocessing(run),
+    )
     state = components.model.state_dict()
     check_compatible(
         saved,

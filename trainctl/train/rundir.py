@@ -169,6 +169,16 @@ class RunFolder:
         return self.path / "splits.json"
 
     @property
+    def model_input_path(self) -> Path:
+        """What the model takes and gives (see `trainctl.train.model_input`)."""
+        return self.path / "model_input.json"
+
+    @property
+    def preprocessing_path(self) -> Path:
+        """What the run's encoder learnt from the training split (see `train.preprocessing`)."""
+        return self.path / "preprocessing.json"
+
+    @property
     def log_path(self) -> Path:
         return self.path / "train.log"
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from trainctl import backend
+from trainctl.autograd.graph import TracingError
 from trainctl.autograd.numerics import NonFiniteError
 from trainctl.config import (
     Config,
@@ -55,8 +56,11 @@ from trainctl.train.metrics_log import (
     repair_metrics,
     truncate_after_step,
 )
+from trainctl.train.model_graph import graph_def, trace_inference
+from trainctl.train.model_input import write_model_input
 from trainctl.train.numerics import first_nonfinite, nonfinite_batch, parameter_label
 from trainctl.train.prepare import PreparedTraining, prepare_training
+from trainctl.train.preprocessing import record_preprocessing, stored_preprocessing
 from trainctl.train.progress import Reporter, format_record
 from trainctl.train.resources import planned_steps_of
 from trainctl.train.run_status import final_scores, resume_command
@@ -209,6 +213,22 @@ class Trainer:
     def say(self, text: str, notice: bool = False) -> None:
         self.log(text)
         (self.reporter.notice if notice else self.reporter.message)(text)
+
+    def write_model_graph(self) -> None:
+        """The model's inference graph into the TensorBoard events (the Graphs tab). A model
+        that cannot be traced (data-dependent Python) only gets a line in the log."""
+        parts = self.components
+        inputs = parts.data.train.inputs
+        floating = np.issubdtype(inputs.dtype, np.floating)
+        shape = (self.config.data.batch_size, *parts.data.input_shape)
+        try:
+            inference = trace_inference(
+                parts.model, shape, parts.dtype if floating else inputs.dtype, parts.device
+            )
+        except TracingError as exc:
+            self.log(f"the model graph is not in the TensorBoard events: {exc}")
+            return
+        self.events.graph(graph_def(inference))
 
     # ------------------------------------------------------------ checkpoints
 
@@ -465,8 +485,10 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
         with hold_run_lock(run.path):
             saved = run.read_config()
             config = _resume_config(run, saved, config, options)
-            prepared = prepare_training(config, options.force)
+            prepared = prepare_training(config, options.force, stored_preprocessing(run))
             check_splits(run, prepared.components.data)
+            if not run.model_input_path.exists():  # a run from before the record existed
+                write_model_input(run, prepared.components.data)
             return _run(config, prepared, run, options, reporter, saved)
     if config is None:
         raise ResumeError("give a CONFIG to train, or --resume RUN to continue a run")
@@ -475,6 +497,8 @@ def train(config: Config | None, options: TrainOptions, reporter: Reporter) -> T
     with hold_run_lock(run.path):
         atomic_write_text(run.config_path, dump_config(config))
         record_splits(run, prepared.components.data)
+        write_model_input(run, prepared.components.data)
+        record_preprocessing(run, prepared.components.data)
         return _run(config, prepared, run, options, reporter)
 
 
@@ -496,6 +520,7 @@ def _run(
     if resumed is not None:
         notices += _prepare_resume(trainer, run, resumed)
     run.write_summary(summary)
+    trainer.write_model_graph()
     for notice in notices:
         trainer.say(notice, notice=True)
     trainer.say(
@@ -696,6 +721,8 @@ def _initial_summary(
         summary["class_names"] = list(data.class_names)
     if data.skipped_files is not None:
         summary["skipped_bad_files"] = len(data.skipped_files)
+    if data.notes:  # what encoding a table did: rows dropped, values unseen in training
+        summary["data_notes"] = list(data.notes)
     return summary
 
 

@@ -67,6 +67,9 @@ class Op:
     - `label_input`: the input holding class labels that forward range-checks unless passed
       `checked=True` (a captured program's host checks them first).
     - `symbol`: the Python operator of a host-number op (the learning rate's arithmetic).
+    - `onnx(b, inputs, **attrs)`: the op as ONNX nodes, written with an
+      `export.onnx_builder.OnnxBuilder` `b` (`inputs`: the ONNX names of its operands); it
+      returns its output's name. An op an inference graph can hold needs one to export.
     """
 
     differentiable = True
@@ -120,6 +123,18 @@ def ufunc_forward(name: str) -> Any:
 
     forward.ufunc = name
     return staticmethod(forward)
+
+
+def onnx_op(op_type: str) -> Callable[..., str]:
+    """An `onnx` lowering: the ONNX op of the same meaning, on the same operands."""
+    return lambda b, inputs: b.op(op_type, *inputs)
+
+
+def onnx_reduce(op_type: str) -> Callable[..., str]:
+    """An `onnx` lowering of a reduction over `axes` (ONNX takes the axes as an input)."""
+    return lambda b, inputs, axes, keepdims: b.op(
+        op_type, *inputs, b.ints(axes), keepdims=int(keepdims)
+    )
 
 
 def empty(xp: Any, spec: Any) -> Any:

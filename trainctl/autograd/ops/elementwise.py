@@ -18,6 +18,7 @@ from trainctl.autograd.ops.base import (
     dtype_of,
     empty,
     function,
+    onnx_op,
     same,
     scratch_arrays,
     shape_of,
@@ -39,6 +40,7 @@ class Arithmetic(Elementwise, register=False):
 
 
 class Add(Arithmetic):
+    onnx = staticmethod(onnx_op("Add"))
     forward, symbol = ufunc_forward("add"), "+"
     expression = "lambda a, b: a + b"
 
@@ -48,6 +50,7 @@ class Add(Arithmetic):
 
 
 class Sub(Arithmetic):
+    onnx = staticmethod(onnx_op("Sub"))
     forward, symbol = ufunc_forward("subtract"), "-"
     expression = "lambda a, b: a - b"
 
@@ -57,6 +60,7 @@ class Sub(Arithmetic):
 
 
 class Mul(Arithmetic):
+    onnx = staticmethod(onnx_op("Mul"))
     forward, symbol = ufunc_forward("multiply"), "*"
     expression = "lambda a, b: a * b"
 
@@ -66,6 +70,7 @@ class Mul(Arithmetic):
 
 
 class Div(Arithmetic):
+    onnx = staticmethod(onnx_op("Div"))
     forward, symbol = ufunc_forward("divide"), "/"
     expression = "lambda a, b: a / b"
 
@@ -85,6 +90,7 @@ class Div(Arithmetic):
 
 
 class Maximum(Elementwise):
+    onnx = staticmethod(onnx_op("Max"))
     forward = ufunc_forward("maximum")
     expression = "lambda a, b: maximum(a, b)"
     infer = staticmethod(broadcast)
@@ -107,21 +113,25 @@ class Comparison(Elementwise, register=False):
 
 
 class Greater(Comparison):
+    onnx = staticmethod(onnx_op("Greater"))
     forward = ufunc_forward("greater")
     expression = "lambda a, b: a > b"
 
 
 class GreaterEqual(Comparison):
+    onnx = staticmethod(onnx_op("GreaterOrEqual"))
     forward = ufunc_forward("greater_equal")
     expression = "lambda a, b: a >= b"
 
 
 class Equal(Comparison):
+    onnx = staticmethod(onnx_op("Equal"))
     forward = ufunc_forward("equal")
     expression = "lambda a, b: a == b"
 
 
 class Where(Elementwise):
+    onnx = staticmethod(onnx_op("Where"))
     overwrites = frozenset({2})  # b is copied first, then a where the condition holds
     exact_loop = ANY
     expression = "lambda cond, a, b: a if cond else b"
@@ -152,6 +162,7 @@ class Where(Elementwise):
 
 
 class Neg(Elementwise):
+    onnx = staticmethod(onnx_op("Neg"))
     forward, symbol = ufunc_forward("negative"), "-"
     expression = "lambda x: -x"
     exact_loop = "float"
@@ -159,18 +170,21 @@ class Neg(Elementwise):
 
 
 class Exp(Elementwise):
+    onnx = staticmethod(onnx_op("Exp"))
     forward = ufunc_forward("exp")
     expression = "lambda x: exp(x)"
     vjp = staticmethod(lambda g, out, x: (lambda: g * out,))
 
 
 class Log(Elementwise):
+    onnx = staticmethod(onnx_op("Log"))
     forward = ufunc_forward("log")
     expression = "lambda x: log(x)"
     vjp = staticmethod(lambda g, out, x: (lambda: g / x,))
 
 
 class Sqrt(Elementwise):
+    onnx = staticmethod(onnx_op("Sqrt"))
     forward = ufunc_forward("sqrt")
     expression = "lambda x: sqrt(x)"
     exact_loop = "float"  # IEEE rounds sqrt exactly, like + - * /
@@ -178,12 +192,14 @@ class Sqrt(Elementwise):
 
 
 class Tanh(Elementwise):
+    onnx = staticmethod(onnx_op("Tanh"))
     forward = ufunc_forward("tanh")
     expression = "lambda x: tanh(x)"
     vjp = staticmethod(lambda g, out, x: (lambda: g * (1.0 - out * out),))
 
 
 class Abs(Elementwise):
+    onnx = staticmethod(onnx_op("Abs"))
     forward = ufunc_forward("absolute")
     expression = "lambda x: abs(x)"
     exact_loop = "float"
@@ -192,6 +208,7 @@ class Abs(Elementwise):
 
 
 class Relu(Elementwise):
+    onnx = staticmethod(onnx_op("Relu"))
     expression = "lambda x: maximum(x, 0)"
     forward = staticmethod(lambda xp, x, out=None: xp.maximum(x, 0, out=out))
     # relu'(0) = 0, as in PyTorch.
@@ -210,6 +227,7 @@ class Sigmoid(Elementwise):
     """where(x >= 0, 1 / (1 + e), e / (1 + e)) with e = exp(-|x|): exp of a non-positive
     number never overflows, whatever the sign of x."""
 
+    onnx = staticmethod(onnx_op("Sigmoid"))
     overwrites = frozenset()  # x is read again after the output is written
     scratch = staticmethod(_sigmoid_scratch)
     expression = (
@@ -236,6 +254,7 @@ class Sigmoid(Elementwise):
 class Silu(Elementwise):
     """x * sigmoid(x) (swish), the sigmoid computed as Sigmoid computes it."""
 
+    onnx = staticmethod(lambda b, inputs: b.op("Mul", *inputs, b.op("Sigmoid", *inputs)))
     overwrites = frozenset()
     scratch = staticmethod(_sigmoid_scratch)
     expression = (
@@ -260,6 +279,7 @@ class Silu(Elementwise):
 class Softplus(Elementwise):
     """log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)): no overflow for large x."""
 
+    onnx = staticmethod(onnx_op("Softplus"))
     overwrites = frozenset({0})  # x is read last by the maximum that writes the output
     scratch = staticmethod(lambda out, x: [Scratch(out.shape, out.dtype)])
     expression = "lambda x: maximum(x, 0) + log1p(exp(-abs(x)))"
@@ -281,6 +301,7 @@ class Softplus(Elementwise):
 class Elu(Elementwise):
     """x for x > 0, alpha * (exp(x) - 1) elsewhere (expm1 of min(x, 0): no overflow)."""
 
+    onnx = staticmethod(lambda b, inputs, alpha: b.op("Elu", *inputs, alpha=float(alpha)))
     overwrites = frozenset()
     scratch = staticmethod(lambda out, x, alpha: [Scratch(out.shape, np.dtype(bool))])
     expression = "lambda x: x if x > 0 else alpha * expm1(minimum(x, 0))"
@@ -305,6 +326,7 @@ class Elu(Elementwise):
 class Pow(Elementwise):
     """x ** exponent for a constant exponent."""
 
+    onnx = staticmethod(lambda b, inputs, exponent: b.op("Pow", *inputs, b.const(exponent)))
     symbol = "**"
     expression = "lambda x: pow(x, exponent)"
     forward = staticmethod(lambda xp, x, exponent, out=None: xp.power(x, exponent, out=out))
@@ -316,6 +338,7 @@ class Pow(Elementwise):
 
 
 class Cast(Elementwise):
+    onnx = staticmethod(lambda b, inputs, dtype: b.op("Cast", *inputs, to=b.onnx_type(dtype)))
     exact_loop = ANY
     expression = "lambda x: x"  # rendered in x's dtype, stored in the output's
 

@@ -15,6 +15,7 @@ from trainctl.autograd.ops.base import (
     apply,
     dtype_of,
     empty,
+    onnx_op,
     same,
     scratch_arrays,
 )
@@ -32,6 +33,7 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 class Matmul(Op):
     """Batched matrix product of operands with at least two dimensions."""
 
+    onnx = staticmethod(onnx_op("MatMul"))
     ufunc = "matmul"  # with out=, forward is xp.matmul
 
     @staticmethod
@@ -142,6 +144,21 @@ class Im2col(Op):
     def vjp(g, out, x, kh, kw, stride, padding):
         return (lambda: col2im(g, tuple(x.shape), kh, kw, stride, padding),)
 
+    @staticmethod
+    def onnx(b, inputs, kh, kw, stride, padding):
+        """Each kernel offset's strided slice of the padded image, stacked (exact)."""
+        (x,) = inputs
+        _, oh, ow, _, _, c = _patches_shape(b.shape_of(x), kh, kw, stride, padding)
+        if padding:
+            x = b.op("Pad", x, b.ints([0, padding, padding, 0, 0, padding, padding, 0]))
+        pieces = []
+        for _, (_, rows, columns, _) in _shifted_windows(kh, kw, stride, oh, ow):
+            starts, stops = b.ints([rows.start, columns.start]), b.ints([rows.stop, columns.stop])
+            piece = b.op("Slice", x, starts, stops, b.ints([1, 2]), b.ints([stride, stride]))
+            pieces.append(b.op("Unsqueeze", piece, b.ints([3])))
+        patches = b.op("Concat", *pieces, axis=3)  # (N, OH, OW, KH * KW, C)
+        return b.op("Reshape", patches, b.ints([0, oh, ow, kh, kw, c]))  # 0: N as it is
+
 
 def col2im_transposes(channels: int) -> bool:
     """Whether col2im first copies the patches to (KH, KW, N, OH, OW, C).
@@ -226,6 +243,12 @@ class MaxPool2d(Op):
     @staticmethod
     def vjp(g, out, x, kernel, stride):
         return (lambda: max_pool2d_grad(g, x, out, kernel, stride),)
+
+    @staticmethod
+    def onnx(b, inputs, kernel, stride):
+        nchw = b.op("Transpose", *inputs, perm=[0, 3, 1, 2])
+        pooled = b.op("MaxPool", nchw, kernel_shape=[kernel, kernel], strides=[stride, stride])
+        return b.op("Transpose", pooled, perm=[0, 2, 3, 1])
 
 
 def mask_dtype(dtype: np.dtype) -> np.dtype:

@@ -16,6 +16,7 @@ from trainctl.autograd.ops.base import (
     into,
     normalize_axes,
     one_axis,
+    onnx_reduce,
     reduced,
     shape_of,
 )
@@ -25,6 +26,7 @@ from trainctl.errors import ShapeError
 
 
 class Sum(Op):
+    onnx = staticmethod(onnx_reduce("ReduceSum"))
     kind, reduces = "reduction", "add"
 
     @staticmethod
@@ -43,6 +45,7 @@ class Sum(Op):
 
 
 class Max(Op):
+    onnx = staticmethod(onnx_reduce("ReduceMax"))
     kind, reduces = "reduction", "maximum"
 
     @staticmethod
@@ -77,6 +80,8 @@ class View(Op, register=False):
 
 
 class Reshape(View):
+    onnx = staticmethod(lambda b, inputs, shape: b.op("Reshape", *inputs, b.shape(shape)))
+
     @staticmethod
     def forward(xp, x, shape, out=None):
         if out is None:
@@ -102,6 +107,7 @@ class Reshape(View):
 
 
 class Transpose(View):
+    onnx = staticmethod(lambda b, inputs, axes: b.op("Transpose", *inputs, perm=list(axes)))
     forward = staticmethod(lambda xp, x, axes, out=None: into(xp, out, xp.transpose(x, axes)))
     infer = staticmethod(lambda x, axes: Spec(tuple(x.shape[a] for a in axes), x.dtype))
 
@@ -111,6 +117,7 @@ class Transpose(View):
 
 
 class BroadcastTo(View):
+    onnx = staticmethod(lambda b, inputs, shape: b.op("Expand", *inputs, b.shape(shape)))
     forward = staticmethod(lambda xp, x, shape, out=None: into(xp, out, xp.broadcast_to(x, shape)))
     infer = staticmethod(lambda x, shape: Spec(_broadcast_exact(x, shape), x.dtype))
     vjp = staticmethod(lambda g, out, x, shape: (lambda: sum_to(g, tuple(x.shape)),))
@@ -134,6 +141,7 @@ def _index_spec(shape: tuple[int, ...], index: tuple) -> tuple[int, ...]:
 class Getitem(View):
     """Basic indexing: ints, slices, None and Ellipsis (no index arrays)."""
 
+    onnx = staticmethod(lambda b, inputs, index: b.basic_index(*inputs, index))
     forward = staticmethod(lambda xp, x, index, out=None: into(xp, out, x[index]))
     infer = staticmethod(lambda x, index: Spec(_index_spec(tuple(x.shape), index), x.dtype))
     vjp = staticmethod(lambda g, out, x, index: (lambda: unslice(g, tuple(x.shape), index),))
@@ -161,6 +169,8 @@ class Unslice(Op):
 class Concatenate(Op):
     """`parts`: with a flat `out`, the positions still to copy (the planner computed the
     others straight into their slices of `out`)."""
+
+    onnx = staticmethod(lambda b, inputs, axis: b.op("Concat", *inputs, axis=axis))
 
     @staticmethod
     def forward(xp, *xs, axis, out=None, parts=None):
@@ -200,6 +210,7 @@ class Concatenate(Op):
 class GatherRows(Op):
     """table[indices]: an embedding lookup."""
 
+    onnx = staticmethod(lambda b, inputs: b.op("Gather", *inputs, axis=0))
     forward = staticmethod(
         lambda xp, table, indices, out=None: xp.take(table, indices, axis=0, out=out)
     )

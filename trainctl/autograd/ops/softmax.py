@@ -11,6 +11,8 @@ from trainctl.errors import ShapeError
 
 
 class Softmax(Op):
+    onnx = staticmethod(lambda b, inputs, axis: b.op("Softmax", *inputs, axis=axis))
+
     @staticmethod
     def forward(xp, x, axis, out=None):
         e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
@@ -24,6 +26,8 @@ class Softmax(Op):
 
 
 class LogSoftmax(Op):
+    onnx = staticmethod(lambda b, inputs, axis: b.op("LogSoftmax", *inputs, axis=axis))
+
     @staticmethod
     def forward(xp, x, axis, out=None):
         z = x - xp.max(x, axis=axis, keepdims=True)

@@ -1,0 +1,81 @@
+"""How long an epoch of each example config on a downloaded set takes, in graph and eager mode.
+
+Trains each config on stand-in files of the real size in the real formats (written by
+`stand_in_data.py`, e.g. 60,000 + 10,000 MNIST images), either for one whole epoch (its
+`duration_s`: steps, data loading waits, graph compile, the validation pass at its end) or,
+with `--steps N` for a config, for N steps, extrapolating one epoch as steps per epoch x the
+median step time (no compile, no validation pass). The README's epoch rows come from here.
+
+    python benchmarks/stand_in_data.py /tmp/full --train 60000 --test 10000
+    python benchmarks/epoch_times.py /tmp/full --steps cifar10_cnn=50
+
+(stand_in_data.py writes CIFAR-10 with as many training images as MNIST, 60,000 for 50,000:
+only the steps timed, not the epoch's length, depend on the file.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from trainctl.config import load_config
+from trainctl.data.splits import carve_count
+
+CONFIGS = {
+    "mnist_mlp": "mnist",
+    "mnist_keras_mlp": "mnist",
+    "fashion_mnist_cnn": "fashion_mnist",
+    "cifar10_cnn": "cifar10",
+}
+TRAIN_SAMPLES = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def time_config(name: str, data_root: Path, mode: str, steps: int | None) -> dict:
+    """One training of config `name` in `mode`: the epoch time and how it was found."""
+    with tempfile.TemporaryDirectory() as runs:
+        length = f"train.max_steps={steps}" if steps else "train.epochs=1"
+        command = [
+            sys.executable, "-m", "trainctl", "train", str(ROOT / "configs" / f"{name}.yaml"),
+            "--runs-root", runs, "-q", "--set", f"mode={mode}", "--set", "data.download=false",
+            "--set", f"data.path={data_root / CONFIGS[name]}", "--set", length,
+        ]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True, text=True)
+        (run,) = Path(runs).iterdir()
+        summary = json.loads((run / "summary.json").read_text())
+    median_ms = summary["step_time_ms"]["median"]
+    per_epoch = steps_per_epoch(name) if steps else summary["steps"]
+    epoch_s = per_epoch * median_ms / 1000 if steps else summary["duration_s"]
+    return {"config": name, "mode": mode, "steps_per_epoch": per_epoch,
+            "median_step_ms": median_ms, "epoch_s": round(epoch_s, 1),
+            "how": f"{steps} steps, extrapolated" if steps else "one epoch"}  # fmt: skip
+
+
+def steps_per_epoch(name: str) -> int:
+    """Batches in one epoch of the real set: its training samples less the carved val split."""
+    config = load_config(ROOT / "configs" / f"{name}.yaml")
+    total = TRAIN_SAMPLES[CONFIGS[name]]
+    train = total - carve_count(total, config.data.val_split)
+    batches = train / config.data.batch_size
+    return math.floor(batches) if config.train.drop_last else math.ceil(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data_root", type=Path, help="the folder stand_in_data.py wrote")
+    parser.add_argument("--steps", nargs="*", default=[], help="CONFIG=N: time N steps")
+    parser.add_argument("--only", nargs="*", default=list(CONFIGS), help="configs to time")
+    args = parser.parse_args()
+    steps = {key: int(value) for key, value in (item.split("=") for item in args.steps)}
+    for name in args.only:
+        for mode in ("graph", "eager"):
+            print(json.dumps(time_config(name, args.data_root, mode, steps.get(name))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

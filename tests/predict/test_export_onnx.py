@@ -1,0 +1,145 @@
+"""`trainctl export RUN --format onnx`: the exported model, run by onnxruntime, gives what
+`predict` gives, on every layer, at batch sizes 1 and 7, with the run's normalize inside."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from predict_files import train
+from typer.testing import CliRunner
+
+import trainctl
+from trainctl.autograd import ops
+from trainctl.cli import app
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+DIGITS = """\
+name: {name}
+data:
+  dataset: digits
+  batch_size: 16
+  transforms: [{{normalize: {{mean: 0.3, std: 0.4}}}}]
+model:
+  layers: {layers}
+train: {{max_steps: 4}}
+"""
+
+# Between them, every layer a config can name but embedding (integer inputs; its op, gather_rows,
+# is checked in tests/autograd/test_ops_onnx.py).
+LAYER_STACKS = {
+    "dense": "[flatten, linear: {out: 12}, batch_norm, leaky_relu: {slope: 0.1}, "
+    "dropout: {p: 0.3}, linear: {out: 12}, layer_norm, gelu, linear: {out: 12}, tanh, "
+    "linear: {out: 12}, sigmoid, linear: {out: 10}, softmax]",
+    "conv": "[conv2d: {out: 6, kernel: 3, padding: 1}, batch_norm, relu, max_pool2d: {kernel: 2}, "
+    "residual: [conv2d: {out: 6, kernel: 3, padding: 1}, relu], "
+    "conv2d: {out: 8, kernel: 2, stride: 2}, avg_pool2d: {kernel: 1}, global_avg_pool, "
+    "linear: {out: 10}]",
+}
+
+
+def export(run: Path, *args: str) -> Path:
+    result = CliRunner().invoke(app, ["export", str(run), *args])
+    assert result.exit_code == 0, result.output
+    return Path(result.output.split("wrote ", 1)[1].split(":", 1)[0])
+
+
+def check_against_predict(run: Path, samples) -> onnx.ModelProto:
+    path = export(run)
+    session = ort.InferenceSession(str(path))
+    model = trainctl.load(run)
+    for batch in (1, 7):
+        x = samples(batch)
+        expected = model.predict(x)
+        outputs = dict(zip([o.name for o in session.get_outputs()],
+                           session.run(None, {"inputs": x}), strict=True))  # fmt: skip
+        np.testing.assert_allclose(outputs["outputs"], expected, rtol=1e-5, atol=1e-5)
+        if "probabilities" in outputs:
+            z = expected - expected.max(axis=1, keepdims=True)
+            softmax = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+            np.testing.assert_allclose(outputs["probabilities"], softmax, rtol=1e-5, atol=1e-6)
+    return onnx.load(path)
+
+
+def random_inputs(shape, dtype=np.float32):
+    return lambda n: np.random.default_rng(n).random((n, *shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("stack", sorted(LAYER_STACKS))
+def test_every_layer_exports_and_matches_predict(tmp_path, stack):
+    run = train(tmp_path, DIGITS.format(name=stack, layers=LAYER_STACKS[stack]))
+    model = check_against_predict(run, random_inputs((8, 8, 1)))
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert metadata["config_name"] == stack
+    assert json.loads(metadata["classes"]) == [str(c) for c in range(10)]
+    assert metadata["input_layout"] == "NHWC"
+    assert metadata["trainctl_version"] == trainctl.__version__
+    (graph_input,) = model.graph.input
+    assert graph_input.type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_batch_norm_dropout_and_normalize_features(npz_run):
+    check_against_predict(npz_run, random_inputs((5,)))
+
+
+def test_regression_has_no_probabilities(table_run):
+    model = check_against_predict(table_run, random_inputs((3,)))
+    assert [o.name for o in model.graph.output] == ["outputs"]
+    assert {p.key: p.value for p in model.metadata_props}["task"] == "regression"
+
+
+def test_per_channel_normalize_of_images(image_run):
+    check_against_predict(image_run, random_inputs((6, 6, 3)))
+
+
+def test_an_op_without_a_lowering_names_the_op_and_the_layer(tmp_path, monkeypatch):
+    run = train(tmp_path, DIGITS.format(name="mlp", layers="[flatten, linear: {out: 4}, relu, "
+                                                         "linear: {out: 10}]"))  # fmt: skip
+    monkeypatch.delattr(ops.Relu, "onnx")
+    result = CliRunner().invoke(app, ["export", str(run)])
+    assert result.exit_code == 2
+    assert "op relu (in layer 2_ReLU) has no ONNX lowering" in result.output
+    assert not (run / "model.onnx").exists()
+
+
+def test_without_the_onnx_package_the_message_names_the_extra(npz_run, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)
+    result = CliRunner().invoke(app, ["export", str(npz_run), "-o", "x.onnx"])
+    assert result.exit_code == 2
+    assert "pip install 'trainctl[export]'" in result.output
+
+
+def test_an_unknown_format_is_refused(npz_run):
+    result = CliRunner().invoke(app, ["export", str(npz_run), "--format", "savedmodel"])
+    assert result.exit_code == 2
+    assert "unknown format 'savedmodel': expected one of onnx" in result.output
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_config_exports_and_matches_predict(tmp_path, path):
+    """Trained for two steps (the downloaded sets replaced by small files in their formats)."""
+    from data_files import write_cifar, write_mnist
+
+    overrides = ["train.max_steps=2", "data.batch_size=4"]
+    if "mnist" in path.stem:
+        write_mnist(tmp_path / "data", sizes=(40, 10))
+        overrides.append(f"data.path={tmp_path / 'data'}")
+    if "cifar" in path.stem:
+        write_cifar(tmp_path / "data", per_batch=8, test_size=6)
+        overrides.append(f"data.path={tmp_path / 'data'}")
+    args = [x for o in overrides for x in ("--set", o)]
+    result = CliRunner().invoke(app, ["train", str(path), "--runs-root", str(tmp_path / "runs"),
+                                      "-q", *args])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs").iterdir()
+    shape = trainctl.load(run).input.shape
+    model = check_against_predict(run, random_inputs(shape))
+    metadata = {p.key: p.value for p in model.metadata_props}
+    if (run / "preprocessing.json").exists():  # a table: the encoder travels as metadata
+        stored = json.loads((run / "preprocessing.json").read_text())
+        assert json.loads(metadata["preprocessing"]) == stored

@@ -1,0 +1,1 @@
+"""Models leaving trainctl: `trainctl export RUN --format onnx`."""
