@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainctl import nn, optim
-from trainctl.autograd import ops
+from trainctl.autograd import ops, tensor
 from trainctl.autograd.compile import compile_graph
 from trainctl.autograd.graph import Graph
 from trainctl.autograd.ops import Spec
@@ -219,3 +219,32 @@ def test_planned_programs_compute_what_unplanned_ones_do(steps, fuse, outputs):
     for a, b in zip(naive, planned, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(w_naive, w_planned)
+
+
+@pytest.mark.parametrize(
+    ("activation", "call", "overwrites", "scratch"),
+    [
+        (ops.softplus, "Softplus.forward", True, 1),
+        (ops.sigmoid, "Sigmoid.forward", False, 3),
+        (ops.tanh, "xp.tanh", True, 0),
+    ],
+    ids=["softplus", "sigmoid", "tanh"],
+)
+def test_the_plan_follows_what_each_op_declares(activation, call, overwrites, scratch):
+    """The planner knows an op only by its attributes: its output takes over a dying input
+    only where `overwrites` allows, and it gets exactly the scratch `scratch` asks for."""
+    graph = Graph(CPU)
+    x = graph.add_input("x", Spec((8, 8), F32))
+    graph.outputs["out"] = activation(x @ x)
+    program = _program(graph, {})
+    lines = [line.strip() for line in program.source.split("def step")[1].splitlines()]
+    (product,) = [line.rsplit("out=", 1)[1] for line in lines if line.startswith("xp.matmul")]
+    (line,) = [line for line in lines if line.startswith(call)]
+    assert line.endswith(f"out={product}") == overwrites, program.source
+    given = re.findall(r"scratch=\(([^)]*)\)", line)
+    assert len([s for s in given[0].split(",") if s.strip()] if given else []) == scratch
+    data = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    program.inputs[0][...] = data
+    (out,) = program.function()
+    eager = activation(tensor(data) @ tensor(data)).numpy()
+    np.testing.assert_array_equal(out, eager)

@@ -57,8 +57,8 @@ class Op:
     - `exact_loop`: None, or the dtypes ("float" or ANY) in which the rendered Numba loop
       rounds exactly as `forward` (IEEE arithmetic only: no transcendentals).
     - `ufunc`: the `xp` ufunc `forward(*inputs, out=out)` is, which generated code calls
-      directly; `reduces`:
-      the ufunc whose `.reduce` a reduction is (NumPy calls it directly, at half the cost).
+      directly; `reduces`: the ufunc whose `.reduce` a reduction is (NumPy calls it directly,
+      at half the cost).
     - `prepare(xp, *inputs, **attrs)`: constant arrays computed once per compile and passed
       to `forward` by keyword (an arange), instead of at every call.
     - `storage(*inputs, **attrs)`: the Spec of the array forward writes when it is not the
@@ -90,8 +90,10 @@ class Op:
 
     def __init_subclass__(cls, register: bool = True) -> None:
         cls.name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
-        forward = cls.__dict__.get("forward")
-        cls.ufunc = getattr(getattr(forward, "__func__", forward), "ufunc", cls.ufunc)
+        if "forward" in cls.__dict__:  # a forward made by `ufunc_forward` says which ufunc
+            forward = cls.__dict__["forward"]
+            forward = getattr(forward, "__func__", forward)
+            cls.ufunc = cls.__dict__.get("ufunc", getattr(forward, "ufunc", None))
         if register:
             REGISTRY[cls.name] = cls
 

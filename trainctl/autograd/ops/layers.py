@@ -203,7 +203,8 @@ class Col2im(Op):
         elif col2im_transposes(cols.shape[5]):
             pieces = xp.ascontiguousarray(pieces)
         for (i, j), window in _shifted_windows(kh, kw, stride, oh, ow):
-            out[window] += pieces[i, j]
+            target = out[window]  # added in place: `out[window] +=` would copy it back too
+            xp.add(target, pieces[i, j], out=target)
         return _interior(out, padding)
 
     infer = staticmethod(lambda cols, x_shape, kh, kw, stride, padding: Spec(x_shape, cols.dtype))
