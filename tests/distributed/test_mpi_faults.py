@@ -6,6 +6,7 @@ single-process kill harness (tests/faults/killpoint_site) holds rank 0 in the mi
 checkpoint write and creates a marker file, and the test kills rank 1 once the marker exists.
 """
 
+import contextlib
 import os
 import signal
 import time
@@ -76,6 +77,20 @@ def _resume(tmp_path, run, steps, *arguments):
     )  # fmt: skip
     code, out, err = finished(resumed, timeout=JOB_END_S)
     assert code == 0, out + err
+
+
+def _held(tmp_path, point, rank=None):
+    """The environment that stops the job's processes (or only `rank`) at `point` of the
+    kill-point site hook, and the marker file that appears when one got there."""
+    marker = tmp_path / "held"
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(KILLPOINT_SITE), environment()["PYTHONPATH"]]),
+        "TRAINCTL_KILLPOINT": point,
+        "TRAINCTL_KILLPOINT_MARKER": str(marker),
+    }
+    if rank is not None:
+        env["TRAINCTL_KILLPOINT_RANK"] = str(rank)
+    return env, marker
 
 
 def _rank_pid(marker: str, rank: int) -> int:
@@ -152,12 +167,7 @@ def test_sigkill_of_rank_1_while_rank_0_writes_a_checkpoint_keeps_the_last_one_a
     rank 0 stops halfway through the bytes of the third, rank 1 is killed then. The job ends,
     checkpoints/last still holds step 4, and the resumed job logs bit for bit what an
     uninterrupted job on the same 2 ranks logs."""
-    marker = tmp_path / "in-checkpoint"
-    hold = {
-        "PYTHONPATH": os.pathsep.join([str(KILLPOINT_SITE), environment()["PYTHONPATH"]]),
-        "TRAINCTL_KILLPOINT": "checkpoint-data:3",
-        "TRAINCTL_KILLPOINT_MARKER": str(marker),
-    }
+    hold, marker = _held(tmp_path, "checkpoint-data:3")
     process, config, runs = _long_job(tmp_path, 4, env=hold)
     _wait_for(marker.exists, process, "rank 0 writing its third checkpoint")
     run = _kill_rank_1(process, config, runs)
@@ -191,3 +201,33 @@ def test_a_job_stopped_on_2_ranks_resumes_on_4_and_then_on_1_as_if_never_stopped
     )
     assert_same_training(straight, run)
     assert weights(run).keys() == weights(straight).keys()
+
+
+def test_a_rank_stopped_outside_mpi_aborts_the_job_after_the_timeout_naming_it(tmp_path):
+    """Rank 1 stops before its 10th step (held by the site hook, then SIGSTOP: alive, never
+    in MPI). Rank 0 waits in the step's first collective (the synchronised BatchNorm of the test
+    model's forward pass) for distributed.timeout_s, then
+    the job ends with a message naming rank 1, and checkpoints/last (step 8) stays intact."""
+    hold, marker = _held(tmp_path, "train-step:10", rank=1)
+    timeout = ("--set", "distributed.timeout_s=5")
+    process, config, runs = _long_job(tmp_path, 4, *timeout, env=hold)
+    _wait_for(marker.exists, process, "rank 1 before its 10th step")
+    stuck = _rank_pid(str(config), 1)
+    os.kill(stuck, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        code, out, err = finished(process, timeout=JOB_END_S)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGKILL)
+    assert 5 <= time.monotonic() - stopped < 5 + 15, out + err
+    assert code != 0
+    message = (
+        "step 10: rank 0 waited 5 s (distributed.timeout_s) in the synchronised BatchNorm "
+        "statistics for rank 1, which never reached it: stopped (SIGSTOP) or stuck outside "
+        "MPI; the run stops here and checkpoints/last (step 8) is kept"
+    )
+    assert f"rank 0: {message}; aborting the job" in err, err
+    run = only_run(runs)
+    assert summary(run)["status"] == "failed" and summary(run)["error"] == message
+    assert _checkpoint_step(run) == 8

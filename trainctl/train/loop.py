@@ -23,6 +23,7 @@ from trainctl import backend
 from trainctl.autograd.graph import TracingError
 from trainctl.autograd.numerics import NonFiniteError
 from trainctl.config import Config
+from trainctl.distributed.collectives import CollectiveTimeoutError
 from trainctl.errors import CheckpointError, RunFolderError, TrainctlError
 from trainctl.metrics import higher_is_better
 from trainctl.train.checkpoint import check_compatible, load_checkpoint, save_checkpoint
@@ -329,7 +330,7 @@ class Trainer:
                     started = time.perf_counter()
                     try:
                         loss = self.step_fn.train(inputs, prepared)
-                    except NonFiniteError as exc:
+                    except (NonFiniteError, CollectiveTimeoutError) as exc:
                         raise self.failure(str(exc), state.step + 1) from exc
                     elapsed = time.perf_counter() - started
                     state.train_seconds += elapsed

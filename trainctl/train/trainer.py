@@ -28,6 +28,7 @@ import numpy as np
 
 from trainctl.config import Config, dump_config
 from trainctl.distributed import World, current_world
+from trainctl.distributed.collectives import CollectiveTimeoutError
 from trainctl.distributed.parallel import AgreedStop
 from trainctl.errors import RunFolderError
 from trainctl.train.atomic import atomic_write_text
@@ -190,9 +191,9 @@ def _run(
 
 
 def _run_failure(trainer: Trainer, exc: BaseException) -> BaseException:
-    """The error a failed run reports: writes to the run folder and memory that ran out are
-    the run's failure (exit code 1) at its step, not bad input."""
-    if isinstance(exc, RunFolderError):
+    """The error a failed run reports: writes to the run folder, a collective that timed out
+    and memory that ran out are the run's failure (exit code 1) at its step, not bad input."""
+    if isinstance(exc, (RunFolderError, CollectiveTimeoutError)):
         return trainer.failure(str(exc))
     if isinstance(exc, MemoryError):
         return trainer.failure(f"out of memory: {exc}", trainer.state.step + 1)
