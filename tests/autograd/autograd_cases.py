@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from echo_comm import EchoComm
+from echo_comm import echo_collectives
 
 from trainctl.autograd import Tensor, ops, tensor
 from trainctl.distributed.reduce import GradientReducer, allreduce_mean, allreduce_sum
@@ -572,13 +572,13 @@ forward_case(
     "allreduce_mean",
     "three_ranks_in_buckets",
     (rounded(5, 3),),
-    lambda x: allreduce_mean(x.reshape(15), GradientReducer(EchoComm(3), bucket_bytes=16)),
+    lambda x: allreduce_mean(x.reshape(15), GradientReducer(echo_collectives(3), bucket_bytes=16)),
     lambda x: x.reshape(15),
 )
 grad_case(
     "allreduce_sum",
     "three_ranks",
     (normal(2, 3),),
-    lambda x: allreduce_sum(x, EchoComm(3)),
+    lambda x: allreduce_sum(x, echo_collectives(3)),
     lambda x: 3 * x,
 )

@@ -61,20 +61,51 @@ def write_config(folder: Path, text: str = CONFIG) -> Path:
     return path
 
 
-def trainctl(*arguments: str, cwd: Path, under_mpiexec: int = 0, **popen: Any):
-    """`trainctl <arguments>` in `cwd`, started by `mpiexec -n under_mpiexec` when given."""
+def trainctl(
+    *arguments: str, cwd: Path, under_mpiexec: int = 0, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """`trainctl <arguments>` in `cwd`, started by `mpiexec -n under_mpiexec` when given;
+    `env` adds to the environment."""
     command = [sys.executable, "-m", "trainctl", *arguments]
     if under_mpiexec:
         command = [mpiexec(), "-n", str(under_mpiexec), *command]
     return subprocess.Popen(
-        command, cwd=cwd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, **popen,
+        command, cwd=cwd, env={**environment(), **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
 
 def finished(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out, err
+
+
+def train_job(tmp_path: Path, name: str, *arguments: str, under_mpiexec: int = 0):
+    """Train the test config into `tmp_path/name` to its end; the run, stdout and stderr."""
+    config = write_config(tmp_path)
+    runs = tmp_path / name
+    process = trainctl(
+        "train", str(config), "--runs-root", str(runs), *arguments,
+        cwd=tmp_path, under_mpiexec=under_mpiexec,
+    )  # fmt: skip
+    code, out, err = finished(process)
+    assert code == 0, out + err
+    return only_run(runs), out, err
+
+
+def assert_same_training(one: Path, two: Path, rtol: float = 1e-12) -> None:
+    """Two runs logged the same steps with losses, evaluations and final weights equal within
+    `rtol` (0: bit for bit); `two` may have been resumed, which evaluates at each end."""
+    logged_one, logged_two = np.array(losses(one)), np.array(losses(two))
+    np.testing.assert_array_equal(logged_two[:, 0], logged_one[:, 0])  # the steps
+    np.testing.assert_allclose(logged_two[:, 1], logged_one[:, 1], rtol=rtol, atol=0)
+    for name, array in weights(one).items():
+        np.testing.assert_allclose(weights(two)[name], array, rtol=rtol, atol=rtol * 1e-2)
+    evaluated = {record["step"]: record for record in evaluations(two)}
+    for a in evaluations(one):  # `two` may have more: a resumed run ends each part with one
+        b = evaluated[a["step"]]
+        assert b["accuracy"] == a["accuracy"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=rtol, abs=0)
 
 
 def only_run(runs_root: Path) -> Path:

@@ -7,60 +7,30 @@ The replicas themselves must be exactly equal: `distributed.check_every: 1` make
 compare their checksums after every step and fail if they differ.
 """
 
-import os
-import signal
-import time
-from pathlib import Path
-
-import numpy as np
 import pytest
 from mpi_jobs import (
-    evaluations,
+    assert_same_training,
     finished,
     losses,
     mpiexec,
     only_run,
     summary,
+    train_job,
     trainctl,
-    weights,
     write_config,
 )
-
-
-def _train(tmp_path, name, *arguments, under_mpiexec=0):
-    config = write_config(tmp_path)
-    runs = tmp_path / name
-    process = trainctl(
-        "train", str(config), "--runs-root", str(runs), *arguments,
-        cwd=tmp_path, under_mpiexec=under_mpiexec,
-    )  # fmt: skip
-    code, out, err = finished(process)
-    assert code == 0, out + err
-    return only_run(runs), out, err
-
-
-def _assert_same_training(one, two):
-    logged_one, logged_two = np.array(losses(one)), np.array(losses(two))
-    np.testing.assert_array_equal(logged_two[:, 0], logged_one[:, 0])  # the steps
-    np.testing.assert_allclose(logged_two[:, 1], logged_one[:, 1], rtol=1e-12)
-    for name, array in weights(one).items():
-        np.testing.assert_allclose(weights(two)[name], array, rtol=1e-12, atol=1e-14)
-    for a, b in zip(evaluations(one), evaluations(two), strict=True):
-        assert a["step"] == b["step"]
-        assert b["accuracy"] == a["accuracy"]
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph"])
 def test_two_ranks_train_as_one_process_with_the_same_global_batch(tmp_path, mode):
     mpiexec()
-    one, _, _ = _train(tmp_path, "one", "--set", f"mode={mode}")
+    one, _, _ = train_job(tmp_path, "one", "--set", f"mode={mode}")
     # eager through the launcher, graph under a user's own mpiexec: the same command line
     if mode == "eager":
-        two, out, err = _train(tmp_path, "two", "--set", f"mode={mode}", "--nproc", "2")
+        two, out, err = train_job(tmp_path, "two", "--set", f"mode={mode}", "--nproc", "2")
     else:
-        two, out, err = _train(tmp_path, "two", "--set", f"mode={mode}", under_mpiexec=2)
-    _assert_same_training(one, two)
+        two, out, err = train_job(tmp_path, "two", "--set", f"mode={mode}", under_mpiexec=2)
+    assert_same_training(one, two)
     assert out.count("completed: 12 steps") == 1, out  # rank 0 alone reports
     assert summary(two)["world_size"] == 2
     assert summary(two)["distributed"]["allreduce_calls"] == 12
@@ -119,7 +89,7 @@ def test_four_ranks_train_a_cnn_with_adam_and_weight_decay_as_one_process(tmp_pa
         code, out, err = finished(process, timeout=120)
         assert code == 0, out + err
         runs[name] = only_run(tmp_path / name)
-    _assert_same_training(runs["one"], runs["four"])
+    assert_same_training(runs["one"], runs["four"])
 
 
 def test_only_rank_0_writes(tmp_path):
@@ -130,12 +100,12 @@ def test_only_rank_0_writes(tmp_path):
     mpiexec()
     write_config(tmp_path)
     before = set(tmp_path.rglob("*"))
-    two, _, _ = _train(tmp_path, "two", "--nproc", "2", *BATCH_NORM_DROPOUT)
+    two, _, _ = train_job(tmp_path, "two", "--nproc", "2", *BATCH_NORM_DROPOUT)
     assert {p for p in set(tmp_path.rglob("*")) - before if two not in p.parents} == {
         tmp_path / "two",
         two,
     }
-    one, _, _ = _train(tmp_path, "one", *BATCH_NORM_DROPOUT)
+    one, _, _ = train_job(tmp_path, "one", *BATCH_NORM_DROPOUT)
     assert losses(one) != losses(two)
     files_one, files_two = _files(one), _files(two)
     assert files_two.keys() == files_one.keys()
@@ -163,89 +133,3 @@ def test_a_global_batch_that_does_not_split_is_one_message_and_exit_2(tmp_path, 
         "among the 2 processes (--nproc 2): use a multiple of 2"
     ]
     assert not (tmp_path / "runs").exists()
-
-
-def _long_job(tmp_path, checkpoint_every):
-    """A 2-rank job that would train for long, started once it has logged 12 steps; the
-    process, the config file and the runs folder."""
-    mpiexec()
-    config = write_config(tmp_path)
-    runs = tmp_path / "runs"
-    long_run = (
-        "--set",
-        "train.max_steps=100000",
-        "--set",
-        f"train.checkpoint_every={checkpoint_every}",
-    )
-    process = trainctl(
-        "train", str(config), "--runs-root", str(runs), "--nproc", "2", *long_run, cwd=tmp_path
-    )
-    _wait_for_steps(runs, 12)
-    return process, config, runs
-
-
-def _resumed_goes_on_as_uninterrupted(tmp_path, run, steps):
-    """Resume `run` on one process to `steps`: the same as a run that was never stopped."""
-    resumed = trainctl(
-        "train", "--resume", str(run), "--set", f"train.max_steps={steps}", cwd=tmp_path
-    )
-    assert finished(resumed)[0] == 0
-    straight, _, _ = _train(tmp_path, "straight", "--set", f"train.max_steps={steps}")
-    _assert_same_training(straight, run)
-
-
-def _wait_for_steps(runs, steps):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = list(runs.glob("*/metrics.jsonl")) if runs.exists() else []
-        if found and len(losses(found[0].parent)) >= steps:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the job did not log {steps} steps in 30 s")
-
-
-@pytest.mark.parametrize(
-    "signum",
-    [
-        pytest.param(signal.SIGTERM, id="SIGTERM"),
-        pytest.param(signal.SIGINT, id="SIGINT", marks=pytest.mark.slow),
-    ],
-)
-def test_a_signal_to_the_launcher_stops_every_rank_after_a_checkpoint_and_a_resume_on_one_process_goes_on(  # noqa: E501
-    tmp_path, signum
-):
-    process, _, runs = _long_job(tmp_path, checkpoint_every=1000)
-    process.send_signal(signum)
-    code, out, err = finished(process, timeout=30)
-    run = only_run(runs)
-    stopped = summary(run)
-    assert code == 128 + signum, out + err
-    assert stopped["status"] == "interrupted" and stopped["signal"] == signum.name
-    assert stopped["resume_command"].endswith("--nproc 2")
-    assert losses(run)[-1][0] == stopped["steps"]  # the stop's checkpoint and its last log line
-    _resumed_goes_on_as_uninterrupted(tmp_path, run, stopped["steps"] + 5)
-
-
-def _rank_pid(marker: str, rank: int) -> int:
-    """The pid of `rank` of the job whose command line holds `marker`."""
-    for entry in Path("/proc").iterdir():
-        try:
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if marker.encode() in command and f"PMI_RANK={rank}".encode() in environ:
-            return int(entry.name)
-    raise AssertionError(f"no rank {rank} running with {marker}")
-
-
-def test_sigkill_of_one_rank_ends_the_job_within_seconds_and_keeps_the_checkpoint(tmp_path):
-    process, config, runs = _long_job(tmp_path, checkpoint_every=5)
-    os.kill(_rank_pid(str(config), 1), signal.SIGKILL)
-    killed = time.monotonic()
-    code, out, err = finished(process, timeout=30)
-    assert time.monotonic() - killed < 5
-    assert code != 0
-    run = only_run(runs)
-    assert weights(run)  # checkpoints/last reads back whole
-    _resumed_goes_on_as_uninterrupted(tmp_path, run, 30)

@@ -136,4 +136,12 @@ DISTRIBUTED_ARGS = {
         "steps between checksums that the replicas still hold the same weights",
         low=1,
     ),
+    "timeout_s": Arg(
+        "float",
+        DistributedConfig.timeout_s,
+        "seconds a rank waits in a collective for the others before the job is aborted, naming "
+        "the ranks that never came (a stopped or stuck rank); longer than any checkpoint write",
+        low=0,
+        low_open=True,
+    ),
 }

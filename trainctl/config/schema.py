@@ -168,6 +168,7 @@ class DistributedConfig:
 
     bucket_mb: float = 25.0
     check_every: int = 100
+    timeout_s: float = 300.0
 
 
 def default_loss() -> NamedConfig:

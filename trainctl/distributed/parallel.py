@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from trainctl.backend import to_host
+from trainctl.distributed.collectives import Collectives
 from trainctl.distributed.reduce import GradientReducer, RankMean
 from trainctl.distributed.world import World
 from trainctl.errors import TrainctlError
@@ -54,9 +55,10 @@ class AgreedStop:
 class DataParallel:
     """One rank's share of a data-parallel run."""
 
-    def __init__(self, world: World, bucket_mb: float, check_every: int) -> None:
+    def __init__(self, world: World, bucket_mb: float, check_every: int, timeout_s: float) -> None:
         self.world = world
-        self.reducer = GradientReducer(world.comm, int(bucket_mb * 2**20))
+        self.collectives = Collectives(world.comm, timeout_s)
+        self.reducer = GradientReducer(self.collectives, int(bucket_mb * 2**20))
         self.check_every = check_every
         self.place = (world.rank, world.size)
 
@@ -77,7 +79,7 @@ class DataParallel:
         """Give every `batch_norm` with `sync: true` the mean over the ranks; whether any."""
         synced = [m for m in model.modules() if getattr(m, "sync", False)]
         for module in synced:
-            module.across = RankMean(self.world.comm)
+            module.across = RankMean(self.collectives)
         return bool(synced)
 
     def average_buffers(self, model: Any) -> None:
@@ -91,7 +93,7 @@ class DataParallel:
         arrays = [np.asarray(to_host(tensor.data)) for _, tensor in buffers]
         flat = np.concatenate([array.ravel() for array in arrays]).astype(np.float64)
         total = np.empty_like(flat)
-        self.world.comm.Allreduce(flat, total)
+        self.collectives.allreduce_sum(flat, total, "the averaging of BatchNorm's statistics")
         total /= self.world.size
         averaged, offset = {}, 0
         for (name, _), array in zip(buffers, arrays, strict=True):
@@ -108,7 +110,7 @@ class DataParallel:
         for name, array in arrays:
             digest.update(name.encode())
             digest.update(np.ascontiguousarray(to_host(array)).tobytes())
-        digests = self.world.comm.allgather(digest.hexdigest())
+        digests = self.collectives.allgather(digest.hexdigest(), "the replica checksum")
         differing = [rank for rank, d in enumerate(digests) if d != digests[0]]
         if differing:
             raise ReplicaDivergenceError(
@@ -120,11 +122,12 @@ class DataParallel:
 
     def gather(self, part: list[Any]) -> list[Any]:
         """Every rank's list, concatenated in rank order, on every rank."""
-        return [item for ranks_part in self.world.comm.allgather(part) for item in ranks_part]
+        gathered = self.collectives.allgather(part, "the gathering of evaluation outputs")
+        return [item for ranks_part in gathered for item in ranks_part]
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's `value` on every rank (the others pass None)."""
-        return self.world.comm.bcast(value, root=0)
+        return self.collectives.bcast(value, "the start from rank 0's state")
 
     def report(self) -> dict[str, Any]:
         """What summary.json records of the job."""

@@ -8,8 +8,9 @@ are the gradients the update (and clipping) sees.
 
 The buffer also carries, in two trailing slots, whether a rank was sent SIGINT or SIGTERM, so
 every rank learns of a stop after the same step (see `parallel.AgreedStop`). It is sent in
-buckets of at most `bucket_bytes` (large models: no single huge message); there is no overlap
-of communication with the backward pass, the buffer goes out once all gradients exist.
+buckets of at most `bucket_bytes` (large models: no single huge message), all in flight at
+once and watched by a deadline (`collectives`); there is no overlap of communication with the
+backward pass, the buffer goes out once all gradients exist.
 
 A rank's shard may be smaller than the others' (a last partial batch): its gradient, a mean
 over its own samples, is weighted by shard / (batch / N) before the sum, so the result is the
@@ -26,6 +27,7 @@ import numpy as np
 
 from trainctl.autograd import ops
 from trainctl.backend import to_host
+from trainctl.distributed.collectives import Collectives
 
 SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -57,45 +59,47 @@ def allreduce_mean(flat: ops.Operand, reducer: GradientReducer) -> ops.Operand:
 
 
 class AllreduceSum(ops.Op):
-    """The sum over the ranks of `comm` of an array (synchronised BatchNorm's statistics).
+    """The sum over the ranks of an array (synchronised BatchNorm's statistics).
 
     Differentiable: every rank's loss depends on the sum, so the gradient reaching each rank's
     input is the sum of the ranks' gradients of it, the same Allreduce on the way back."""
 
     @staticmethod
-    def forward(xp, x, comm, out=None):
+    def forward(xp, x, collectives, out=None):
         host = np.ascontiguousarray(to_host(x))
         total = np.empty_like(host)
-        comm.Allreduce(host, total)
+        collectives.allreduce_sum(
+            host.ravel(), total.ravel(), "the synchronised BatchNorm statistics"
+        )
         return _into(xp, total if xp is np else xp.asarray(total), out)
 
-    infer = staticmethod(lambda x, comm: ops.Spec(tuple(x.shape), x.dtype))
-    vjp = staticmethod(lambda g, out, x, comm: (lambda: allreduce_sum(g, comm),))
+    infer = staticmethod(lambda x, collectives: ops.Spec(tuple(x.shape), x.dtype))
+    vjp = staticmethod(lambda g, out, x, collectives: (lambda: allreduce_sum(g, collectives),))
 
 
-def allreduce_sum(x: ops.Operand, comm: Any) -> ops.Operand:
-    return ops.apply(AllreduceSum, x, comm=comm)
+def allreduce_sum(x: ops.Operand, collectives: Collectives) -> ops.Operand:
+    return ops.apply(AllreduceSum, x, collectives=collectives)
 
 
 class RankMean:
     """What a synchronised BatchNorm averages its batch statistics with: the mean over the
     ranks (every rank holds an equal shard, so it is the whole batch's)."""
 
-    def __init__(self, comm: Any) -> None:
-        self.comm, self.size = comm, comm.Get_size()
+    def __init__(self, collectives: Collectives) -> None:
+        self.collectives, self.size = collectives, collectives.size
 
     def __repr__(self) -> str:
         return f"RankMean(ranks={self.size})"
 
     def mean(self, x: ops.Operand) -> ops.Operand:
-        return allreduce_sum(x, self.comm) * (1.0 / self.size)
+        return allreduce_sum(x, self.collectives) * (1.0 / self.size)
 
 
 class GradientReducer:
-    """Averages the loss and gradients of a step over the ranks of `comm`."""
+    """Averages the loss and gradients of a step over the ranks."""
 
-    def __init__(self, comm: Any, bucket_bytes: int = 25 * 2**20) -> None:
-        self.comm, self.size = comm, comm.Get_size()
+    def __init__(self, collectives: Collectives, bucket_bytes: int = 25 * 2**20) -> None:
+        self.collectives, self.size = collectives, collectives.size
         self.bucket_bytes = max(int(bucket_bytes), 1)
         self.weight = 1.0  # this rank's shard / (batch / N): 1 unless the shards differ
         self.local_stop: Any = None  # this rank's stop flag (its `signal_name`), once watched
@@ -130,10 +134,9 @@ class GradientReducer:
         local = None if self.local_stop is None else self.local_stop.signal_name
         send[size:] = [float(local == name) for name in SIGNALS]
         received = np.empty_like(send)
-        step = max(self.bucket_bytes // send.itemsize, 1)
+        bucket = max(self.bucket_bytes // send.itemsize, 1)
         started = time.perf_counter()
-        for start in range(0, send.size, step):
-            self.comm.Allreduce(send[start : start + step], received[start : start + step])
+        self.collectives.allreduce_sum(send, received, "the gradient Allreduce", bucket)
         self.seconds.append(time.perf_counter() - started)
         signals = [name for name, count in zip(SIGNALS, received[size:], strict=True) if count]
         if signals:

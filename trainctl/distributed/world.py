@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from trainctl.distributed.collectives import CollectiveTimeoutError
 from trainctl.errors import TrainctlError
 
 # The job size each launcher puts in the environment of its processes.
@@ -64,38 +66,47 @@ class World:
         first = MPI.Get_library_version().strip().splitlines()[0]
         return " ".join(first.replace("Version:", "").split())
 
-    def fail(self, message: str, exit_code: int) -> None:
+    def fail(self, message: str, exit_code: int, meet: bool = True) -> None:
         """Called by a rank that stops with an error. When every rank fails alike (a NaN loss
         reduced across ranks, a bad config) they all meet here and exit on their own; a rank
         that fails alone aborts the job after FAILURE_WAIT_S, since its peers would wait in the
         next collective forever. The meeting runs on a communicator of its own, so it never
-        mixes with a collective that a peer is blocked in."""
+        mixes with a collective that a peer is blocked in. `meet` False: a peer is known to be
+        lost (a collective timed out), abort at once."""
         if self.errors is None:
             return
         request = self.errors.Ibarrier()
-        deadline = time.monotonic() + FAILURE_WAIT_S
+        deadline = time.monotonic() + (FAILURE_WAIT_S if meet else 0.0)
         while time.monotonic() < deadline:
             if request.Test():
                 return
             time.sleep(0.01)
-        print(f"rank {self.rank}: {message}; aborting the job", flush=True)
+        print(f"rank {self.rank}: {message}; aborting the job", file=sys.stderr, flush=True)
         self.comm.Abort(exit_code)
 
 
 @contextlib.contextmanager
 def failing_together(world: World) -> Iterator[None]:
     """Around a rank's work: an error meets the other ranks' (`World.fail`). Rank 0 reports an
-    error that every rank had; the others leave with its exit code and say nothing."""
+    error that every rank had; the others leave with its exit code and say nothing. After a
+    collective timed out there is no meeting: the job is aborted at once."""
     try:
         yield
     except BaseException as exc:
         if world.size == 1 or isinstance(exc, SystemExit):
             raise
         code = getattr(exc, "exit_code", 2) if isinstance(exc, TrainctlError) else 1
-        world.fail(str(exc) or type(exc).__name__, code)
+        world.fail(str(exc) or type(exc).__name__, code, meet=not _lost_a_peer(exc))
         if world.is_root:
             raise
         raise SystemExit(code) from None
+
+
+def _lost_a_peer(exc: BaseException) -> bool:
+    """Whether `exc` is (or was raised for) a collective that timed out."""
+    return isinstance(exc, CollectiveTimeoutError) or isinstance(
+        exc.__cause__, CollectiveTimeoutError
+    )
 
 
 @functools.cache

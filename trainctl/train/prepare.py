@@ -60,7 +60,9 @@ def prepare_training(
     if world.size == 1:
         return PreparedTraining(components, step, loader, notices)
     distributed = config.distributed
-    parallel = DataParallel(world, distributed.bucket_mb, distributed.check_every)
+    parallel = DataParallel(
+        world, distributed.bucket_mb, distributed.check_every, distributed.timeout_s
+    )
     synced = parallel.synchronise_batch_norm(components.model)
     check_data_parallel(config, world.size, len(data.train), synced)
     step.gradient_reducer = parallel.reducer

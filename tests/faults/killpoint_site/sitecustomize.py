@@ -8,9 +8,11 @@ nothing unless TRAINCTL_KILLPOINT is set to KIND:N, one of:
     checkpoint-renamed:N  right after the Nth checkpoint's rename, before the folder's fsync
     metrics-line:N        the Nth line of metrics.jsonl half written (a torn line)
     eval-batch:N          before the Nth evaluation batch
+    train-step:N          before the Nth training step (outside any MPI call in a job)
 
 There it creates the file TRAINCTL_KILLPOINT_MARKER and waits: until killed, or until the file
 TRAINCTL_KILLPOINT_RELEASE exists when that is set (a test that sends a signal there first).
+In an MPI job, TRAINCTL_KILLPOINT_RANK picks the one rank (by PMI_RANK) that stops there.
 """
 
 import os
@@ -79,22 +81,24 @@ def _install(kind: str, target: int) -> None:
             return result
 
         os.replace = replace
-    elif kind == "eval-batch":
+    elif kind in ("eval-batch", "train-step"):
         from trainctl.train import step
 
+        name = "evaluate" if kind == "eval-batch" else "train"
         for cls in (step.EagerStep, step.GraphStep):
-            real_evaluate = cls.evaluate
+            real = getattr(cls, name)
 
-            def evaluate(self, inputs, _real=real_evaluate):
+            def held(self, *arguments, _real=real):
                 if reached():
                     _hold()
-                return _real(self, inputs)
+                return _real(self, *arguments)
 
-            cls.evaluate = evaluate
+            setattr(cls, name, held)
     else:
         raise SystemExit(f"sitecustomize: unknown TRAINCTL_KILLPOINT kind {kind!r}")
 
 
-if _SPEC:
+_RANK = os.environ.get("TRAINCTL_KILLPOINT_RANK")
+if _SPEC and _RANK in (None, os.environ.get("PMI_RANK")):
     _kind, _, _n = _SPEC.partition(":")
     _install(_kind, int(_n))
