@@ -180,8 +180,16 @@ class Value(Operand):
     def data(self) -> Any:
         return self._refuse(".data")
 
+    # A Python number read out of a value is a guard when the trace has the real batch
+    # (`guards.py`): the graph is specialised on the number read, and checked before replays.
+    def _read(self, what: str, how: str) -> Any:
+        recorder = self.graph.recorder
+        if recorder is None:
+            return self._refuse(what)
+        return recorder.read(self, how)
+
     def item(self) -> Any:
-        return self._refuse(".item()")
+        return self._read(".item()", "item")
 
     def numpy(self) -> Any:
         return self._refuse(".numpy()")
@@ -190,13 +198,13 @@ class Value(Operand):
         return self._refuse(".tolist()")
 
     def __bool__(self) -> bool:
-        return self._refuse("a Python `if`/`while`/bool() (data-dependent control flow)")
+        return self._read("a Python `if`/`while`/bool() (data-dependent control flow)", "bool")
 
     def __float__(self) -> float:
-        return self._refuse("float()")
+        return self._read("float()", "float")
 
     def __int__(self) -> int:
-        return self._refuse("int()")
+        return self._read("int()", "int")
 
     def __index__(self) -> int:
         return self._refuse("use as an index")
@@ -255,6 +263,10 @@ class Graph:
     ids: Iterator[int] = field(default_factory=itertools.count, repr=False)
     origins: dict[Any, str] | None = field(default=None, repr=False)
     origin: str = ""
+    # Values read as Python numbers while tracing with data (`guards.py`): the graph holds
+    # for a batch only when each read gives the outcome recorded; `recorder` reads them.
+    guards: list[Any] = field(default_factory=list)
+    recorder: Any = field(default=None, repr=False)
 
     def with_nodes(self, nodes: list[Node], outputs: dict[str, Any] | None = None) -> Graph:
         """A copy of this graph with other nodes (what every pass returns)."""
@@ -349,6 +361,7 @@ class Tracer:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.values: dict[int, Value] = {}  # id(tensor) -> its state input or constant
+        self.originals: dict[Value, Tensor] = {}  # state input -> the tensor it stands for
         self._buffers: list[tuple[str, list[tuple[Any, str]], Value]] = []
         self._swapped: list[tuple[Any, str, Any]] = []
         self._generators: dict[int, tuple[backend.Generator, int]] = {}
@@ -364,6 +377,7 @@ class Tracer:
         if id(tensor) not in self.values:
             spec = Spec(tensor.shape, tensor.dtype)
             self.values[id(tensor)] = self.graph.add_state(f"param:{name}", spec, tensor, True)
+            self.originals[self.values[id(tensor)]] = tensor
         return self.values[id(tensor)]
 
     def _swap_model(self, model: Any) -> None:
@@ -382,7 +396,7 @@ class Tracer:
             else:
                 spec = Spec(t.shape, t.dtype)
                 value = self.graph.add_state(f"buffer:{name}", spec, places[tid])
-                self.values[tid] = value
+                self.values[tid], self.originals[value] = value, t
                 self._buffers.append((f"buffer:{name}", places[tid], value))
             for module, key in places[tid]:
                 self._swapped.append((module, key, t))

@@ -156,6 +156,7 @@ class DebugConfig:
 @dataclass(frozen=True)
 class GraphConfig:
     cuda_graphs: bool = True
+    max_traces: int = 8
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,45 @@
+"""The CLI on a model that branches on a tensor value (configs/digits_branching.yaml):
+`graph` shows the guard, `compare` reports traces, guard checks and eager fallbacks beside
+the speedup, and both modes agree."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from trainctl.cli import app
+
+CONFIG = str(Path(__file__).parents[2] / "configs" / "digits_branching.yaml")
+runner = CliRunner()
+
+
+def test_graph_shows_the_guard_and_its_expected_outcome():
+    result = runner.invoke(app, ["graph", CONFIG])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "# guards: 1, checked before each replay" in result.output
+    (guard,) = [line for line in lines if line.startswith("# guard 1: ")]
+    assert guard.startswith("# guard 1: bool(greater(0.65, mul(sum(relu(")
+    assert guard.endswith(("== True", "== False"))
+    assert not any(line.startswith("# pass flatten") for line in lines)
+
+
+def test_compare_reports_traces_guard_checks_and_fallbacks(tmp_path):
+    # a threshold at the first steps' mean activation: the branch flips from batch to batch
+    sets = ["threads=1", "graph.max_traces=1", "model.args.threshold=0.28"]
+    args = ["compare", CONFIG, "--steps", "6", "--warmup", "1", "--rounds", "2",
+            "--runs-root", str(tmp_path), *(f"--set={s}" for s in sets)]  # fmt: skip
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    (measured,) = report["results"]
+    guards = measured["modes"]["graph"]["guards"]
+    assert guards["steps"] == 8 and guards["traces"] == 1 and guards["max_traces"] == 1
+    assert guards["guard_checks"] == 7  # every step but the traced one
+    assert guards["eager_fallbacks"] == guards["guard_misses"] >= 1  # and still agree
+    assert "guards" not in measured["modes"]["eager"]
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "traces / guard checks / eager fallbacks" in table.output
+    assert "guards: 1 traces, 7 guard checks" in " ".join(table.output.split())
