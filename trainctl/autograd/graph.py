@@ -421,6 +421,11 @@ class Tracer:
         index = list(self._generators).index(id(generator))
         return RngKey(index, key[1] - self._generators[id(generator)][1])
 
+    def key_now(self, key: RngKey) -> tuple[int, int]:
+        """The concrete key that symbolic `key` stands for in the step being traced."""
+        generator, start = list(self._generators.values())[key.generator]
+        return (generator.seed, start + key.offset)
+
     def _restore_generators(self) -> None:
         for generator, start in self._generators.values():
             self.graph.generators.append((generator, generator.counter - start))

@@ -27,7 +27,16 @@ from typing import Any
 import numpy as np
 
 from trainctl.autograd.compile import compile_graph
-from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, Tracer, TracingError, Value
+from trainctl.autograd.graph import (
+    EAGER_HINT,
+    Graph,
+    HostScalar,
+    Node,
+    RngKey,
+    Tracer,
+    TracingError,
+    Value,
+)
 
 READS = {"bool": bool, "item": lambda a: a.item(), "float": float, "int": int}
 
@@ -46,11 +55,12 @@ class Guard:
         return got == self.expected or same_nan
 
 
-def _closure(graph: Graph, targets: Sequence[Value]) -> list[Node]:
-    """The nodes that `targets` depend on, in the graph's execution order."""
+def _closure(graph: Graph, targets: Sequence[Value], known: Any = ()) -> list[Node]:
+    """The nodes that `targets` depend on (short of the `known` values), in the graph's
+    execution order."""
     producers = graph.producers()
     needed: set[int] = set()
-    stack = [v for v in targets if v in producers]
+    stack = [v for v in targets if v in producers and v not in known]
     while stack:
         node = producers[stack.pop()]
         if id(node) in needed:
@@ -62,7 +72,7 @@ def _closure(graph: Graph, targets: Sequence[Value]) -> list[Node]:
                     f"a Python decision on {targets[-1].label} depends on the per-step value "
                     f"{x.label}, which has no value while tracing"
                 )
-            if isinstance(x, Value) and x in producers:
+            if isinstance(x, Value) and x in producers and x not in known:
                 stack.append(x)
     return [node for node in graph.nodes if id(node) in needed]
 
@@ -99,7 +109,7 @@ class GuardRecorder:
 
     def concrete(self, value: Value) -> Any:
         """The array eager mode would hold for `value` at this point of the step."""
-        nodes = [n for n in _closure(self.graph, [value]) if n.out not in self.known]
+        nodes = _closure(self.graph, [value], self.known)
         for leaf in _leaves(nodes, [value]):
             if leaf not in self.known:
                 self.known[leaf] = self._leaf(leaf)
@@ -119,15 +129,15 @@ class GuardRecorder:
             if x is value:
                 return _batch_array(self.graph, value, self.batch[index])
         tensor = self.tracer.originals.get(value)
-        if tensor is None:
-            raise TracingError(f"{value.label} has no value while tracing")
+        if tensor is None:  # optimizer state: its entries are made by the step itself
+            raise TracingError(
+                f"a Python decision on {value.label} cannot be guarded (only the batch, "
+                f"parameters and buffers can be read while tracing): {EAGER_HINT}"
+            )
         return tensor.data
 
     def _attr(self, value: Any) -> Any:
-        if not isinstance(value, RngKey):
-            return value
-        generator, start = list(self.tracer._generators.values())[value.generator]
-        return (generator.seed, start + value.offset)
+        return self.tracer.key_now(value) if isinstance(value, RngKey) else value
 
 
 class GuardProgram:
