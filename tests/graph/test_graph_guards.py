@@ -108,11 +108,12 @@ def test_guard_checks_and_misses_are_counted():
 
 def test_past_max_traces_the_step_runs_eagerly_once_told_and_still_bit_for_bit(caplog):
     batches = signed_batches([1, -1, 1, -1, -1])
-    eager = run(SignBranch, batches, "eager")
     with caplog.at_level(logging.WARNING, logger="trainctl.graph"):
-        graph = run(SignBranch, batches, "graph", max_traces=1)
+        graph = run(SignBranch, batches, "graph", evaluate=True, max_traces=1)
+    eager = run(SignBranch, batches, "eager", evaluate=True)
     assert_same(eager, graph)
-    assert (graph[2]["traces"], graph[2]["eager_fallbacks"]) == (1, 3)
+    # one training and one evaluation trace; 3 training and 3 evaluation steps fell back
+    assert (graph[2]["traces"], graph[2]["eager_fallbacks"]) == (2, 6)
     (message,) = [r.getMessage() for r in caplog.records]
     assert "graph.max_traces=1" in message and "--set graph.max_traces=N" in message
     assert "runs eagerly" in message
