@@ -5,8 +5,10 @@ Every op applied to a value appends a `Node` to the `Graph` instead of running. 
 buffers are swapped for named state inputs while the trace runs; buffer rebindings (BatchNorm's
 running statistics) become state outputs; dropout keys become `RngKey`s relative to the
 generator's counter, which the compiled step takes as a runtime input; per-step host numbers
-(the learning rate) are `HostScalar`s. `gradients()` derives the backward graph from the ops'
-vjp rules in exactly the order eager `backward()` sums them, so both modes agree bit for bit.
+(the learning rate) are `HostScalar`s. A value read as a Python number (`if` on it, `.item()`)
+needs data: a trace given the real batch computes it and records a guard (`guards.py`), any
+other trace refuses. `gradients()` derives the backward graph from the ops' vjp rules in
+exactly the order eager `backward()` sums them, so both modes agree bit for bit.
 """
 
 from __future__ import annotations
