@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from trainctl.cli import app
+from trainctl.train.metrics_log import read_metrics
 
 CONFIG = str(Path(__file__).parents[2] / "configs" / "digits_branching.yaml")
 runner = CliRunner()
@@ -43,3 +44,33 @@ def test_compare_reports_traces_guard_checks_and_fallbacks(tmp_path):
     assert table.exit_code == 0, table.output
     assert "traces / guard checks / eager fallbacks" in table.output
     assert "guards: 1 traces, 7 guard checks" in " ".join(table.output.split())
+
+
+def train(runs: Path, *sets: str) -> Path:
+    fixed = ["threads=1", "train.log_every=1", "model.args.threshold=0.28"]
+    args = [f"--set={s}" for s in (*fixed, *sets)]
+    result = runner.invoke(app, ["train", CONFIG, "--runs-root", str(runs), "-q", *args])
+    assert result.exit_code == 0, result.output
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run
+
+
+def losses(run: Path) -> list[float]:
+    return [r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def test_training_flips_branches_like_eager_and_resumes_with_another_bound(tmp_path):
+    """A run in graph mode trains as eager mode does while the branch flips; a resume may
+    lower graph.max_traces (the steps past it run eagerly) and still goes on exactly."""
+    eager = train(tmp_path / "eager", "train.max_steps=12")
+    graph = train(tmp_path / "graph", "train.max_steps=12", "mode=graph")
+    assert losses(graph) == losses(eager) and len(losses(eager)) == 12
+    summary = json.loads((graph / "summary.json").read_text())["graph"]
+    assert summary["guard_misses"] >= 1 and summary["eager_fallbacks"] == 0
+    short = train(tmp_path / "short", "train.max_steps=6", "mode=graph")
+    sets = ["--set=train.max_steps=12", "--set=graph.max_traces=1"]
+    result = runner.invoke(app, ["train", "--resume", str(short), "-q", *sets])
+    assert result.exit_code == 0, result.output
+    assert losses(short) == losses(eager)
+    resumed = json.loads((short / "summary.json").read_text())["graph"]
+    assert resumed["max_traces"] == 1 and resumed["eager_fallbacks"] >= 1
