@@ -801,7 +801,8 @@ def graph(
     """Show the training step's static graph: IR, Graphviz DOT or the generated Python.
 
     A header gives the node count before and after every optimization pass, the number of
-    preallocated buffers and their bytes. Nothing is trained.
+    preallocated buffers and their bytes, and the guards of a model that branches on tensor
+    values (traced on the first training batch). Nothing is trained.
 
     Example: [bold]trainctl graph configs/digits_mlp.yaml --format code[/bold]
     """
@@ -814,23 +815,27 @@ def graph(
     parts = build_components(loaded)
     train = parts.data.train
     batch = min(loaded.data.batch_size, len(train))
-    targets = parts.prepare_targets(train.targets[:batch])
+    batches = parts.loader("train", batch_size=batch).epoch(0)
+    first_inputs, first_targets = next(batches)  # read where the model branches on values
+    batches.close()
+    targets = parts.prepare_targets(first_targets)
     text = render_graph(
         parts.model,
         parts.loss_fn,
         parts.optimizer,
-        (batch, *train.inputs.shape[1:]),
+        first_inputs.shape,
         targets.shape,
         targets.dtype,
         device=parts.device,
         dtype=parts.dtype,
-        inputs_dtype=train.inputs.dtype,
+        inputs_dtype=first_inputs.dtype,
         options=StepOptions(
             grad_clip=loaded.train.grad_clip,
             disabled_passes=tuple(p.strip() for p in (disable or "").split(",") if p.strip()),
         ),
         stage=stage,
         fmt=fmt,
+        batch=(first_inputs, targets),
     )
     if output is None:
         typer.echo(text, nl=False)

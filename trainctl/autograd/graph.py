@@ -5,8 +5,10 @@ Every op applied to a value appends a `Node` to the `Graph` instead of running. 
 buffers are swapped for named state inputs while the trace runs; buffer rebindings (BatchNorm's
 running statistics) become state outputs; dropout keys become `RngKey`s relative to the
 generator's counter, which the compiled step takes as a runtime input; per-step host numbers
-(the learning rate) are `HostScalar`s. `gradients()` derives the backward graph from the ops'
-vjp rules in exactly the order eager `backward()` sums them, so both modes agree bit for bit.
+(the learning rate) are `HostScalar`s. A value read as a Python number (`if` on it, `.item()`)
+needs data: a trace given the real batch computes it and records a guard (`guards.py`), any
+other trace refuses. `gradients()` derives the backward graph from the ops' vjp rules in
+exactly the order eager `backward()` sums them, so both modes agree bit for bit.
 """
 
 from __future__ import annotations
@@ -180,8 +182,16 @@ class Value(Operand):
     def data(self) -> Any:
         return self._refuse(".data")
 
+    # A Python number read out of a value is a guard when the trace has the real batch
+    # (`guards.py`): the graph is specialised on the number read, and checked before replays.
+    def _read(self, what: str, how: str) -> Any:
+        recorder = self.graph.recorder
+        if recorder is None:
+            return self._refuse(what)
+        return recorder.read(self, how)
+
     def item(self) -> Any:
-        return self._refuse(".item()")
+        return self._read(".item()", "item")
 
     def numpy(self) -> Any:
         return self._refuse(".numpy()")
@@ -190,13 +200,13 @@ class Value(Operand):
         return self._refuse(".tolist()")
 
     def __bool__(self) -> bool:
-        return self._refuse("a Python `if`/`while`/bool() (data-dependent control flow)")
+        return self._read("a Python `if`/`while`/bool() (data-dependent control flow)", "bool")
 
     def __float__(self) -> float:
-        return self._refuse("float()")
+        return self._read("float()", "float")
 
     def __int__(self) -> int:
-        return self._refuse("int()")
+        return self._read("int()", "int")
 
     def __index__(self) -> int:
         return self._refuse("use as an index")
@@ -255,6 +265,10 @@ class Graph:
     ids: Iterator[int] = field(default_factory=itertools.count, repr=False)
     origins: dict[Any, str] | None = field(default=None, repr=False)
     origin: str = ""
+    # Values read as Python numbers while tracing with data (`guards.py`): the graph holds
+    # for a batch only when each read gives the outcome recorded; `recorder` reads them.
+    guards: list[Any] = field(default_factory=list)
+    recorder: Any = field(default=None, repr=False)
 
     def with_nodes(self, nodes: list[Node], outputs: dict[str, Any] | None = None) -> Graph:
         """A copy of this graph with other nodes (what every pass returns)."""
@@ -349,6 +363,7 @@ class Tracer:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.values: dict[int, Value] = {}  # id(tensor) -> its state input or constant
+        self.originals: dict[Value, Tensor] = {}  # state input -> the tensor it stands for
         self._buffers: list[tuple[str, list[tuple[Any, str]], Value]] = []
         self._swapped: list[tuple[Any, str, Any]] = []
         self._generators: dict[int, tuple[backend.Generator, int]] = {}
@@ -364,6 +379,7 @@ class Tracer:
         if id(tensor) not in self.values:
             spec = Spec(tensor.shape, tensor.dtype)
             self.values[id(tensor)] = self.graph.add_state(f"param:{name}", spec, tensor, True)
+            self.originals[self.values[id(tensor)]] = tensor
         return self.values[id(tensor)]
 
     def _swap_model(self, model: Any) -> None:
@@ -382,7 +398,7 @@ class Tracer:
             else:
                 spec = Spec(t.shape, t.dtype)
                 value = self.graph.add_state(f"buffer:{name}", spec, places[tid])
-                self.values[tid] = value
+                self.values[tid], self.originals[value] = value, t
                 self._buffers.append((f"buffer:{name}", places[tid], value))
             for module, key in places[tid]:
                 self._swapped.append((module, key, t))
@@ -406,6 +422,11 @@ class Tracer:
             self._generators[id(generator)] = (generator, key[1])
         index = list(self._generators).index(id(generator))
         return RngKey(index, key[1] - self._generators[id(generator)][1])
+
+    def key_now(self, key: RngKey) -> tuple[int, int]:
+        """The concrete key that symbolic `key` stands for in the step being traced."""
+        generator, start = list(self._generators.values())[key.generator]
+        return (generator.seed, start + key.offset)
 
     def _restore_generators(self) -> None:
         for generator, start in self._generators.values():

@@ -1,11 +1,15 @@
 """Graph mode: a step traced once per input signature, optimized, compiled and replayed.
 
 The engine's equivalent of `jax.jit` or tinygrad's `TinyJit`. `TracedStep` keeps a cache from
-input signature (train or eval, shapes, dtypes) to a compiled program; a miss traces the
-`StepDefinition` (`step_graph.py`), runs the passes, allocates the state (`storage.py`) and
-compiles. Each replay first copies in any state someone else rebound (a checkpoint load, an
-eager step), and afterwards leaves the model and the optimizer pointing at the step's own
-arrays, exactly as `opt.step()` would have left them. `render_graph` shows what it builds.
+input signature (train or eval, shapes, dtypes) to compiled programs; a miss traces the
+`StepDefinition` (`step_graph.py`) with the batch at hand, runs the passes, allocates the state
+(`storage.py`) and compiles. A model that reads tensor values as Python numbers (an `if` on a
+value) gets guarded traces (`guards.py`), like `torch.compile`: several per signature, one per
+combination of outcomes, each used only when its guards hold; past `max_traces` of them a
+step runs eagerly instead. Each replay first copies in any state someone else rebound (a
+checkpoint load, an eager step), and afterwards leaves the model and the optimizer pointing
+at the step's own arrays, exactly as `opt.step()` would have left them. `render_graph` shows
+what it builds.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,7 +26,8 @@ import numpy as np
 from trainctl.autograd.compile import Program, check_labels, compile_graph
 from trainctl.autograd.cublas import load_gemm
 from trainctl.autograd.cuda_graphs import CapturedStep
-from trainctl.autograd.graph import Graph, format_graph, graph_to_dot
+from trainctl.autograd.graph import Graph, TracingError, format_graph, graph_to_dot
+from trainctl.autograd.guards import GuardProgram, guard_lines
 from trainctl.autograd.ops import Spec
 from trainctl.autograd.passes import PassRecord, check_pass_names, optimize
 from trainctl.autograd.step_graph import LossFn, StepDefinition, StepError, StepOptions
@@ -44,6 +49,7 @@ class CompiledStep:
     state: StateBinding
     updated: list[int] | None = None  # training: indices of the parameters the step updates
     captured: CapturedStep | None = None  # with CUDA graphs
+    guards: GuardProgram | None = None  # when the model read values as Python numbers
 
     def run(self, args: list[Any], bound: dict[str, Any]) -> tuple:
         if self.captured is not None:  # on a GPU: the batch is always copied, never bound
@@ -56,10 +62,14 @@ class TracedStep:
 
     `cuda_graphs` replays each compiled step on a GPU as one CUDA graph (`cuda_graphs.py`);
     steps that draw random numbers (dropout) or check numerics are not captured, and
-    `stats()` says so.
+    `stats()` says so. `make_eager()` makes (once, when first needed) an eager step on the same
+    model and optimizer, with `train` and `evaluate`: it runs the steps whose guards match none
+    of the `max_traces` traces kept for their signature.
     """
 
-    def __init__(self, definition: StepDefinition) -> None:
+    def __init__(
+        self, definition: StepDefinition, make_eager: Callable[[], Any] | None = None
+    ) -> None:
         options, device = definition.options, definition.device
         check_pass_names(options.disabled_passes)
         self.definition = definition
@@ -75,21 +85,26 @@ class TracedStep:
         # a blocking stream, so it stays ordered with whatever else runs on the default one.
         self._stream = device.xp.cuda.Stream() if self.cuda_graphs else None
         self.storage = StateArrays(device)
-        self._compiled: dict[tuple, CompiledStep] = {}
-        self._by_key: dict[tuple, CompiledStep] = {}
-        self.traces = 0
+        # signature -> its traces, the one last used first (one unless the model has guards)
+        self._compiled: dict[tuple, list[CompiledStep]] = {}
+        self._by_key: dict[tuple, list[CompiledStep]] = {}
+        self.make_eager, self.max_traces = make_eager, options.max_traces
+        self._eager: Any = None
+        self.traces = self.guard_checks = self.guard_misses = self.eager_fallbacks = 0
         self.trace_seconds = self.compile_seconds = 0.0
 
     @property
     def compiled(self) -> list[CompiledStep]:
-        """The signatures compiled so far (and still valid), in the order they were."""
-        return list(self._compiled.values())
+        """The traces compiled so far (and still valid), by signature in the order first seen."""
+        return [compiled for family in self._compiled.values() for compiled in family]
 
     # ------------------------------------------------------------ the step
 
     def train(self, inputs: Any, targets: Any) -> float:
         """One training step on the batch; returns the loss."""
         compiled = self._lookup("train", inputs, targets)
+        if compiled is None:
+            return self._eager.train(inputs, targets)
         model, scaler = self.definition.model, self.definition.options.loss_scaler
         if not model.training:
             model.train()
@@ -109,6 +124,8 @@ class TracedStep:
     def evaluate(self, inputs: Any) -> np.ndarray:
         """The model's outputs in eval mode, as a host array."""
         compiled = self._lookup("eval", inputs)
+        if compiled is None:
+            return self._eager.evaluate(inputs)
         if self.definition.model.training:
             self.definition.model.eval()
         with self._on_stream():
@@ -128,16 +145,44 @@ class TracedStep:
     def _on_stream(self) -> contextlib.AbstractContextManager:
         return self._stream if self._stream is not None else contextlib.nullcontext()
 
-    def _lookup(self, kind: str, *batch: Any) -> CompiledStep:
+    def _lookup(self, kind: str, *batch: Any) -> CompiledStep | None:
         """The compiled step for these arrays: a dict hit on their shapes and dtypes as they
-        come; on a miss, the signature they cast to (float data -> the step's dtype)."""
+        come; on a miss, the signature they cast to (float data -> the step's dtype). None
+        when the step must run eagerly (its guards match no trace, and no more are kept)."""
         key = (kind, *[(x.shape, x.dtype) for x in batch])
-        compiled = self._by_key.get(key)
-        if compiled is None:
+        family = self._by_key.get(key)
+        if family is None:
             signature = self.signature(kind, *batch)
-            compiled = self._compiled.get(signature) or self._build(signature)
-            self._by_key[key] = compiled
-        return compiled
+            family = self._compiled.get(signature)
+            if family is None:  # traced on this very batch: its guards hold
+                family = self._by_key[key] = self._build(signature, batch)
+                return family[0]
+            self._by_key[key] = family
+        if family[0].guards is None:  # no Python decision on values: the one trace holds
+            return family[0]
+        return self._guarded(family, batch)
+
+    def _guarded(self, family: list[CompiledStep], batch: Sequence[Any]) -> CompiledStep | None:
+        """The first trace whose guards all hold on this batch and the current state (moved to
+        the front), else a new trace for it, or None past `max_traces`. Checking changes
+        nothing, so a mismatch never applies a wrong update."""
+        for index, compiled in enumerate(family):
+            guards = compiled.guards
+            self.guard_checks += len(guards.guards) if guards is not None else 0
+            if guards is None or guards.check(batch):
+                family.insert(0, family.pop(index))
+                return compiled
+            self.guard_misses += 1
+        signature = family[0].signature
+        if len(family) < self.max_traces:
+            return self._build(signature, batch)[0]
+        self.eager_fallbacks += 1
+        if self.make_eager is None:
+            raise TracingError(_overflow_text(signature, self.max_traces, "cannot run"))
+        if self._eager is None:
+            log.warning(_overflow_text(signature, self.max_traces, "runs eagerly"))
+            self._eager = self.make_eager()
+        return None
 
     def _load(self, compiled: CompiledStep, *batch: Any) -> dict[str, Any]:
         """Bring in any state someone rebound since the last replay; return the batch arrays
@@ -175,37 +220,47 @@ class TracedStep:
 
     # ------------------------------------------------------------ tracing and compiling
 
-    def _build(self, signature: tuple) -> CompiledStep:
+    def _build(self, signature: tuple, batch: Sequence[Any] | None = None) -> list[CompiledStep]:
+        """Trace and compile `signature` (with `batch`, read where the model reads values);
+        returns its traces, the new one first."""
         what = "training" if signature[0] == "train" else "evaluation"
         log.debug("graph mode: tracing the %s step for input signature %s", what, signature[1:])
         start = time.perf_counter()
-        graph, updated = self.trace(signature)
+        graph, updated = self.trace(signature, batch)
         traced = time.perf_counter()
         optimized, records, program = self.compile(graph)
+        guards = GuardProgram(graph, graph.guards) if graph.guards else None
         self.traces += 1
         self.trace_seconds += traced - start
         self.compile_seconds += time.perf_counter() - traced
         state = self.storage.bind(optimized.state)
         compiled = CompiledStep(signature, optimized, program, records, len(graph.nodes), state)
-        compiled.updated = updated
+        compiled.updated, compiled.guards = updated, guards
         if self.cuda_graphs and program.device_step is not None:
             compiled.captured = CapturedStep(program, self._stream)
-        self._compiled[signature] = compiled
-        return compiled
+        family = self._compiled.setdefault(signature, [])
+        family.insert(0, compiled)
+        return family
 
-    def trace(self, signature: tuple) -> tuple[Graph, list[int] | None]:
+    def trace(self, signature: tuple, batch: Sequence[Any] | None = None) -> tuple[Graph, Any]:
         """The graph of a signature, and for training the indices of the parameters it
-        updates. Nothing runs: the model, optimizer and generators are left as they were."""
+        updates. Nothing runs: the model, optimizer and generators are left as they were.
+        With the `batch`, values the model reads as numbers are computed and guarded."""
         shapes, dtypes = signature[1::2], signature[2::2]
         specs = [Spec(s, d) for s, d in zip(shapes, dtypes, strict=True)]
         if signature[0] == "train":
-            return self.definition.trace_training(*specs)
-        return self.definition.trace_evaluation(*specs), None
+            return self.definition.trace_training(*specs, batch=batch)
+        return self.definition.trace_evaluation(*specs, batch=batch), None
 
     def compile(self, graph: Graph) -> tuple[Graph, list[PassRecord], Program]:
         """The optimized graph, its pass records and its program over the step's state."""
         options = self.definition.options
-        optimized, records = optimize(graph, options.disabled_passes)
+        disabled = options.disabled_passes
+        if graph.guards:
+            # Traces of other guard outcomes may update other parameters: flat arrays laid out
+            # per trace would claim the same parameters twice, so their updates stay apart.
+            disabled = (*disabled, "flatten")
+        optimized, records = optimize(graph, disabled)
         if self.storage.allocate(optimized.state):  # flat arrays took over existing ones
             self._compiled.clear()
             self._by_key.clear()
@@ -231,10 +286,15 @@ class TracedStep:
             "traces": self.traces,
             "trace_seconds": self.trace_seconds,
             "compile_seconds": self.compile_seconds,
+            "guard_checks": self.guard_checks,
+            "guard_misses": self.guard_misses,
+            "eager_fallbacks": self.eager_fallbacks,
+            "max_traces": self.max_traces,
             "signatures": [
                 {
                     "kind": c.signature[0],
                     "shapes": [list(part) for part in c.signature[1::2]],
+                    "guards": c.guards.lines if c.guards is not None else [],
                     "nodes_traced": c.nodes_traced,
                     "nodes_optimized": len(c.graph.nodes),
                     "passes": [
@@ -245,9 +305,19 @@ class TracedStep:
                     "buffer_bytes": c.program.buffer_bytes,
                     **({"cuda_graph": _cuda_graph_status_of(c)} if self.cuda_graphs else {}),
                 }
-                for c in self._compiled.values()
+                for c in self.compiled
             ],
         }
+
+
+def _overflow_text(signature: tuple, bound: int, outcome: str) -> str:
+    what = "training" if signature[0] == "train" else "evaluation"
+    return (
+        f"graph mode: the {what} step for inputs {list(signature[1])} branches on tensor values "
+        f"in more ways than graph.max_traces={bound} traces (one per combination of guard "
+        f"outcomes); a step whose guards match none of them {outcome}: raise the bound with "
+        f"--set graph.max_traces=N, or use mode: eager for this model"
+    )
 
 
 def _cuda_graph_status_of(compiled: CompiledStep) -> dict[str, Any]:
@@ -278,12 +348,15 @@ def render_graph(
     options: StepOptions | None = None,
     stage: str = "optimized",
     fmt: str = "text",
+    batch: Sequence[Any] | None = None,
 ) -> str:
     """The training step's graph as `trainctl graph` prints it: IR text, Graphviz DOT or the
     generated Python source, under a header of node counts per pass, buffers and bytes.
 
     `stage="traced"` shows the graph as recorded (its code: one forward call per node);
-    nothing runs and the model, optimizer and generators are left as they were.
+    nothing runs and the model, optimizer and generators are left as they were. With a
+    `batch` (inputs, targets), a model that branches on values is traced for that batch, and
+    the header lists the guards the graph is specialised on.
     """
     if stage not in STAGES:
         raise StepError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
@@ -294,7 +367,7 @@ def render_graph(
     step = TracedStep(definition)
     inputs = Spec(tuple(inputs_shape), np.dtype(inputs_dtype or dtype))
     signature = step.signature("train", inputs, Spec(tuple(targets_shape), targets_dtype))
-    traced, _ = step.trace(signature)
+    traced, _ = step.trace(signature, batch)
     optimized, records, program = step.compile(traced)
     shown = optimized if stage == "optimized" else traced
     if stage == "traced":
@@ -308,6 +381,12 @@ def render_graph(
         f"buffers: {program.buffers}, {program.buffer_bytes} bytes"
         + ("" if stage == "optimized" else " (the traced stage allocates as it runs)"),
     ]
+    if traced.guards:
+        header.append(
+            f"guards: {len(traced.guards)}, checked before each replay (the graph is specialised "
+            "on these outcomes; another outcome traces again)"
+        )
+        header += guard_lines(traced)
     if fmt == "code":
         return "\n".join("# " + line for line in header) + "\n" + program.source
     body = format_graph(shown) if fmt == "text" else graph_to_dot(shown)

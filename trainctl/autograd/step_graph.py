@@ -12,14 +12,15 @@ and has `train()`, `eval()`, `compute_dtype` and `named_modules()`; the optimize
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from trainctl.autograd import ops
-from trainctl.autograd.graph import Graph, TracingError, Value, gradients, tracing
+from trainctl.autograd.graph import Graph, Tracer, TracingError, Value, gradients, tracing
+from trainctl.autograd.guards import GuardRecorder
 from trainctl.autograd.numerics import LOSS_ORIGIN, UPDATE_ORIGIN
 from trainctl.autograd.tensor import no_grad
 from trainctl.backend import Device
@@ -35,14 +36,16 @@ class StepError(TrainctlError):
 
 @dataclass(frozen=True)
 class StepOptions:
-    """How a step runs beyond model, loss and optimizer; the last four are graph mode's.
+    """How a step runs beyond model, loss and optimizer; the last five are graph mode's.
 
     `check_numerics` stops at the first op (node) whose output holds NaN or Inf, naming it.
     `loss_scaler` scales the loss of a float16 mixed-precision model. `disabled_passes` and
     `plan_memory=False` switch graph-mode optimizations off for debugging. `cuda_graphs`
     replays the compiled steps as CUDA graphs on a GPU (ignored elsewhere); `device_scalars`
     keeps the host numbers in device arrays, as CUDA graphs need: it follows `cuda_graphs`
-    unless set (the tests set it to check that code on the CPU).
+    unless set (the tests set it to check that code on the CPU). `max_traces` bounds the
+    traces kept per input signature for models that branch on values (`guards.py`); a step
+    that would need one more runs eagerly.
     """
 
     grad_clip: float | None = None
@@ -52,11 +55,14 @@ class StepOptions:
     plan_memory: bool = True
     cuda_graphs: bool = False
     device_scalars: bool | None = None
+    max_traces: int = 8
 
     def __post_init__(self) -> None:
         clip = self.grad_clip
         if clip is not None and not clip > 0:
             raise StepError(f"grad_clip must be a number > 0 or null, got {clip!r}")
+        if self.max_traces < 1:
+            raise StepError(f"max_traces must be an integer >= 1, got {self.max_traces!r}")
         object.__setattr__(self, "grad_clip", None if clip is None else float(clip))
         object.__setattr__(self, "disabled_passes", tuple(self.disabled_passes))
 
@@ -105,13 +111,27 @@ class StepDefinition:
             scalars = {**scalars, **self.options.loss_scaler.step_scalars()}
         return scalars
 
-    def _recording(self, graph: Graph) -> contextlib.AbstractContextManager:
-        return self.scopes.recording(graph) if self.scopes else contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _tracing(self, batch: Sequence[Any] | None) -> Iterator[Tracer]:
+        """`tracing` the model; with the real `batch` (one array per graph input), values the
+        model reads as Python numbers become the graph's guards instead of refusing."""
+        with tracing(self.device, self.model) as tracer:
+            graph = tracer.graph
+            if batch is not None:
+                graph.recorder = GuardRecorder(tracer, batch)
+            try:
+                with self.scopes.recording(graph) if self.scopes else contextlib.nullcontext():
+                    yield tracer
+            finally:
+                graph.guards = graph.recorder.guards if graph.recorder is not None else []
+                graph.recorder = None
 
-    def trace_training(self, inputs: ops.Spec, targets: ops.Spec) -> tuple[Graph, list[int]]:
+    def trace_training(
+        self, inputs: ops.Spec, targets: ops.Spec, batch: Sequence[Any] | None = None
+    ) -> tuple[Graph, list[int]]:
         """The training step's graph, and the indices of the parameters it updates."""
         model, optimizer, scaler = self.model, self.optimizer, self.options.loss_scaler
-        with tracing(self.device, model) as tracer, self._recording(tracer.graph):
+        with self._tracing(batch) as tracer:
             graph = tracer.graph
             x = graph.add_input("inputs", inputs)
             y = graph.add_input("targets", targets)
@@ -173,9 +193,9 @@ class StepDefinition:
         for name, value in new_state.items():
             _set_output(graph, f"opt:{index}.{name}", state[name], value)
 
-    def trace_evaluation(self, inputs: ops.Spec) -> Graph:
+    def trace_evaluation(self, inputs: ops.Spec, batch: Sequence[Any] | None = None) -> Graph:
         """The model's forward pass in eval mode, its output in the parameters' dtype."""
-        with tracing(self.device, self.model) as tracer, self._recording(tracer.graph):
+        with self._tracing(batch) as tracer:
             x = tracer.graph.add_input("inputs", inputs)
             self.model.eval()
             with no_grad():

@@ -327,7 +327,23 @@ def _mode_details(runner: Runner, batch_size: int) -> dict[str, Any]:
         )
         if "cuda_graph" in main:
             details["cuda_graph"] = main["cuda_graph"]
+        if any(s["guards"] for s in signatures):
+            details["guards"] = _guard_figures(step_stats, len(runner.losses))
     return details
+
+
+def _guard_figures(step_stats: dict[str, Any], steps: int) -> dict[str, Any]:
+    """What Python control flow on values cost graph mode over the steps run so far: traces
+    (one per signature and guard outcome), guard checks before replays, eager fallbacks."""
+    return {
+        "steps": steps,
+        "traces": step_stats["traces"],
+        "guard_checks": step_stats["guard_checks"],
+        "guard_misses": step_stats["guard_misses"],
+        "eager_fallbacks": step_stats["eager_fallbacks"],
+        "max_traces": step_stats["max_traces"],
+        "guards_per_trace": [len(s["guards"]) for s in step_stats["signatures"]],
+    }
 
 
 def measure(config: Config, batch_size: int | None, options: CompareOptions) -> dict[str, Any]:

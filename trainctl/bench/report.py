@@ -46,6 +46,8 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, list[str]]]:
         row("peak bytes / step", lambda d: _bytes(d.get("peak_step_bytes"))),
         row("ops / nodes per step", _ops_cell),
     ]  # fmt: skip
+    if any("guards" in d for d in modes.values()):
+        rows.append(row("traces / guard checks / eager fallbacks", _guards_cell))
     if any("cuda_graph" in d for d in modes.values()):
         rows.append(row("GPU launches / step", _launches_cell))
     if any("eval_ms" in d for d in modes.values()):
@@ -59,6 +61,22 @@ def _ops_cell(details: dict[str, Any]) -> str:
     if "nodes_traced" in details:
         return f"{details['nodes_traced']} -> {details['nodes_optimized']} nodes"
     return "-"
+
+
+def _guards_cell(details: dict[str, Any]) -> str:
+    guards = details.get("guards")
+    if guards is None:
+        return "-"
+    return f"{guards['traces']} / {guards['guard_checks']} / {guards['eager_fallbacks']}"
+
+
+def _guards_text(guards: dict[str, Any]) -> str:
+    """The cost of Python control flow on values, told beside the speedup it bought."""
+    return (
+        f"{guards['traces']} traces, {guards['guard_checks']} guard checks "
+        f"({guards['guard_misses']} missed), {guards['eager_fallbacks']} eager fallbacks "
+        f"in {guards['steps']} steps (graph.max_traces={guards['max_traces']})"
+    )
 
 
 def _launches_cell(details: dict[str, Any]) -> str:
@@ -82,10 +100,12 @@ def _speedup_lines(result: dict[str, Any]) -> list[str]:
         lo_round, hi_round = s["rounds_min_max"]
         ratio = s["ratio"]
         how = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
-        lines.append(
+        line = (
             f"{other} vs eager: {how} (eager median / {other} median = {ratio:.2f}; bootstrap "
             f"90% {low:.2f}-{high:.2f}, rounds {lo_round:.2f}-{hi_round:.2f})"
         )
+        guards = result["modes"].get(other, {}).get("guards")
+        lines.append(line + (f"; guards: {_guards_text(guards)}" if guards else ""))
     return lines
 
 

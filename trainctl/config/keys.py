@@ -121,6 +121,13 @@ GRAPH_ARGS = {
         "on a GPU, replay each compiled step as one CUDA graph (mode: graph; steps with dropout "
         "or check_numerics run op by op)",
     ),
+    "max_traces": Arg(
+        "int",
+        GraphConfig.max_traces,
+        "traces kept per input signature of a model that branches on tensor values (one per "
+        "combination of guard outcomes); a step matching none of them runs eagerly",
+        low=1,
+    ),
 }
 DISTRIBUTED_ARGS = {
     "bucket_mb": Arg(

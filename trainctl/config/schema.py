@@ -125,7 +125,8 @@ class TrainConfig:
 # The keys `train --resume RUN --set KEY=VALUE` may change: how long the run goes on, what it
 # logs, evaluates and checkpoints, when it stops early, how evaluation and loading are batched,
 # whether a missing data set is fetched (its files are checksummed), CUDA graph capture (it
-# replays the same kernels), and the numerics checks. None of them changes a step already
+# replays the same kernels), graph mode's bound on guarded traces (a step past it runs eagerly,
+# to the same bits), and the numerics checks. None of them changes a step already
 # taken or the weights, batches and random draws of the steps that follow (one exception: a
 # cosine schedule whose total_steps is null spans the run, so it stretches to a new length
 # from the resume on).
@@ -141,6 +142,7 @@ RESUMABLE_KEYS = (
     "data.prefetch",
     "data.download",
     "graph.cuda_graphs",
+    "graph.max_traces",
     "debug.check_numerics",
     "threads",
     "distributed",
@@ -160,6 +162,7 @@ class DebugConfig:
 @dataclass(frozen=True)
 class GraphConfig:
     cuda_graphs: bool = True
+    max_traces: int = 8
 
 
 @dataclass(frozen=True)

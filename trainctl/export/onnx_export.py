@@ -22,7 +22,7 @@ import onnx
 from onnx import helper
 
 import trainctl
-from trainctl.autograd.graph import Graph, HostScalar, Value
+from trainctl.autograd.graph import Graph, HostScalar, TracingError, Value
 from trainctl.backend import to_host
 from trainctl.data.transforms import TRANSFORMS
 from trainctl.errors import TrainctlError
@@ -72,10 +72,13 @@ def onnx_model(predictor: Predictor) -> onnx.ModelProto:
     description = predictor.input
     components = predictor.restored.components
     dtype = components.dtype if description.dtype.kind == "f" else description.dtype
-    traces = [
-        trace_inference(components.model, (n, *description.shape), dtype, components.device)
-        for n in TRACE_BATCHES
-    ]
+    try:
+        traces = [
+            trace_inference(components.model, (n, *description.shape), dtype, components.device)
+            for n in TRACE_BATCHES
+        ]
+    except TracingError as exc:  # Python control flow on values has no static graph to export
+        raise ExportError(f"ONNX export records the model once, without data: {exc}") from exc
     b = OnnxBuilder(batch="inputs")
     x = _input_transforms(b, predictor, "inputs")
     if np.dtype(dtype) != description.dtype:

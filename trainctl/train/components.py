@@ -115,6 +115,7 @@ class Components:
             grad_clip=self.config.train.grad_clip,
             check_numerics=self.config.debug.check_numerics,
             cuda_graphs=cuda_graphs and self.config.graph.cuda_graphs,
+            max_traces=self.config.graph.max_traces,
             loss_scaler=self.loss_scaler,
         )
 

@@ -156,7 +156,16 @@ class GraphStep(Step):
         super().__init__(*args, **kwargs)
         if self.options.check_numerics:
             self.definition.scopes = LayerScopes(self.model)
-        self.traced = TracedStep(self.definition)
+        self.traced = TracedStep(self.definition, self._eager_step)
+
+    def _eager_step(self) -> EagerStep:
+        """The eager step that runs what graph mode cannot replay (guards past max_traces)."""
+        eager = EagerStep(
+            self.model, self.loss_fn, self.optimizer,
+            device=self.device, dtype=self.dtype, options=self.options,
+        )  # fmt: skip
+        eager.gradient_reducer = self.gradient_reducer
+        return eager
 
     @property
     def traces(self) -> int:
