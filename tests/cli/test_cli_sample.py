@@ -83,6 +83,19 @@ def test_sample_refuses_a_run_that_is_not_a_language_model(tmp_path):
     assert result.exit_code == 2 and "is not a character language model" in result.output
 
 
+def test_sample_refuses_a_model_that_looks_ahead(tmp_path):
+    """A transformer without its causal mask sees the characters it should predict: refused
+    in one line, exit code 2, in both modes (found by running it, not by its layer names)."""
+    run = _train("char_transformer.yaml", tmp_path, "--set",
+                 "model.layers[3].transformer_block.causal=false")  # fmt: skip
+    for mode in ("graph", "eager"):
+        result = invoke("sample", run, "--prompt", "And", "--set", f"mode={mode}")
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert result.output.count("\n") == 1
+        assert "is not a causal language model: its outputs at the first 1 position(s) change " \
+            "with the characters after them" in result.output
+
+
 def test_the_lstm_config_trains_and_samples(tmp_path):
     run = _train("char_lstm.yaml", tmp_path, "--set", "mode=eager")
     result = invoke("sample", run, "--prompt", "God", "--tokens", "5")

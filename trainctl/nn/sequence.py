@@ -7,6 +7,7 @@ unrolled into the graph, one trace per sequence length (the step's signature cac
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -22,10 +23,12 @@ from trainctl.nn.module import Module, Parameter
 Operand = ops.Operand
 
 
+@functools.lru_cache(maxsize=64)
 def causal_mask(length: int, device: backend.Device) -> Tensor:
     """(T, T) booleans, True where query t may attend to key s (s <= t).
 
-    A tensor on the device of the scores: graph mode captures it as a constant."""
+    Built once per (length, device) and shared by every attention layer and every forward:
+    a constant, so graph mode captures the one tensor as one constant of the graph."""
     return Tensor(np.tri(length, dtype=bool), device=device)
 
 
