@@ -74,8 +74,8 @@ def test_lstm_graph_unrolls_once_per_sequence_length():
 def test_the_causal_mask_is_built_once_and_is_one_constant_of_the_graph():
     """Two causal blocks share the mask of their length: one tensor per (length, device),
     captured as a single constant, and the steps still agree bit for bit."""
-    assert causal_mask(5, CPU) is causal_mask(5, CPU)
-    assert causal_mask(6, CPU) is not causal_mask(5, CPU)
+    assert causal_mask(5, 5, CPU) is causal_mask(5, 5, CPU)
+    assert causal_mask(6, 6, CPU) is not causal_mask(5, 5, CPU)
     two_causal = _language_model(
         lambda: [nn.TransformerBlock(DIM, 2, causal=True), nn.TransformerBlock(DIM, 4, causal=True)]
     )
