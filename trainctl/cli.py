@@ -337,7 +337,8 @@ def evaluate(
 
     Writes eval-<split>.json into the run folder. --set may change how the run is scored
     (batch size, device, mode), never which samples it held out (seed, data set, options,
-    path, split fractions); a run's splits.json catches data files changed since training.
+    path, split fractions); a run's splits.json catches data files changed since training,
+    and a checkpoint of another run is scored only if that run was split the same way.
 
     Example: [bold]trainctl eval runs/digits-mlp-20261123-101500 --split test[/bold]
     """

@@ -113,3 +113,31 @@ def test_a_run_without_splits_json_still_evaluates_and_still_refuses_overrides(r
     (run / "splits.json").unlink()
     assert invoke("eval", run).exit_code == 0
     assert invoke("eval", run, "--set", "seed=2").exit_code == 2
+
+
+def train_beside(run: Path, *overrides: str) -> Path:
+    """Another run on the same data file as `run`, changed by `overrides`."""
+    runs = run.parent / "other-runs"
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    result = invoke("train", run / "config.yaml", "--runs-root", runs, "-q", *sets)
+    assert result.exit_code == 0, result.output
+    (other,) = runs.iterdir()
+    return other
+
+
+def test_a_checkpoint_of_a_run_split_otherwise_is_refused(run):
+    other = train_beside(run, "seed=5")
+    checkpoint = other / "checkpoints" / "last.safetensors"
+    result = invoke("eval", run, "--checkpoint", checkpoint)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"{checkpoint}: trained by the run {other}, which split ")
+    assert "test: 12 samples, sha256" in result.output and len(result.output.splitlines()) == 1
+    assert not (run / "eval-test.json").exists()
+
+
+def test_a_checkpoint_of_a_run_split_the_same_way_is_scored(run):
+    other = train_beside(run, "optimizer.lr=0.05")
+    checkpoint = other / "checkpoints" / "last.safetensors"
+    result = invoke("eval", run, "--checkpoint", checkpoint, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["checkpoint"] == str(checkpoint)

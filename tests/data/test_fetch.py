@@ -1,9 +1,12 @@
 """Fetching the classic data sets, against a local server standing in for the mirrors."""
 
 import dataclasses
+import fcntl
 import importlib.util
 import os
 import re
+import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from data_server import refused_url
 from trainctl.data import load_splits
 from trainctl.data.cache import data_root, dataset_folder
 from trainctl.data.catalog import REMOTE_DATASETS
+from trainctl.data.download import NoProgress
 from trainctl.data.fetch import dataset_status, fetch_dataset
 from trainctl.errors import DataError
 
@@ -206,4 +210,48 @@ def test_a_download_killed_midway_leaves_only_its_part_file(served, mirror, monk
     assert (folder / "cifar-10-binary.tar.gz.part").stat().st_size == 3 * 1024
     fetch_dataset("cifar10")
     assert mirror.requests[-1].range == "bytes=3072-"
+    assert len(files_in(folder)) == 6
+
+
+class WaitRecorder(NoProgress):
+    def __init__(self) -> None:
+        self.waited = threading.Event()
+
+    def waiting(self, name, folder) -> None:
+        self.waited.set()
+
+
+def fetch_while_locked(name: str, folder: Path):
+    """Start fetching `name` in a thread while this test holds the folder's lock (standing
+    in for another trainctl fetching it); returns the thread, its results and the lock."""
+    folder.mkdir(parents=True)
+    holder = os.open(folder, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    progress, results = WaitRecorder(), []
+    waiter = threading.Thread(target=lambda: results.append(fetch_dataset(name, None, progress)))
+    waiter.start()
+    assert progress.waited.wait(timeout=30)
+    return waiter, results, holder
+
+
+def test_a_second_fetch_of_the_same_folder_waits_for_the_first(served, mirror, tmp_path):
+    folder = tmp_path / "cache" / "mnist"
+    waiter, results, holder = fetch_while_locked("mnist", folder)
+    time.sleep(0.2)
+    assert mirror.requests == [] and results == []  # nothing fetched while the lock is held
+    os.close(holder)
+    waiter.join(timeout=60)
+    assert sorted(results[0].fetched) == sorted(served["mnist"])
+    assert files_in(folder) == sorted(served["mnist"])
+
+
+def test_a_fetch_that_waited_uses_what_the_other_fetch_placed(served, mirror, tmp_path):
+    folder = tmp_path / "cache" / "cifar10"
+    waiter, results, holder = fetch_while_locked("cifar10", folder)
+    fetch_dataset("cifar10", tmp_path / "elsewhere")  # the other fetch, done while we wait
+    shutil.copytree(tmp_path / "elsewhere", folder, dirs_exist_ok=True)
+    asked = len(mirror.requests)
+    os.close(holder)
+    waiter.join(timeout=60)
+    assert results[0].fetched == [] and len(mirror.requests) == asked
     assert len(files_in(folder)) == 6

@@ -10,6 +10,7 @@ import pytest
 from signals import SignalAtStep
 
 from trainctl.config import parse_config
+from trainctl.data.fetch import fetch_dataset
 from trainctl.train.checkpoint import load_checkpoint
 from trainctl.train.events import read_scalars
 from trainctl.train.metrics_log import read_metrics
@@ -186,6 +187,24 @@ def test_resume_with_set_extends_a_run_to_the_losses_of_the_longer_run(tmp_path)
     weights = load_checkpoint(run / "checkpoints" / "last.safetensors")
     for name, array in longer_weights.model_state.items():
         np.testing.assert_array_equal(weights.model_state[name], array)
+
+
+@pytest.mark.parametrize(
+    ("settings", "change"),
+    [
+        (("mode=graph",), "graph.cuda_graphs=false"),
+        (("data.dataset=mnist", "data.download=false", "data.transforms=[]"), "data.download=true"),
+    ],
+)
+def test_resume_may_switch_cuda_graphs_and_downloads_and_goes_on_exactly(
+    settings, change, served, tmp_path
+):
+    fetch_dataset("mnist")  # a download on resume then finds it there
+    uninterrupted = run_train(config(CONFIG, *settings), tmp_path / "a").run.path
+    run = run_train(config(CONFIG, *settings), tmp_path / "b", reporter=SignalAtStep(5)).run.path
+    resumed = train(None, TrainOptions(resume=run, overrides=[change]), QuietReporter())
+    assert resumed.status == "completed"
+    assert train_losses(run) == train_losses(uninterrupted)
 
 
 def test_resume_with_set_refuses_keys_that_make_another_run_and_changes_nothing(tmp_path):

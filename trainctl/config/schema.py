@@ -124,9 +124,11 @@ class TrainConfig:
 
 # The keys `train --resume RUN --set KEY=VALUE` may change: how long the run goes on, what it
 # logs, evaluates and checkpoints, when it stops early, how evaluation and loading are batched,
-# and the numerics checks. None of them changes a step already taken or the weights, batches
-# and random draws of the steps that follow (one exception: a cosine schedule whose
-# total_steps is null spans the run, so it stretches to a new length from the resume on).
+# whether a missing data set is fetched (its files are checksummed), CUDA graph capture (it
+# replays the same kernels), and the numerics checks. None of them changes a step already
+# taken or the weights, batches and random draws of the steps that follow (one exception: a
+# cosine schedule whose total_steps is null spans the run, so it stretches to a new length
+# from the resume on).
 # Every other key would make the resumed run a different run.
 RESUMABLE_KEYS = (
     "train.epochs",
@@ -137,6 +139,8 @@ RESUMABLE_KEYS = (
     "train.early_stopping",
     "data.eval_batch_size",
     "data.prefetch",
+    "data.download",
+    "graph.cuda_graphs",
     "debug.check_numerics",
     "threads",
     "distributed",

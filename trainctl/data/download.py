@@ -32,6 +32,8 @@ class Progress(Protocol):
 
     def start(self, name: str, total: int, done: int) -> None: ...
 
+    def waiting(self, name: str, folder: Path) -> None: ...
+
     def advance(self, size: int) -> None: ...
 
     def finish(self) -> None: ...
@@ -39,6 +41,9 @@ class Progress(Protocol):
 
 class NoProgress:
     def start(self, name: str, total: int, done: int) -> None:
+        pass
+
+    def waiting(self, name: str, folder: Path) -> None:
         pass
 
     def advance(self, size: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -33,6 +35,9 @@ class RichDownloadProgress:
         description = f"{name} (resumed)" if done else name
         self.task = self.bar.add_task(description, total=total or None, completed=done)
         self.bar.start()
+
+    def waiting(self, name: str, folder: Path) -> None:
+        self.console.print(f"waiting for another trainctl fetching {name} into {folder}")
 
     def advance(self, size: int) -> None:
         if self.bar is not None:

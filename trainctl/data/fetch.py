@@ -7,9 +7,12 @@ and unpacks an archive member by member, each written under a temporary name and
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tarfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,16 +60,10 @@ def fetch_dataset(
     if not missing_files(remote, folder):
         return FetchResult(folder, [])
     progress = progress or NoProgress()
-    fetched = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for file in remote.files:
-            if not _has(folder, file.name):  # an archive there is whole and checked
-                download(file, remote.mirrors, folder, progress)
-                fetched.append(file.name)
-        if remote.unpack:
-            for file in remote.files:
-                _unpack(folder / file.name, folder, remote)
+        with _only_fetch_into(folder, name, progress):
+            fetched = _fetch_missing(remote, folder, progress)
     except DownloadFailed as exc:
         raise DataError(_failure_message(remote, folder, exc)) from None
     except OSError as exc:
@@ -76,6 +73,39 @@ def fetch_dataset(
     if missing:
         raise DataError(f"{name}: fetched, but {folder} still lacks {', '.join(missing)}")
     return FetchResult(folder, fetched)
+
+
+@contextmanager
+def _only_fetch_into(folder: Path, name: str, progress: Progress) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` while fetching into it. Two trainings that start
+    at once on the same data set would otherwise append to the same `.part` file; the
+    second waits here and then finds the files the first placed."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress.waiting(name, folder)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _fetch_missing(remote: RemoteDataset, folder: Path, progress: Progress) -> list[str]:
+    """Download (and unpack) what `folder` still lacks; the names of the files downloaded."""
+    if not missing_files(remote, folder):  # placed by the fetch this one waited for
+        return []
+    fetched = []
+    for file in remote.files:
+        if not _has(folder, file.name):  # an archive there is whole and checked
+            download(file, remote.mirrors, folder, progress)
+            fetched.append(file.name)
+    if remote.unpack:  # an archive is removed once unpacked: one still there is not
+        for file in remote.files:
+            if (folder / file.name).is_file():
+                _unpack(folder / file.name, folder, remote)
+    return fetched
 
 
 def _failure_message(remote: RemoteDataset, folder: Path, exc: DownloadFailed) -> str:

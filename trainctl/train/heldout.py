@@ -5,12 +5,15 @@ samples. So `eval --set` may change how a run is scored (batch size, device, mod
 the SPLIT_KEYS, which decide which samples are in which split, and neither may a resumed run
 (even with --force). `train` records the identity of the splits in the run's splits.json,
 which `eval` and `train --resume` check against the data they load, so that a data file
-changed under the same path is caught too. Runs made before splits.json existed have no
-record and are scored without that check.
+changed under the same path is caught too. A checkpoint of another run (`eval
+--checkpoint OTHER/checkpoints/best.safetensors`) is scored only when that run was split as
+this one was. Runs made before splits.json existed, and checkpoint files outside any run
+folder, have no record and are scored without these checks.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from trainctl.config import Config, ConfigError, config_differences, config_issue, config_to_dict
@@ -71,9 +74,7 @@ def check_splits(run: RunFolder, data: DataSplits) -> None:
     path = run.splits_path
     if not path.exists():
         return
-    recorded = read_json_object(path, "the run recorded no splits").get("splits")
-    if not isinstance(recorded, dict):
-        raise RunFolderError(f"{path}: expected an object 'splits', as trainctl writes it")
+    recorded = _recorded_splits(path)
     current = split_identity(data)
     changed = [name for name in SPLIT_NAMES if recorded.get(name) != current[name]]
     if not changed:
@@ -87,6 +88,35 @@ def check_splits(run: RunFolder, data: DataSplits) -> None:
         f"({details}), and scores on them could count samples it trained on as held out: did "
         f"the data files change (or how trainctl reads them), or one of {', '.join(SPLIT_KEYS)}?"
     )
+
+
+def check_checkpoint_splits(run: RunFolder, checkpoint: Path) -> None:
+    """A DataError when `checkpoint` lies in another run's checkpoints/ folder and that run
+    recorded other splits than `run` did: it may have trained on `run`'s held-out samples."""
+    other = checkpoint.resolve().parent.parent
+    recorded = run.splits_path.exists() and (other / "splits.json").exists()
+    if other == run.path.resolve() or not recorded:
+        return
+    mine = _recorded_splits(run.splits_path)
+    theirs = _recorded_splits(other / "splits.json")
+    changed = [name for name in SPLIT_NAMES if mine.get(name) != theirs.get(name)]
+    if changed:
+        details = "; ".join(
+            f"{name}: {_describe(theirs.get(name))} there, {_describe(mine.get(name))} here"
+            for name in changed
+        )
+        raise DataError(
+            f"{checkpoint}: trained by the run {other}, which split its data otherwise than "
+            f"{run.path} ({details}), so this run's held-out samples may be ones it trained "
+            "on: score it in its own run, or score a checkpoint of this run"
+        )
+
+
+def _recorded_splits(path: Path) -> dict[str, Any]:
+    recorded = read_json_object(path, "the run recorded no splits").get("splits")
+    if not isinstance(recorded, dict):
+        raise RunFolderError(f"{path}: expected an object 'splits', as trainctl writes it")
+    return recorded
 
 
 def _describe(entry: Any) -> str:

@@ -13,7 +13,7 @@ from trainctl.errors import TrainctlError
 from trainctl.metrics import accuracy, confusion_matrix, mae, mse, r2, top_k_accuracy
 from trainctl.train.atomic import atomic_write_json
 from trainctl.train.evaluation import EvalResult, evaluate_split
-from trainctl.train.heldout import check_splits, refuse_split_changes
+from trainctl.train.heldout import check_checkpoint_splits, check_splits, refuse_split_changes
 from trainctl.train.restore import restore_run
 from trainctl.train.rundir import RunFolder
 
@@ -84,6 +84,7 @@ def score_run(
     if overrides:
         refuse_split_changes(run.read_config(), config)
     restored = restore_run(run, config, checkpoint)
+    check_checkpoint_splits(run, restored.checkpoint.path)
     components = restored.components
     check_splits(run, components.data)
     if getattr(components.data, split) is None:
