@@ -373,7 +373,9 @@ def predict(
         ..., metavar="RUN", help="A run folder, or its name under --runs-root."
     ),
     input_path: Path = typer.Argument(
-        ..., metavar="INPUT", help="An .npz archive, a .csv file, a PNG/JPEG image or a folder."
+        ...,
+        metavar="INPUT",
+        help="An .npz archive, a .csv file, a PNG/JPEG image or a folder; a text run: a text file.",
     ),
     output: Path = typer.Option(
         None, "--output", "-o", metavar="FILE", help="Write to FILE (.csv or .json), not stdout."
@@ -401,7 +403,9 @@ def predict(
     there, is left out); the run's normalize is applied, training-only transforms are not, and
     the model runs in eval mode through the run's own mode (graph mode's compiled forward or
     eager). --set may change how it runs (device, mode, data.eval_batch_size). A bar on
-    stderr follows inputs of several batches.
+    stderr follows inputs of several batches. A character language model (the text data
+    set) takes a text file, one text per line, and writes per line the likeliest next
+    characters (top K) and the model's perplexity on the line.
 
     Example: [bold]trainctl predict digits-mlp-20261123-101500 new.npz -o predictions.csv[/bold]
     """
@@ -441,8 +445,9 @@ def sample(
     """Continue a prompt with a character language model run (the text data set).
 
     Characters are drawn one at a time from the model at the given temperature; the prompt
-    may use only characters of the run's vocabulary (its training text). The same seed
-    writes the same text.
+    may use only characters of the run's vocabulary (its training text), and the model must
+    be causal (it is checked). The same seed writes the same text. While the text fits the
+    run's window each character is a forward over its one position (a KV cache).
 
     Example: [bold]trainctl sample char-transformer-20261205-080000 --prompt "And God said"
     --tokens 200 --temperature 0.8[/bold]
@@ -530,7 +535,8 @@ def serve(
     """Serve a run's model over HTTP with TensorFlow Serving's REST API.
 
     POST /v1/models/NAME:predict takes {"instances": [...]} (or {"inputs": ...}) and answers
-    {"predictions": [...]}: class probabilities, or regression values. GET /v1/models/NAME is
+    {"predictions": [...]}: class probabilities, or regression values (a character language
+    model takes texts and answers the likeliest next characters). GET /v1/models/NAME is
     its status, GET /v1/models/NAME/metadata its input signature, GET /healthz. Concurrent
     requests run as one batch through graph mode's compiled forward, padded to bucket sizes
     compiled at start. --backend onnxruntime serves the model exported to ONNX instead.

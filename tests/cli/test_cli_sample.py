@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import trainctl
 from trainctl.cli import app
+from trainctl.predict.incremental import decodable
+from trainctl.predict.sample import sample_text
+from trainctl.predict.text import LanguageModel
 
 ROOT = Path(__file__).parents[2]
 runner = CliRunner()
@@ -52,6 +56,13 @@ def test_sample_continues_the_prompt_the_same_way_for_the_same_seed(char_run):
     assert other.exit_code == 0 and other.output != first.output
 
 
+def test_sample_never_writes_the_unknown_token(char_run):
+    """Token 0 stands for no character (after 6 steps its logit is still near the others')."""
+    result = invoke("sample", char_run, "--prompt", "A", "--tokens", "150", "--temperature", "2")
+    assert result.exit_code == 0 and len(result.output) == 152, result.output
+    assert "\ufffd" not in result.output
+
+
 def test_greedy_sampling_matches_in_eager_and_graph_mode(char_run):
     args = ("sample", char_run, "--prompt", "In the", "--tokens", "20", "--temperature", "0")
     graph, eager = invoke(*args), invoke(*args, "--set", "mode=eager")
@@ -83,10 +94,55 @@ def test_sample_refuses_a_run_that_is_not_a_language_model(tmp_path):
     assert result.exit_code == 2 and "is not a character language model" in result.output
 
 
-def test_the_lstm_config_trains_and_samples(tmp_path):
-    run = _train("char_lstm.yaml", tmp_path, "--set", "mode=eager")
-    result = invoke("sample", run, "--prompt", "God", "--tokens", "5")
+def test_sample_refuses_a_model_that_looks_ahead(tmp_path):
+    """A transformer without its causal mask sees the characters it should predict: refused
+    in one line, exit code 2, in both modes (found by running it, not by its layer names)."""
+    run = _train("char_transformer.yaml", tmp_path, "--set",
+                 "model.layers[3].transformer_block.causal=false")  # fmt: skip
+    for mode in ("graph", "eager"):
+        result = invoke("sample", run, "--prompt", "And", "--set", f"mode={mode}")
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert result.output.count("\n") == 1
+        assert (
+            "is not a causal language model: its outputs at the first 1 position(s) change "
+            "with the characters after them" in result.output
+        )
+
+
+@pytest.fixture(scope="module")
+def lstm_run(tmp_path_factory):
+    return _train("char_lstm.yaml", tmp_path_factory.mktemp("lstm"), "--set", "mode=eager")
+
+
+def test_the_lstm_config_trains_and_samples(lstm_run):
+    result = invoke("sample", lstm_run, "--prompt", "God", "--tokens", "5")
     assert result.exit_code == 0 and len(result.output.rstrip("\n")) == 8, result.output
+
+
+@pytest.mark.parametrize("mode", ["graph", "eager"])
+def test_the_kv_cache_writes_the_same_text_as_the_full_forward(
+    char_run, lstm_run, mode, monkeypatch
+):
+    """Same seed, same characters, with the cache and without, for the transformer and the
+    LSTM; the prompt of 7 and 30 more pass the window of 16, so both the cached steps and the
+    full forwards past the window run, and the full forward runs only past it."""
+    full_forwards = []
+    full = LanguageModel.next_logits
+
+    def counted(self, context):
+        full_forwards.append(len(context))
+        return full(self, context)
+
+    monkeypatch.setattr(LanguageModel, "next_logits", counted)
+    for run in (char_run, lstm_run):
+        predictor = trainctl.load(run, overrides=[f"mode={mode}"])
+        assert decodable(predictor.restored.components.model)
+        for temperature in (1.0, 0.0):
+            args = (predictor, "And God", 30, temperature, 5)
+            full_forwards.clear()
+            cached = sample_text(*args, cache=True)
+            assert full_forwards == list(range(17, 37))
+            assert cached == sample_text(*args, cache=False)
 
 
 def test_a_sequence_loss_on_labels_and_labels_loss_on_text_are_config_errors(tmp_path):

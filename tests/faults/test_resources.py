@@ -61,7 +61,7 @@ def example(name: str, tmp_path, *overrides: str):
 @pytest.mark.parametrize(
     "name",
     ["digits_mlp", "digits_cnn", "cifar10_cnn", "spirals", "linear_regression", "mnist_keras_mlp",
-     "digits_inception"],
+     "digits_inception", "digits_unet", "digits_python", "char_transformer", "char_lstm"],
 )  # fmt: skip
 def test_the_estimate_counts_the_parameters_the_builder_makes(name, tmp_path):
     if name == "mnist_keras_mlp":  # its layers on digits-sized samples: only the shapes matter
@@ -78,6 +78,17 @@ def test_the_estimate_counts_the_parameters_the_builder_makes(name, tmp_path):
     if cfg.optimizer.name == "sgd" and not cfg.optimizer.args.get("momentum"):
         optimizer_states = 0
     assert estimate.optimizer_bytes == optimizer_states * estimate.parameter_bytes
+
+
+def test_a_python_model_is_counted_on_the_model_without_moving_the_generator(tmp_path):
+    """Its code alone knows its parameters: the estimate builds it, and puts the default
+    generator back, so that the model training builds next has the weights it would have."""
+    cfg = example("digits_python", tmp_path)
+    data = load_data(cfg)
+    backend.manual_seed(cfg.seed)
+    estimate = estimate_memory(cfg, data)
+    assert backend.default_generator.state_dict() == {"seed": cfg.seed, "counter": 0}
+    assert estimate.parameters == 5_130 and estimate.parameter_bytes == 4 * estimate.parameters
 
 
 @pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn", "spirals"])

@@ -7,6 +7,8 @@ import pytest
 from graph_helpers import run_mode
 
 from trainctl import nn, optim
+from trainctl.backend import CPU
+from trainctl.nn.sequence import causal_mask
 
 VOCAB, DIM = 7, 8
 
@@ -67,3 +69,22 @@ def test_lstm_graph_unrolls_once_per_sequence_length():
     graph = run_mode("graph", MODELS["lstm"], _adam, nn.sequence_cross_entropy, batches)
     _assert_identical(eager, graph)
     assert graph.step.stats()["traces"] == 3  # two training signatures and one evaluation
+
+
+def test_the_causal_mask_is_built_once_and_is_one_constant_of_the_graph():
+    """Two causal blocks share the mask of their length: one tensor per (length, device),
+    captured as a single constant, and the steps still agree bit for bit."""
+    assert causal_mask(5, 5, CPU) is causal_mask(5, 5, CPU)
+    assert causal_mask(6, 6, CPU) is not causal_mask(5, 5, CPU)
+    two_causal = _language_model(
+        lambda: [nn.TransformerBlock(DIM, 2, causal=True), nn.TransformerBlock(DIM, 4, causal=True)]
+    )
+    batches = _token_batches([5]) * 2
+    eager = run_mode("eager", two_causal, _adam, nn.sequence_cross_entropy, batches)
+    graph = run_mode("graph", two_causal, _adam, nn.sequence_cross_entropy, batches)
+    _assert_identical(eager, graph)
+    traced_step = graph.step.traced
+    traced = traced_step.trace(traced_step.signature("eval", batches[0][0]))[0]
+    masks = [c for c in traced.constants if c.dtype == np.bool_]
+    assert len(masks) == 1 and masks[0].shape == (5, 5)
+    np.testing.assert_array_equal(masks[0].array, np.tri(5, dtype=bool))

@@ -1,13 +1,17 @@
 """Small runs trained once per session for the predict tests: features from an .npz archive
-(graph mode, with BatchNorm and dropout), a regression table from a CSV file (eager), and an
-image folder (graph mode, with a random flip). Each normalizes its inputs, so a prediction
-that skipped the run's transforms, or applied its training-only ones, would differ."""
+(graph mode, with BatchNorm and dropout), a regression table from a CSV file (eager), an
+image folder (graph mode, with a random flip), and a character language model on text. The
+first three normalize their inputs, so a prediction that skipped the run's transforms, or
+applied its training-only ones, would differ."""
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 from predict_files import NPZ_CONFIG, train, write_png
+
+ROOT = Path(__file__).parents[2]
 
 TABLE_CONFIG = """\
 name: table
@@ -98,3 +102,43 @@ def plain_image_run(tmp_path_factory) -> Path:
         write_png(folder / "images" / "dark" / f"{index}.png", (5, 5), 20 + index)
         write_png(folder / "images" / "light" / f"{index}.png", (5, 5), 220 - index)
     return train(folder, PLAIN_IMAGE_CONFIG)
+
+
+def text_config(vocabulary: int, causal: bool = True) -> str:
+    """A tiny character transformer on text.txt, with `vocabulary` tokens."""
+    return f"""\
+name: chars
+mode: graph
+data:
+  dataset: text
+  path: text.txt
+  options: {{seq_len: 16}}
+  batch_size: 16
+  val_split: 0.1
+  test_split: 0
+model:
+  layers:
+    - embedding: {{num: {vocabulary}, dim: 16}}
+    - positional_embedding
+    - transformer_block: {{heads: 2, mlp_ratio: 2, causal: {str(causal).lower()}}}
+    - layer_norm
+    - linear: {{out: {vocabulary}}}
+loss: sequence_cross_entropy
+metrics: [perplexity]
+train: {{max_steps: 8}}
+"""
+
+
+def train_on_text(folder: Path, causal: bool = True) -> Path:
+    """A run on the first 3,000 characters of the shipped text, whose file is deleted once
+    it has trained: predict and serve must take the vocabulary from the run."""
+    text = gzip.decompress((ROOT / "datasets" / "genesis.txt.gz").read_bytes()).decode()[:3000]
+    (folder / "text.txt").write_text(text)
+    run = train(folder, text_config(len(set(text)) + 1, causal))
+    (folder / "text.txt").unlink()
+    return run
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory) -> Path:
+    return train_on_text(tmp_path_factory.mktemp("text-run"))

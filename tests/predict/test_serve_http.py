@@ -238,3 +238,53 @@ def test_the_onnxruntime_backend_serves_the_same_predictions(npz_model):
         assert answer["trainctl"]["mode"] == "onnxruntime"
         status, answer = call(f"{url}/v1/models/model:predict", {"instances": [[1.0, 2.0]]})
         assert status == 400 and "an array of shape (N, 5)" in answer["error"]
+
+
+@pytest.fixture(scope="module")
+def text_model(text_run):
+    return trainctl.load(text_run, overrides=["mode=graph"])
+
+
+def test_a_language_model_continues_texts_as_predict_does(text_model, text_run, tmp_path):
+    """Each text of the request gets predict's record for it as a line of a file."""
+    texts = ["And God said", "In the beginning", "L"]
+    (tmp_path / "texts.txt").write_text("\n".join(texts))
+    from trainctl.predict.command import predict_file
+
+    expected = json.loads(predict_file(text_model, tmp_path / "texts.txt", "json", top_k=3))
+    with running(text_model, max_batch_size=2) as url:  # 3 texts: two forwards
+        status, answer = call(f"{url}/v1/models/model:predict",
+                              {"instances": texts, "top_k": 3})  # fmt: skip
+        assert status == 200, answer
+        assert answer["predictions"] == [
+            {k: v for k, v in record.items() if k != "sample"} for record in expected
+        ]
+        status, answer = call(f"{url}/v1/models/model:predict", {"inputs": texts[:1]})
+        assert status == 200 and list(answer["outputs"][0]) == ["next", "probability",
+                                                                 "perplexity"]  # fmt: skip
+        for body, message in [
+            ({"instances": [[1, 2]]}, "expected a non-empty list of texts (strings)"),
+            ({"instances": ["And", "Xerxes"]}, "text 1: character 'X' (U+0058) at position 0"),
+            ({"instances": [""]}, "text 0: expected at least one character"),
+            ({"instances": ["And"], "top_k": 0}, "--top-k must be between 1 and"),
+            ({"instances": ["And"], "top_k": "2"}, '"top_k": expected a whole number'),
+        ]:
+            status, answer = call(f"{url}/v1/models/model:predict", body)
+            assert status == 400 and message in answer["error"], (body, answer)
+        assert call(f"{url}/healthz")[0] == 200
+
+
+def test_the_onnxruntime_backend_continues_texts_the_same_way(text_model):
+    pytest.importorskip("onnxruntime")
+    from trainctl.serve.onnx_backend import OnnxRuntimePredictor
+
+    body = {"instances": ["And God said", "In the"], "top_k": 2}
+    with running(text_model) as url:
+        expected = call(f"{url}/v1/models/model:predict", body)
+    with running(OnnxRuntimePredictor(text_model)) as url:
+        status, answer = call(f"{url}/v1/models/model:predict", body)
+    assert status == 200 and expected[0] == 200
+    for got, want in zip(answer["predictions"], expected[1]["predictions"], strict=True):
+        assert [e["next"] for e in got["top_k"]] == [e["next"] for e in want["top_k"]]
+        assert got["probability"] == pytest.approx(want["probability"], rel=1e-4)
+        assert got["perplexity"] == pytest.approx(want["perplexity"], rel=1e-4)

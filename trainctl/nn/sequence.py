@@ -7,6 +7,7 @@ unrolled into the graph, one trace per sequence length (the step's signature cac
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ from trainctl import backend
 from trainctl.autograd import ops
 from trainctl.autograd.tensor import Tensor
 from trainctl.nn import functional as F
+from trainctl.nn.decoding import active_decoding
 from trainctl.nn.init import normal, uniform
 from trainctl.nn.layers import LayerNorm, Linear, _check
 from trainctl.nn.module import Module, Parameter
@@ -22,21 +24,44 @@ from trainctl.nn.module import Module, Parameter
 Operand = ops.Operand
 
 
-def causal_mask(length: int, device: backend.Device) -> Tensor:
-    """(T, T) booleans, True where query t may attend to key s (s <= t).
+@functools.lru_cache(maxsize=64)
+def causal_mask(queries: int, keys: int, device: backend.Device) -> Tensor:
+    """(queries, keys) booleans, True where a query may attend to a key: the queries are
+    the last positions of the keys' (all of them in a full forward), each seeing itself and
+    the ones before it.
 
-    A tensor on the device of the scores: graph mode captures it as a constant."""
-    return Tensor(np.tri(length, dtype=bool), device=device)
+    Built once per shape and device and shared by every attention layer and every forward:
+    a constant, so graph mode captures the one tensor as one constant of the graph."""
+    return Tensor(np.tri(queries, keys, keys - queries, dtype=bool), device=device)
 
 
 def attention(q: Operand, k: Operand, v: Operand, causal: bool) -> Operand:
-    """softmax(q k^T / sqrt(d)) v over (..., T, d) operands; masked scores get the dtype's
-    lowest finite value rather than -inf, so nothing non-finite appears in the step."""
+    """softmax(q k^T / sqrt(d)) v over (..., T, d) operands (k and v may hold earlier
+    positions too); masked scores get the dtype's lowest finite value rather than -inf, so
+    nothing non-finite appears in the step."""
     scores = (q @ ops.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
     if causal:
         lowest = float(np.finfo(scores.dtype).min)
-        scores = ops.where(causal_mask(scores.shape[-1], scores.device), scores, lowest)
+        mask = causal_mask(scores.shape[-2], scores.shape[-1], scores.device)
+        scores = ops.where(mask, scores, lowest)
     return ops.softmax(scores, -1) @ v
+
+
+def _with_earlier(layer: Module, k: Operand, v: Operand) -> tuple[Operand, Operand]:
+    """The keys and values of the positions before these too, while decoding (a KV cache);
+    `k` and `v` themselves otherwise."""
+    state = active_decoding()
+    if state is None:
+        return k, v
+    if not layer.causal:
+        raise ValueError("attention: only a causal one can be decoded a few positions at a time")
+    earlier = state.memory.get(id(layer))
+    if earlier is not None:
+        k, v = (
+            ops.concatenate([old, new], axis=2) for old, new in zip(earlier, (k, v), strict=True)
+        )
+    state.memory[id(layer)] = (k, v)
+    return k, v
 
 
 class MultiHeadSelfAttention(Module):
@@ -44,6 +69,8 @@ class MultiHeadSelfAttention(Module):
 
     `qkv.weight` is (dim, 3 dim): columns [0, dim) give the queries, then keys, then values,
     each split into `heads` consecutive groups (PyTorch's `in_proj_weight`, transposed).
+    While decoding (`nn.decoding`) a causal one keeps the keys and values of the positions
+    it has seen and attends over them too.
     """
 
     def __init__(
@@ -66,6 +93,7 @@ class MultiHeadSelfAttention(Module):
         heads = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads)
         q, k, v = (heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, H, T, d/H)
         q, k, v = (self.full_precision(a) for a in (q, k, v))  # the softmax in float32
+        k, v = _with_earlier(self, k, v)
         mixed = attention(q, k, v, self.causal)
         return self.proj(self.autocast(mixed).transpose(0, 2, 1, 3).reshape(b, t, d))
 
@@ -108,9 +136,11 @@ class PositionalEmbedding(Module):
         self.weight = Parameter(normal((max_len, dim), 0.02, generator))
 
     def forward(self, x: Operand) -> Operand:
-        ok = x.ndim == 3 and x.shape[1] <= self.max_len and x.shape[2] == self.dim
-        _check(self, x, ok, f"(B, T <= {self.max_len}, {self.dim})")
-        return x + self.autocast(self.weight[: x.shape[1]])
+        state = active_decoding()
+        start = 0 if state is None else state.position  # decoding: the new positions' rows
+        ok = x.ndim == 3 and start + x.shape[1] <= self.max_len and x.shape[2] == self.dim
+        _check(self, x, ok, f"(B, T <= {self.max_len - start}, {self.dim})")
+        return x + self.autocast(self.weight[start : start + x.shape[1]])
 
     def extra_repr(self) -> str:
         return f"max_len={self.max_len}, dim={self.dim}"
@@ -123,6 +153,7 @@ class LSTM(Module):
     4 hidden), `weight_hh` (hidden, 4 hidden), one bias (PyTorch's two biases added), all
     from U(-1/sqrt(hidden), 1/sqrt(hidden)) as in PyTorch. The state starts at zero. The
     loop over time is plain Python: eager runs it step by step, graph mode unrolls it.
+    While decoding (`nn.decoding`) it starts from the state its last call ended in.
     """
 
     def __init__(
@@ -141,7 +172,8 @@ class LSTM(Module):
         x = self.autocast(x)
         w_ih, w_hh, bias = (self.autocast(w) for w in (self.weight_ih, self.weight_hh, self.bias))
         b, n = x.shape[0], self.hidden_size
-        h = c = None
+        decoding = active_decoding()
+        h, c = (None, None) if decoding is None else decoding.memory.get(id(self), (None, None))
         states = []
         for t in range(x.shape[1]):
             gates = x[:, t] @ w_ih + bias
@@ -152,6 +184,8 @@ class LSTM(Module):
             c = i * g if c is None else f * c + i * g
             h = o * ops.tanh(c)
             states.append(h.reshape(b, 1, n))
+        if decoding is not None:  # the next call goes on from here
+            decoding.memory[id(self)] = (h, c)
         return ops.concatenate(states, axis=1)
 
     def extra_repr(self) -> str:

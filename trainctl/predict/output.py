@@ -56,7 +56,7 @@ def prediction_records(
 ) -> list[dict[str, Any]]:
     """One JSON-ready record per sample: {"sample", "class", "probability"} (plus "top_k", a
     list of k {"class", "probability"}, when k > 1), or {"sample", "value" | "values"}."""
-    number = _shortest(outputs.dtype)
+    number = shortest(outputs.dtype)
     if description.task != "classification":
         values = outputs.reshape(len(outputs), -1)
         pairs = zip(samples, values, strict=True)
@@ -85,7 +85,8 @@ def check_top_k(description: InputDescription, top_k: int) -> None:
         raise OutputError(f"--top-k must be between 1 and {classes} ({what}), got {top_k}")
 
 
-def _shortest(dtype: np.dtype):
+def shortest(dtype: np.dtype):
+    """A float of `value` in its shortest form that reads back to the same `dtype` value."""
     scalar = np.dtype(dtype).type if np.dtype(dtype).kind == "f" else np.float64
     return lambda value: float(str(scalar(value)))
 

@@ -1,47 +1,18 @@
 """`trainctl sample RUN --prompt TEXT --tokens N`: text from a character language model.
 
-The run's vocabulary is the one it saved (the characters of its training text: its
-preprocessing.json and class names); no data is read. Each new character is drawn from the
-model's distribution at the last position of the context, at a temperature, with a seeded
-generator. The model always sees a full window of the run's sequence length, so graph mode
-compiles one forward: a context shorter than that is padded after its end, which a causal
-model (causal attention, LSTM) never looks at; a longer one keeps its last seq_len
-characters.
+The run's vocabulary is the one it saved; no data is read (see `predict/text.py`, which also
+checks that the model is causal). Each new character is drawn from the model's
+distribution after the context (the unknown token left out), at a temperature, with a
+seeded generator, over the context's last seq_len characters.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from trainctl.predict.incremental import next_logits_of
 from trainctl.predict.model import InputError, Predictor
-
-
-def run_vocabulary(predictor: Predictor) -> tuple[str, ...]:
-    """The characters the run's tokens stand for, as the run saved them; an InputError for a
-    run that is not a language model."""
-    names = predictor.input.class_names
-    output_shape = predictor.input.output_shape
-    language_model = predictor.loss == "sequence_cross_entropy" and len(output_shape) == 2
-    if not language_model or names is None or len(names) != output_shape[-1]:
-        raise InputError(
-            f"run {predictor.run.path} is not a character language model (expected a run "
-            "trained on the text data set with sequence_cross_entropy)"
-        )
-    return tuple(names)
-
-
-def encode_prompt(prompt: str, vocabulary: tuple[str, ...]) -> list[int]:
-    """Token ids of `prompt`; an InputError naming the first character the run never saw."""
-    index = {char: token for token, char in enumerate(vocabulary) if token}
-    if not prompt:
-        raise InputError("--prompt: expected at least one character to start from")
-    for position, char in enumerate(prompt):
-        if char not in index:
-            raise InputError(
-                f"--prompt: character {char!r} (U+{ord(char):04X}) at position {position} is "
-                f"not in the run's vocabulary of {len(index)} characters from its training text"
-            )
-    return [index[char] for char in prompt]
+from trainctl.predict.text import LanguageModel, language_model
 
 
 def next_token(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
@@ -59,23 +30,35 @@ def sample_text(
     tokens: int,
     temperature: float = 1.0,
     seed: int = 0,
+    cache: bool = True,
 ) -> str:
-    """`prompt` followed by `tokens` characters the run's model writes, one at a time."""
+    """`prompt` followed by `tokens` characters the run's model writes, one at a time; with
+    `cache`, each one a forward over the new position alone where the model allows it (see
+    `predict/incremental.py`), the same characters as without."""
     if tokens < 0:
         raise InputError(f"--tokens: expected a count >= 0, found {tokens}")
     if temperature < 0:
         raise InputError(f"--temperature: expected a number >= 0, found {temperature:g}")
-    vocabulary = run_vocabulary(predictor)
-    context = encode_prompt(prompt, vocabulary)
-    window = predictor.input.shape[0]
+    model = language_model(predictor)
+    context = model.encode(prompt, "--prompt")
+    written = generate(model, context, tokens, temperature, seed, cache)
+    return prompt + "".join(model.vocabulary[token] for token in written)
+
+
+def generate(
+    model: LanguageModel,
+    context: list[int],
+    tokens: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    cache: bool = True,
+) -> list[int]:
+    """The `tokens` token ids `model` writes after `context`, drawn as `sample_text` draws."""
+    context = list(context)
+    next_logits = next_logits_of(model, cache)
     rng = np.random.default_rng(seed)
-    written = []
     for _ in range(tokens):
-        recent = context[-window:]
-        batch = np.zeros((1, window), np.int64)
-        batch[0, : len(recent)] = recent
-        logits = predictor.predict(batch)[0, len(recent) - 1]
-        token = next_token(logits, temperature, rng)
-        context.append(token)
-        written.append(vocabulary[token])
-    return prompt + "".join(written)
+        logits = next_logits(context)
+        logits[0] = -np.inf  # the unknown token stands for no character: never written
+        context.append(next_token(logits, temperature, rng))
+    return context[len(context) - tokens :]

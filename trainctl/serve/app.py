@@ -8,9 +8,13 @@
 
 So clients written for TF Serving work unchanged. Predictions are per sample the class
 probabilities (softmax for cross_entropy, sigmoid for bce_with_logits) or the regression
-values. Every bad request is a JSON `{"error": ...}` with 400 (malformed JSON, inputs of the
-wrong shape or dtype, NaN), 404 (an unknown model or path) or 413 (a body over the limit);
-none takes the server down.
+values. A character language model (a run of the text data set) takes texts instead,
+{"instances": ["And God said", ...], "top_k": 3}, and answers per text its likeliest next
+characters with their probabilities and its perplexity (see `predict/text.py`).
+
+Every bad request is a JSON `{"error": ...}` with 400 (malformed JSON, inputs of the wrong
+shape or dtype, NaN, a character outside a language model's vocabulary), 404 (an unknown
+model or path) or 413 (a body over the limit); none takes the server down.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from trainctl.errors import TrainctlError
 from trainctl.predict.model import InputError, Predictor
-from trainctl.predict.output import output_scores
+from trainctl.predict.output import check_top_k, output_scores
+from trainctl.predict.text import LanguageModel, is_text_run, language_model, next_character_records
 from trainctl.serve.batching import Batcher
 
 _TF_DTYPES = {"float16": "DT_HALF", "float32": "DT_FLOAT", "float64": "DT_DOUBLE",
@@ -49,6 +55,7 @@ def create_app(predictor: Predictor, options: ServeOptions) -> Starlette:
     """The app serving `predictor` under `options.model_name`; its batcher starts (and traces
     every bucket size) when the app starts, and finishes its queue when the app stops."""
     state: dict[str, Batcher] = {}
+    text_model = language_model(predictor) if is_text_run(predictor) else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -80,6 +87,8 @@ def create_app(predictor: Predictor, options: ServeOptions) -> Starlette:
         if verb != "predict":
             raise HTTPException(404, f"unknown method {verb!r}: this server answers :predict")
         payload = json.loads(await _body(request, options.max_body_bytes) or b"null")
+        if text_model is not None:
+            return await _continue_texts(text_model, state["batcher"], payload)
         inputs, key = _inputs_of(payload)
         try:
             prepared = predictor.prepare(inputs, "request")
@@ -149,22 +158,49 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+async def _continue_texts(model: LanguageModel, batcher: Batcher, payload: Any) -> JSONResponse:
+    """A character language model's answer: per text (a string of the request) its likeliest
+    next characters and its perplexity, the records of `trainctl predict` on a text file
+    without their "sample"; "top_k" in the request asks for k characters (default 1)."""
+    texts, key = _samples_of(payload)
+    top_k = payload.get("top_k", 1)
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise HTTPException(400, "expected a non-empty list of texts (strings) to continue")
+    try:
+        if not isinstance(top_k, int) or isinstance(top_k, bool):
+            raise InputError(f'"top_k": expected a whole number, found {top_k!r}')
+        check_top_k(model.predictor.input, top_k)
+        contexts = [model.encode(text, f"text {index}") for index, text in enumerate(texts)]
+        prepared = model.predictor.prepare(model.windows(contexts)[0], "request")
+    except TrainctlError as error:
+        raise HTTPException(400, str(error)) from None
+    outputs = await batcher.run(prepared)
+    records = next_character_records(model, outputs, contexts, range(len(texts)), top_k)
+    return JSONResponse({key: [{k: v for k, v in r.items() if k != "sample"} for r in records]})
+
+
+def _samples_of(payload: Any) -> tuple[Any, str]:
+    """What a request holds under "instances" (-> its answer's "predictions") or "inputs"
+    (-> "outputs"), as TF Serving's row and columnar formats."""
+    if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
+        raise HTTPException(400, 'expected a JSON object with "instances" or "inputs"')
+    if "instances" in payload:
+        return payload["instances"], "predictions"
+    return payload["inputs"], "outputs"
+
+
 def _inputs_of(payload: Any) -> tuple[np.ndarray, str]:
     """The samples of a request and the key its answer goes under: "instances" (row format:
     a list of samples, each possibly {"NAME": sample}) -> "predictions"; "inputs" (columnar:
     the batch as one tensor) -> "outputs"."""
-    if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
-        raise HTTPException(400, 'expected a JSON object with "instances" or "inputs"')
-    if "instances" in payload:
-        samples, key = payload["instances"], "predictions"
+    samples, key = _samples_of(payload)
+    if key == "predictions":
         if not isinstance(samples, list) or not samples:
             raise HTTPException(400, '"instances" must be a non-empty list of samples')
         if all(isinstance(s, dict) and len(s) == 1 for s in samples):
             samples = [next(iter(s.values())) for s in samples]
-    else:
-        samples, key = payload["inputs"], "outputs"
-        if isinstance(samples, dict) and len(samples) == 1:
-            samples = next(iter(samples.values()))
+    elif isinstance(samples, dict) and len(samples) == 1:
+        samples = next(iter(samples.values()))
     try:
         array = np.asarray(samples)
     except (ValueError, TypeError, OverflowError):

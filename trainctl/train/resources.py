@@ -1,8 +1,9 @@
 """Resource sanity before a run allocates anything: the memory a step needs, and its length.
 
 `check_resources` runs once the data is loaded and before the model is built. It walks the
-config's layer list with the shape of one sample (arithmetic on shapes, no arrays) and adds
-up what a training step holds at once: the parameters, their gradients and the optimizer's
+config's layer list with the shape of one sample (arithmetic on shapes, no arrays; a Python
+model, whose code alone knows its parameters, is built once to count them) and adds up what
+a training step holds at once: the parameters, their gradients and the optimizer's
 state, and for one batch every layer's output (kept for the backward pass) plus the unfolded
 patches of each convolution. Temporaries inside ops and the gradients in flight during the
 backward pass are not counted, so the estimate is a lower bound: a run it refuses would not
@@ -21,14 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from trainctl import backend
 from trainctl.autograd.tensor import Tensor
 from trainctl.backend import Device
 from trainctl.config import Config
 from trainctl.data import DataSplits
 from trainctl.errors import TrainctlError
 from trainctl.nn.blocks import INPUT, BlockSpec, joined_shape, run_order
-from trainctl.nn.build import LayerSpec, ModelError
+from trainctl.nn.build import LayerSpec, ModelError, count_parameters
 from trainctl.nn.precision import precision_of
+from trainctl.nn.python_model import build_python_model
 from trainctl.optim import make_optimizer
 
 # A billion updates take eleven days even at 1 ms a step; no config means that on purpose.
@@ -126,6 +129,45 @@ def _embedding(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
     return (*shape, args["dim"])
 
 
+def _positional_embedding(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
+    if len(shape) != 2:
+        return None
+    tally.parameters += (args.get("max_len") or shape[0]) * shape[1]
+    return shape
+
+
+def _attention(shape: Shape, heads: int, tally: _Tally) -> None:
+    """Its q/k/v and output projections, and the (heads, T, T) scores and their softmax."""
+    length, dim = shape
+    tally.parameters += 4 * dim * dim + 4 * dim
+    tally.activations += 3 * length * dim + 2 * heads * length * length
+
+
+def _self_attention(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
+    if len(shape) != 2 or shape[1] % args["heads"]:
+        return None
+    _attention(shape, args["heads"], tally)
+    return shape
+
+
+def _transformer_block(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
+    if _self_attention(shape, args, tally) is None:
+        return None
+    dim, hidden = shape[1], args["mlp_ratio"] * shape[1]
+    tally.parameters += 4 * dim + 2 * dim * hidden + hidden + dim  # two norms, the MLP
+    tally.activations += shape[0] * hidden
+    return shape
+
+
+def _lstm(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
+    if len(shape) != 2:
+        return None
+    hidden = args["hidden"]
+    tally.parameters += (shape[1] + hidden + 1) * 4 * hidden
+    tally.activations += shape[0] * 4 * hidden  # the gates of every step
+    return (shape[0], hidden)
+
+
 _SHAPE_RULES = {
     "linear": _linear,
     "conv2d": _conv2d,
@@ -139,6 +181,10 @@ _SHAPE_RULES = {
     "batch_norm": _normalization,
     "layer_norm": _normalization,
     "embedding": _embedding,
+    "positional_embedding": _positional_embedding,
+    "self_attention": _self_attention,
+    "transformer_block": _transformer_block,
+    "lstm": _lstm,
 }
 
 
@@ -176,6 +222,21 @@ def _walk_blocks(blocks: Sequence[BlockSpec], sample: Shape, tally: _Tally) -> N
         shapes[name] = shape
 
 
+def _python_model_parameters(config: Config, sample: Shape, dtype: np.dtype) -> int:
+    """The parameters of a Python model, counted on the model: its code alone knows them, so
+    it is built here once (its __init__ and a forward on one zero sample run, its activations
+    are not counted), and the default generator put back as it was, so that the model
+    training builds next draws the same weights."""
+    generator = backend.default_generator.state_dict()
+    try:
+        model, _ = build_python_model(config.model.python or "", config.model.args, sample, dtype)
+    except ModelError:
+        return 0  # building the real model reports it at its key
+    finally:
+        backend.default_generator.load_state_dict(generator)
+    return count_parameters(model)
+
+
 def _optimizer_state_arrays(config: Config) -> int:
     """Arrays of state the optimizer keeps per parameter (momentum: 1, Adam: 2)."""
     probe = Tensor(np.zeros(1, np.float32), requires_grad=True)
@@ -192,7 +253,9 @@ def estimate_memory(config: Config, data: DataSplits) -> MemoryEstimate:
     sample = tuple(data.train.inputs.shape[1:])
     if config.model.kind == "blocks":
         _walk_blocks(config.model.blocks or [], sample, tally)
-    else:  # a Python model's layers are unknown until it is built: it counts nothing here
+    elif config.model.kind == "python":
+        tally.parameters += _python_model_parameters(config, sample, data.train.inputs.dtype)
+    else:
         _walk(config.model.layers, sample, tally)
     itemsize = precision_of(config.dtype).param_dtype.itemsize  # activations: an upper bound
     batch = min(config.data.batch_size, len(data.train))
