@@ -9,7 +9,7 @@ its embedding was never trained and what the model made of it would mean nothing
 Texts are fed as full windows of the run's sequence length, so graph mode compiles one
 forward: a shorter text is padded after its end, which a causal model never looks at, and a
 longer one keeps its last seq_len characters. That is sound only for a causal model, which
-`LanguageModel` checks on load (see `_check_causal`).
+`language_model` checks by running it (see `_check_causal`).
 """
 
 from __future__ import annotations
