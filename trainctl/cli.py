@@ -18,14 +18,25 @@ from trainctl.errors import TrainctlError
 
 EXIT_USER_ERROR = 2
 EXIT_FAILED = 1
+# click's UsageError, from the copy of click that recent Typer carries (typer._click) or from
+# click itself under older Typer: typer.BadParameter derives from it either way.
+_UsageError = typer.BadParameter.__base__
 
 
 class _App(HelpGroup):
     """The command group: user errors are messages, not tracebacks (unless --debug)."""
 
+    def make_context(self, info_name: str | None, args: list[str], *a: Any, **kw: Any) -> Any:
+        try:  # the top level's own usage errors: an unknown option or command
+            return super().make_context(info_name, args, *a, **kw)
+        except _UsageError as exc:
+            raise _usage_exit(exc) from None
+
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except _UsageError as exc:  # a command's: a missing argument, a bad value
+            raise _usage_exit(exc) from None
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
@@ -37,6 +48,19 @@ class _App(HelpGroup):
                 raise
             typer.echo(_printable(str(exc)), err=True)
             raise typer.Exit(getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
+
+
+def _usage_exit(exc: Any) -> Exception:
+    """A usage error as one line naming the command, like every other error of trainctl,
+    instead of Typer's usage box; the help that `no_args_is_help` shows passes through."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # as Typer tells it (click >= 8.2 only)
+        return exc
+    where = exc.ctx.command_path if exc.ctx is not None else "trainctl"
+    message = exc.format_message().rstrip(".")
+    typer.echo(
+        _printable(f"{where}: {message[:1].lower()}{message[1:]}; see {where} --help"), err=True
+    )
+    return typer.Exit(exc.exit_code)
 
 
 def _user_code_report(exc: Exception) -> str | None:
