@@ -37,6 +37,11 @@ class _App(HelpGroup):
             return super().invoke(ctx)
         except _UsageError as exc:  # a command's: a missing argument, a bad value
             raise _usage_exit(exc) from None
+        except BrokenPipeError:  # stdout's reader went away (`trainctl runs | head -3`)
+            from trainctl.closed_stdout import EXIT_CLOSED_STDOUT, silence_stdout
+
+            silence_stdout()
+            raise typer.Exit(EXIT_CLOSED_STDOUT) from None
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
@@ -140,11 +145,11 @@ def devices() -> None:
     Example: [bold]trainctl devices[/bold]
     """
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     from trainctl import backend
+    from trainctl.closed_stdout import StdoutConsole
 
     table = Table(title="Compute devices")
     table.add_column("device", style="bold")
@@ -152,7 +157,7 @@ def devices() -> None:
     table.add_row("cpu", f"NumPy {np.__version__}")
     # Text, not a markup string: the status may hold brackets, as in 'trainctl[gpu]'.
     table.add_row("cuda", Text(backend.cuda_status()))
-    Console().print(table)
+    StdoutConsole().print(table)
 
 
 @app.command(cls=HelpCommand)
@@ -368,8 +373,7 @@ def evaluate(
     """
     import json
 
-    from rich.console import Console
-
+    from trainctl.closed_stdout import StdoutConsole
     from trainctl.render import confusion_table, scores_table
     from trainctl.train.rundir import find_run
     from trainctl.train.scoring import score_run
@@ -378,7 +382,7 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(score.as_dict(), indent=2))
         return
-    console = Console()
+    console = StdoutConsole()
     console.print(
         f"{score.run.path.name}: {split} split, {score.result.samples} samples, "
         f"checkpoint {score.checkpoint.name} (step {score.checkpoint_step})",
@@ -609,8 +613,7 @@ def runs_list(
     if ctx.invoked_subcommand is not None:
         ctx.obj = runs_root
         return
-    from rich.console import Console
-
+    from trainctl.closed_stdout import StdoutConsole
     from trainctl.errors import RunFolderError
     from trainctl.render import runs_table, runs_tsv
     from trainctl.train.run_status import current_summary
@@ -626,7 +629,7 @@ def runs_list(
     if not rows:
         typer.echo(f"no runs in {runs_root}")
         return
-    console = Console()
+    console = StdoutConsole()
     if plain or not console.is_terminal:
         typer.echo(runs_tsv(rows), nl=False)
     else:
@@ -650,15 +653,14 @@ def runs_show(
 
     Example: [bold]trainctl runs show digits-mlp-20261123-101500[/bold]
     """
-    from rich.console import Console
-
+    from trainctl.closed_stdout import StdoutConsole
     from trainctl.render import loss_curve, summary_table
     from trainctl.train.metrics_log import read_metrics
     from trainctl.train.run_status import current_summary
     from trainctl.train.rundir import find_run
 
     folder = find_run(run, runs_root or ctx.obj or Path("runs"))
-    console = Console()
+    console = StdoutConsole()
     console.print(summary_table(current_summary(folder)))
     records = read_metrics(folder.metrics_path) if folder.metrics_path.exists() else []
     points = [(r.get("step"), r.get("loss")) for r in records if r.get("kind") == "train"]
@@ -771,11 +773,10 @@ def compare(
     """
     import shlex
 
-    from rich.console import Console
-
     from trainctl.bench.compare import CompareOptions, DisagreementError
     from trainctl.bench.compare import compare as run_compare
     from trainctl.bench.report import report_json, rich_report, save_report
+    from trainctl.closed_stdout import StdoutConsole
     from trainctl.config import load_config
 
     if with_peer not in (None, "torch"):
@@ -799,7 +800,7 @@ def compare(
     if as_json:
         typer.echo(report_json({**report, "report_dir": str(folder)}))
     else:
-        console = Console()
+        console = StdoutConsole()
         console.print(rich_report(report))
         if chart_note:
             console.print(chart_note, markup=False, highlight=False)

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from trainctl.closed_stdout import StdoutConsole, silence_stdout
 from trainctl.number_format import lr_text, metric_text, rate_text
 from trainctl.train.progress_line import EpochLine
 
@@ -40,11 +41,27 @@ def format_record(record: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+class _ProgressConsole(StdoutConsole):
+    """stdout for a run's progress: once its reader went away the rest goes to /dev/null and
+    the run stops as on SIGTERM (signals.py), with a checkpoint; it does not end at once."""
+
+    closed = False
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = self.closed = True
+        silence_stdout()
+
+
 class Reporter:
     """Plain lines: one per logged step and per evaluation."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.console = console or _ProgressConsole(highlight=False, soft_wrap=True)
+
+    @property
+    def output_closed(self) -> bool:
+        """Whether the reader of stdout went away (`trainctl train c.yaml | head -3`)."""
+        return isinstance(self.console, _ProgressConsole) and self.console.closed
 
     def message(self, text: str) -> None:
         self.console.print(text, markup=False)

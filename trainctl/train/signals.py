@@ -1,4 +1,6 @@
-"""Stop signals of a training run: SIGINT/SIGTERM end it cleanly after the current step.
+"""Stop signals of a training run: SIGINT/SIGTERM end it cleanly after the current step, and
+so does SIGPIPE, which comes when the reader of stdout went away (`trainctl train c.yaml |
+head -3`; the progress output then goes to /dev/null, see closed_stdout.py).
 
 A signal sets a flag that the loop checks after each step (and evaluation before each batch,
 so a long validation split does not keep a Ctrl-C waiting); a second Ctrl-C stops at once.
@@ -15,6 +17,9 @@ from typing import Any
 import numpy as np
 
 from trainctl.train.step import Step
+
+# Python ignores SIGPIPE (a write to a closed pipe fails instead); Windows has none.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *filter(None, [getattr(signal, "SIGPIPE", None)]))
 
 
 class EvaluationInterrupted(Exception):
@@ -35,7 +40,7 @@ class Interruptible:
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM: the loop finishes the current step, checkpoints and stops.
+    """Set by SIGINT/SIGTERM/SIGPIPE: the loop finishes the current step, checkpoints and stops.
 
     A second Ctrl-C raises KeyboardInterrupt at once (the last checkpoint stays intact).
     """
@@ -59,7 +64,7 @@ def trapped_signals() -> Iterator[StopFlag]:
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    previous = {s: signal.signal(s, flag.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, flag.handle) for s in STOP_SIGNALS}
     try:
         yield flag
     finally:

@@ -48,7 +48,7 @@ from trainctl.train.signals import trapped_signals
 # What callers import from here; the errors and options are defined beside their users.
 __all__ = ["ResumeError", "TrainOptions", "TrainResult", "TrainingError", "train"]
 
-EXIT_CODES = {"completed": 0, "failed": 1, "SIGINT": 130, "SIGTERM": 143}
+EXIT_CODES = {"completed": 0, "failed": 1, "SIGINT": 130, "SIGTERM": 143, "SIGPIPE": 141}
 
 
 @dataclass
@@ -122,6 +122,8 @@ def _fit(trainer: Trainer) -> str:
     # A diverging run is caught by the loss check with its step number; NumPy's overflow
     # warnings along the way would only bury that message.
     with trapped_signals() as stop, np.errstate(all="ignore"):
+        if trainer.reporter.output_closed:  # before the signals were trapped (`| true`)
+            stop.signal_name = "SIGPIPE"
         if trainer.parallel is not None:
             stop = AgreedStop(stop, trainer.parallel.reducer)
         trainer.threads.start()
