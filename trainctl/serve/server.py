@@ -6,6 +6,8 @@ flight finish (their batches run), then stops the app, whose batcher finishes it
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,23 +69,50 @@ def serve_run(
         )
     if backend not in BACKENDS:
         raise ServeError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if not 0 < port < 65536:
+        raise ServeError(f"--port must be 1 to 65535, got {port}")
     _require_serve_extra(backend)
     import uvicorn
 
     from trainctl.serve.app import ServeOptions, create_app
 
-    predictor = load(run, checkpoint, runs_root=runs_root, overrides=["mode=graph", *overrides])
-    if backend == "onnxruntime":
-        from trainctl.serve.onnx_backend import OnnxRuntimePredictor
+    with _bound_socket(host, port) as listening:  # a port in use fails before the slow load
+        predictor = load(run, checkpoint, runs_root=runs_root, overrides=["mode=graph", *overrides])
+        if backend == "onnxruntime":
+            from trainctl.serve.onnx_backend import OnnxRuntimePredictor
 
-        predictor = OnnxRuntimePredictor(predictor)
-    name = model_name or predictor.restored.config.name
-    options = ServeOptions(name, max_batch_size, max_wait_ms, batching, max_body_bytes)
-    batches = (
-        f"batches of up to {max_batch_size}, {max_wait_ms:g} ms" if batching else "no batching"
-    )
-    announce(
-        f"serving {predictor.run.path} as model {name!r} ({predictor.mode} mode, {batches}) "
-        f"on http://{host}:{port}/v1/models/{name}"
-    )
-    uvicorn.run(create_app(predictor, options), host=host, port=port, log_level="warning")
+            predictor = OnnxRuntimePredictor(predictor)
+        name = model_name or predictor.restored.config.name
+        options = ServeOptions(name, max_batch_size, max_wait_ms, batching, max_body_bytes)
+        batches = (
+            f"batches of up to {max_batch_size}, {max_wait_ms:g} ms" if batching else "no batching"
+        )
+        announce(
+            f"serving {predictor.run.path} as model {name!r} ({predictor.mode} mode, {batches}) "
+            f"on http://{host}:{port}/v1/models/{name}"
+        )
+        app = create_app(predictor, options)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run does
+            server.run(sockets=[listening])
+    if not server.started:
+        raise ServeError(f"the server on {host}:{port} did not start: see the error above")
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads and anything is announced: a port in
+    use or an address this machine does not have is a one-line error, where uvicorn would log
+    it after the announcement and exit with status 3."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listening = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise ServeError(f"--host {host}: {error.strerror or error}") from None
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn sets it
+    try:
+        listening.bind(address)
+    except OSError as error:
+        listening.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    listening.set_inheritable(True)
+    return listening
