@@ -121,6 +121,46 @@ def test_an_unknown_format_is_refused(npz_run):
     assert "unknown format 'savedmodel': expected one of onnx" in result.output
 
 
+def test_a_folder_given_as_the_output_is_one_line(npz_run, tmp_path):
+    result = CliRunner().invoke(app, ["export", str(npz_run), "-o", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"-o {tmp_path} is a folder: give the file to write, e.g. {tmp_path / 'model.onnx'}\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(npz_run, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    target = tmp_path / "a-file" / "model.onnx"  # under a file: no folder can be made there
+    result = CliRunner().invoke(app, ["export", str(npz_run), "-o", str(target)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"cannot write {target}: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+def test_the_model_file_is_written_whole_with_nothing_beside_it(npz_run, tmp_path, monkeypatch):
+    """Written to a temporary file and renamed: a failed write keeps the previous model."""
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"the previous model")
+    monkeypatch.setattr("os.fsync", _failing_fsync)
+    result = CliRunner().invoke(app, ["export", str(npz_run), "-o", str(target)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"cannot write {target}: No space left on device\n"
+    assert target.read_bytes() == b"the previous model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    monkeypatch.undo()
+    result = CliRunner().invoke(app, ["export", str(npz_run), "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert onnx.load(str(target)).graph.output[0].name == "outputs"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def _failing_fsync(fd: int) -> None:
+    raise OSError(28, "No space left on device")
+
+
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 

@@ -26,6 +26,10 @@ def export_run(
     """Export `run` (restored from `checkpoint`) to `output` (default: RUN/model.onnx)."""
     if fmt not in FORMATS:
         raise ExportSetupError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if output is not None and Path(output).is_dir():  # said before the slow load
+        raise ExportSetupError(
+            f"-o {output} is a folder: give the file to write, e.g. {Path(output) / 'model.onnx'}"
+        )
     try:
         import onnx  # noqa: F401
     except ImportError:

@@ -25,9 +25,10 @@ import trainctl
 from trainctl.autograd.graph import Graph, HostScalar, TracingError, Value
 from trainctl.backend import to_host
 from trainctl.data.transforms import TRANSFORMS
-from trainctl.errors import TrainctlError
+from trainctl.errors import RunFolderError, TrainctlError
 from trainctl.export.onnx_builder import BatchShape, OnnxBuilder
 from trainctl.predict.model import Predictor
+from trainctl.train.atomic import atomic_write_bytes, describe_os_error
 from trainctl.train.model_graph import trace_inference
 
 OPSET = 18
@@ -51,10 +52,11 @@ def export_onnx(predictor: Predictor, path: Path) -> ExportReport:
     """Write the run's model to `path` as ONNX and check it with `onnx.checker`."""
     model = onnx_model(predictor)
     onnx.checker.check_model(model, full_check=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(model.SerializeToString())
-    partial.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot write {path}: {describe_os_error(exc)}") from None
+    atomic_write_bytes(path, model.SerializeToString())  # a reader never sees half a model
     graph = model.graph
     return ExportReport(
         path,
