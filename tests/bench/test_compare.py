@@ -120,12 +120,18 @@ def test_rich_output_shows_the_table_chart_and_verdict(tmp_path):
         (["--modes", "eager,lazy"], "--modes takes a list of eager, graph"),
         (["--batch-sizes", "8,x"], "--batch-sizes takes integers"),
         (["--with", "jax"], "--with takes torch"),
+        (["--loss-rtol", "-1"], "--loss-rtol takes a finite number >= 0, got -1.0"),
+        (["--loss-rtol", "nan"], "--loss-rtol takes a finite number >= 0, got nan"),
+        (["--param-atol", "inf"], "--param-atol takes a finite number >= 0, got inf"),
+        (["--loss-rtol", "tiny"], "invalid value for '--loss-rtol'"),
     ],
 )
 def test_bad_options_are_clear_errors(tmp_path, args, message):
     result = runner.invoke(app, ["compare", str(DIGITS), "--runs-root", str(tmp_path), *args])
     assert result.exit_code == 2
-    assert message in result.output
+    (line,) = result.stderr.splitlines()
+    assert message in line
+    assert list(tmp_path.iterdir()) == []  # nothing ran, no report
 
 
 def test_bootstrap_interval_brackets_the_ratio():

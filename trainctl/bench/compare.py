@@ -80,6 +80,10 @@ class CompareOptions:
             not self.batch_sizes or any(b < 1 for b in self.batch_sizes)
         ):
             raise CompareError("--batch-sizes takes positive integers, e.g. 16,64,256")
+        tolerances = {"--loss-rtol": self.loss_rtol, "--param-atol": self.param_atol}
+        for option, value in tolerances.items():
+            if not 0 <= value < float("inf"):  # NaN fails too
+                raise CompareError(f"{option} takes a finite number >= 0, got {value}")
 
 
 @dataclass
