@@ -606,7 +606,8 @@ def runs_list(
     (device, mode, duration, steps) are left out. In a pipe, or with --plain, it prints a
     header and one tab-separated line per run with every column, so [bold]trainctl runs |
     grep completed[/bold] works. A run whose summary.json cannot be read is listed as
-    unreadable, with one line saying why on stderr, and the exit code is 2.
+    unreadable, with one line saying why on stderr, and the exit code is 2; so is a runs
+    folder that does not exist.
 
     Example: [bold]trainctl runs[/bold], then [bold]trainctl runs show RUN_NAME[/bold]
     """
@@ -619,6 +620,11 @@ def runs_list(
     from trainctl.train.run_status import current_summary
     from trainctl.train.rundir import list_runs
 
+    if not runs_root.exists():  # a mistyped --runs-root is not an empty one
+        raise RunFolderError(
+            f"the runs folder {runs_root} does not exist (trainctl train creates it with its "
+            "first run)"
+        )
     rows, damaged = [], []
     for folder in list_runs(runs_root):
         try:

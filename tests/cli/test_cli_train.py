@@ -175,6 +175,16 @@ def test_runs_on_an_empty_root(tmp_path):
     assert result.exit_code == 0 and "no runs" in result.output
 
 
+def test_runs_on_a_missing_root_says_so(tmp_path):
+    result = invoke("runs", "--runs-root", tmp_path / "runz")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"the runs folder {tmp_path / 'runz'} does not exist (trainctl train creates it with "
+        "its first run)\n"
+    )
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_example_config_trains_and_evaluates(config, tmp_path):
     """Shortened to a few steps; the file-based data sets get tiny files in the real formats."""
