@@ -584,7 +584,6 @@ def serve(
 
 runs_app = typer.Typer(
     cls=HelpGroup,
-    help="List training runs, or show one.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -599,7 +598,8 @@ def runs_list(
         False, "--plain", help="Tab-separated lines, as printed when stdout is not a terminal."
     ),
 ) -> None:
-    """List runs: name, status, steps, best metric, duration, mode and device.
+    """List training runs (name, status, steps, best metric, duration, mode, device), or
+    show one.
 
     A run that ended without finishing its summary (killed) is listed as stopped, with the
     steps and best metric its files hold. On a narrow terminal the least useful columns
