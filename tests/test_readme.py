@@ -14,6 +14,7 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
 
 
 def test_config_reference_is_generated_from_the_registries():
+    assert README.count(BEGIN) == README.count(END) == 1, "one config reference, marked once"
     start, stop = README.index(BEGIN), README.index(END) + len(END)
     assert README[start:stop] + "\n" == config_reference(), (
         "README config reference is stale: regenerate it with `python -m trainctl.config.reference`"
@@ -29,6 +30,19 @@ def test_set_up_section_is_the_two_commands_ci_runs():
     ]
     ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
     assert "pip install -e '.[test]'" in ci and "pytest" in ci
+
+
+def test_every_command_has_an_example_in_the_readme():
+    """Each command and subcommand `trainctl --help` lists is shown run as `$ trainctl ...`."""
+    examples = re.findall(r"^\$ trainctl (.+)$", README, flags=re.MULTILINE)
+    group = typer.main.get_command(app)
+    missing = []
+    for name, command in group.commands.items():
+        for sub in [None, *getattr(command, "commands", {})]:
+            words = f"{name} {sub}" if sub else name
+            if not any(f"{e} ".startswith(f"{words} ") for e in examples):
+                missing.append(words)
+    assert not missing, f"no `$ trainctl ...` example in README.md for: {missing}"
 
 
 def test_every_command_in_the_readme_parses():
