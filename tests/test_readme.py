@@ -1,16 +1,21 @@
 """The README stays true: its config reference is the registries', its commands exist."""
 
+import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import typer
 from typer.testing import CliRunner
 
 from trainctl.cli import app
 from trainctl.config.reference import BEGIN, END, config_reference
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
 
 
 def test_config_reference_is_generated_from_the_registries():
@@ -66,3 +71,20 @@ def test_every_command_in_the_readme_parses():
         assert result.exit_code == 0, (command, result.output)
         for option in (a.split("=")[0] for a in args if a.startswith("--")):
             assert option in result.output, (command, option)
+
+
+def test_the_files_the_predict_and_serve_examples_read_are_made_as_shown(tmp_path):
+    """`new.npz` (predict) and `request.json` (serve) come from the README's own commands."""
+    makers = [
+        c for c in re.findall(r"^\$ python -c (.+)$", README, flags=re.MULTILINE)
+        if "open('request.json', 'w')" in c or "np.savez('new.npz'" in c
+    ]  # fmt: skip
+    assert len(makers) == 2
+    (tmp_path / "datasets").symlink_to(ROOT / "datasets")
+    for code in makers:
+        subprocess.run([sys.executable, "-c", *shlex.split(code)], cwd=tmp_path, check=True)
+    images = np.load(tmp_path / "new.npz")["x"]
+    assert images.shape == (3, 8, 8, 1) and images.dtype == np.float32
+    assert images.min() >= 0 and images.max() <= 1
+    request = json.loads((tmp_path / "request.json").read_text())
+    np.testing.assert_array_equal(np.array(request["instances"], np.float32), images[:1])
