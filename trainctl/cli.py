@@ -134,7 +134,8 @@ def main(
 ) -> None:
     """Train neural networks on trainctl's own autograd engine (NumPy on CPU, CuPy on GPU).
 
-    Example: [bold]trainctl devices[/bold]
+    Example: [bold]trainctl train configs/digits_mlp.yaml[/bold], then [bold]trainctl
+    runs[/bold]
     """
 
 
@@ -273,6 +274,7 @@ def train(
         None,
         "--nproc",
         min=1,
+        metavar="N",
         help=(
             "Train with N processes, synchronous data parallelism over MPI (the distributed "
             "extra): data.batch_size is the global batch. Starts `mpiexec -n N` itself; "
@@ -284,7 +286,8 @@ def train(
 
     Shows a progress bar on a terminal and one line per logged step otherwise. Ctrl-C (or
     SIGTERM) finishes the current step (or drops an evaluation under way), writes a checkpoint
-    and prints the resume command. A run that needs more memory than the device has free is
+    and prints the resume command; a closed stdout (| head -3) does the same, quietly, exit
+    code 141. A run that needs more memory than the device has free is
     refused before anything is allocated (--force to try anyway).
 
     Example: [bold]trainctl train configs/digits_mlp.yaml --set optimizer.lr=0.1[/bold],
