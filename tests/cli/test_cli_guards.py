@@ -74,3 +74,7 @@ def test_training_flips_branches_like_eager_and_resumes_with_another_bound(tmp_p
     assert losses(short) == losses(eager)
     resumed = json.loads((short / "summary.json").read_text())["graph"]
     assert resumed["max_traces"] == 1 and resumed["eager_fallbacks"] >= 1
+    (told,) = [
+        line for line in (short / "train.log").read_text().splitlines() if "runs eagerly" in line
+    ]
+    assert "graph.max_traces=1" in told

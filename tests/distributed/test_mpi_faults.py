@@ -231,3 +231,19 @@ def test_a_rank_stopped_outside_mpi_aborts_the_job_after_the_timeout_naming_it(t
     run = only_run(runs)
     assert summary(run)["status"] == "failed" and summary(run)["error"] == message
     assert _checkpoint_step(run) == 8
+
+
+def test_a_closed_output_stops_every_rank_after_a_checkpoint_with_the_exit_code_of_sigpipe(
+    tmp_path,
+):
+    """`trainctl train ... --nproc 2 | head`: the reader going away stops the job as SIGTERM
+    would (a resumable run), not as mpiexec would (ranks killed mid-step, the run 'running')."""
+    process, _, runs = _long_job(tmp_path, checkpoint_every=1000)
+    process.stdout.close()  # the launcher's next write of a logged step finds no reader
+    process.wait(timeout=JOB_END_S)
+    err = process.stderr.read()
+    assert process.returncode == 128 + signal.SIGPIPE, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    stopped = summary(only_run(runs))
+    assert stopped["status"] == "interrupted"
+    assert _checkpoint_step(only_run(runs)) == stopped["steps"]

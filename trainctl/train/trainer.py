@@ -20,6 +20,7 @@ state a resume goes on with), `run_summary` (summary.json), `signals` (stopping 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +122,7 @@ def _fit(trainer: Trainer) -> str:
     """Train under trapped signals (agreed among the ranks of a data-parallel run)."""
     # A diverging run is caught by the loss check with its step number; NumPy's overflow
     # warnings along the way would only bury that message.
-    with trapped_signals() as stop, np.errstate(all="ignore"):
+    with trapped_signals() as stop, np.errstate(all="ignore"), _engine_warnings(trainer):
         if trainer.reporter.output_closed:  # before the signals were trapped (`| true`)
             stop.signal_name = "SIGPIPE"
         if trainer.parallel is not None:
@@ -131,6 +132,29 @@ def _fit(trainer: Trainer) -> str:
             return trainer.fit(stop)
         finally:
             trainer.threads.stop()
+
+
+class _NoticeHandler(logging.Handler):
+    """Hands the engine's warnings to the trainer, which logs them like its own notices."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(logging.WARNING)
+        self.trainer = trainer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.trainer.say(record.getMessage(), notice=True)
+
+
+@contextlib.contextmanager
+def _engine_warnings(trainer: Trainer):
+    """While training, the engine's warnings (graph mode past graph.max_traces falling back to
+    eager) go to train.log and the console as notices, instead of to stderr alone."""
+    engine_log, handler = logging.getLogger("trainctl"), _NoticeHandler(trainer)
+    engine_log.addHandler(handler)
+    try:
+        yield
+    finally:
+        engine_log.removeHandler(handler)
 
 
 def _run(
