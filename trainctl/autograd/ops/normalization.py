@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
+
 from trainctl.autograd import ops
-from trainctl.autograd.ops.base import Op, Spec, apply, dtype_of, empty, same
+from trainctl.autograd.ops.base import Op, Spec, apply, dtype_of, empty, into, same
 from trainctl.errors import ShapeError
 
 # Rows of about this many elements for the per-channel products: NumPy broadcasts a (C,)
@@ -47,19 +49,21 @@ def _channels_check(x, *vectors):
 
 
 class ChannelSum(Op):
-    """The sum over every axis but the last: a vector of ones times x as (rows, C), one BLAS
-    matrix-vector product (NumPy's reduce over three leading axes is ~10x slower)."""
+    """The sum over every axis but the last: on NumPy a vector of ones times x as (rows, C),
+    one BLAS matrix-vector product (NumPy's reduce over three leading axes is ~10x slower)."""
 
     @staticmethod
     def prepare(xp, x):
-        return {"ones": xp.ones(math.prod(x.shape[:-1]), dtype=x.dtype)}
+        return {"ones": xp.ones(math.prod(x.shape[:-1]), dtype=x.dtype)} if xp is np else {}
 
     @staticmethod
     def forward(xp, x, out=None, ones=None):
         channels = x.shape[-1]
-        rows = x.size // channels
-        ones = xp.ones(rows, dtype=x.dtype) if ones is None else ones
-        return xp.matmul(ones, x.reshape(rows, channels), out=out)
+        rows = x.reshape(x.size // channels, channels)
+        if xp is not np:  # CuPy: a reduction kernel, which a CUDA graph can capture
+            return xp.sum(rows, axis=0, out=out)
+        ones = xp.ones(len(rows), dtype=x.dtype) if ones is None else ones
+        return xp.matmul(ones, rows, out=out)
 
     @staticmethod
     def infer(x):
@@ -79,6 +83,8 @@ class ChannelDot(Op):
     def forward(xp, a, b, out=None):
         channels = a.shape[-1]
         a2, b2 = a.reshape(-1, channels), b.reshape(-1, channels)
+        if xp is not np:  # CuPy's einsum takes no out= and may call cuBLAS: a product, a sum
+            return into(xp, out, xp.sum(a2 * b2, axis=0))
         return xp.einsum("ij,ij->j", a2, b2, out=out)
 
     @staticmethod
