@@ -14,7 +14,13 @@ import numpy as np
 from echo_comm import echo_collectives
 
 from trainctl.autograd import Tensor, ops, tensor
-from trainctl.distributed.reduce import GradientReducer, allreduce_mean, allreduce_sum
+from trainctl.distributed.reduce import (
+    GradientReducer,
+    RankMean,
+    allreduce_mean,
+    allreduce_sum,
+)
+from trainctl.nn import functional
 
 Maker = Callable[[np.random.Generator], np.ndarray]
 
@@ -581,4 +587,57 @@ grad_case(
     (normal(2, 3),),
     lambda x: allreduce_sum(x, echo_collectives(3)),
     lambda x: 3 * x,
+)
+
+for _label, _shape in {"2d": (5, 3), "nhwc": (2, 3, 2, 4)}.items():
+    grad_case(
+        "channel_sum",
+        _label,
+        (normal(*_shape),),
+        ops.channel_sum,
+        lambda x: x.reshape(-1, x.shape[-1]).sum(axis=0),
+    )
+    grad_case(
+        "channel_dot",
+        _label,
+        (normal(*_shape), normal(*_shape)),
+        ops.channel_dot,
+        lambda a, b: (a * b).reshape(-1, a.shape[-1]).sum(axis=0),
+    )
+
+
+def batch_norm_reference(w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(-1, x.shape[-1])
+    return (x - flat.mean(axis=0)) / np.sqrt(flat.var(axis=0) + 1e-5) * w + b
+
+
+def _batch_norm(w, b, x, across=None):
+    """Training-mode BatchNorm (the composite that records `batch_norm_train`). x comes last:
+    drawn first, it would equal gradcheck's output weights, which BatchNorm's gradient
+    projects to almost nothing."""
+    stats = like(x, np.zeros(x.shape[-1]))
+    return functional.batch_norm(x, w, b, stats, stats + 1.0, True, across=across)[0]
+
+
+for _label, _shape in {"2d": (6, 3), "nhwc": (2, 3, 2, 3)}.items():
+    grad_case(
+        "batch_norm_train",
+        _label,
+        (positive(3), normal(3), normal(*_shape)),
+        _batch_norm,
+        batch_norm_reference,
+    )
+grad_case(
+    "batch_norm_train",
+    "synchronised_three_ranks",  # every rank holds the same shard: the statistics are its own
+    (positive(3), normal(3), normal(2, 3, 2, 3)),
+    lambda w, b, x: _batch_norm(w, b, x, RankMean(echo_collectives(3))),
+    batch_norm_reference,
+)
+forward_case(
+    "batch_norm_train_grad",
+    "nhwc",
+    (normal(2, 3, 2, 4), normal(2, 3, 2, 4), normal(4), normal(4), normal(4)),
+    ops.batch_norm_train_grad,
+    lambda g, c, m, k, a: (g - m - c * k) * a,
 )

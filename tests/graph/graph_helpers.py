@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from trainctl import backend
+from trainctl import backend, nn, optim
 from trainctl.autograd.compile import compile_graph
 from trainctl.autograd.graph import Graph
 from trainctl.backend import CPU, Device
@@ -55,6 +55,21 @@ def run_mode(
         outputs,
         step,
     )
+
+
+def assert_bit_for_bit(build: Callable[[], Any], batches: list) -> None:
+    """Eager and graph mode (SGD with momentum, cross-entropy) leave exactly the same losses,
+    parameters and buffers, and evaluate the first batch to exactly the same outputs."""
+    runs = [
+        run_mode(
+            mode, build, lambda p: optim.SGD(p, lr=0.1, momentum=0.9), nn.cross_entropy, batches
+        )  # fmt: skip
+        for mode in ("eager", "graph")
+    ]
+    assert runs[0].losses == runs[1].losses
+    for name, value in runs[0].params.items():
+        np.testing.assert_array_equal(value, runs[1].params[name], err_msg=name)
+    np.testing.assert_array_equal(runs[0].outputs, runs[1].outputs)
 
 
 def assert_agree(eager: Run, graph: Run, loss_rtol: float = 1e-6, param_atol: float = 1e-5):

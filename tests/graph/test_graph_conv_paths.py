@@ -1,9 +1,9 @@
 """Eager and graph mode agree bit for bit on convolutions through every im2col/col2im path."""
 
 import numpy as np
-from graph_helpers import run_mode
+from graph_helpers import assert_bit_for_bit
 
-from trainctl import nn, optim
+from trainctl import nn
 
 
 def test_graph_agrees_bit_for_bit_through_every_conv_path():
@@ -21,12 +21,4 @@ def test_graph_agrees_bit_for_bit_through_every_conv_path():
         (rng.standard_normal((6, 10, 10, 1)).astype(np.float32), rng.integers(0, 5, 6))
         for _ in range(4)
     ]
-    runs = [
-        run_mode(
-            mode, build, lambda p: optim.SGD(p, lr=0.1, momentum=0.9), nn.cross_entropy, batches
-        )  # fmt: skip
-        for mode in ("eager", "graph")
-    ]
-    assert runs[0].losses == runs[1].losses
-    for name, value in runs[0].params.items():
-        np.testing.assert_array_equal(value, runs[1].params[name])
+    assert_bit_for_bit(build, batches)

@@ -51,8 +51,8 @@ def avg_pool2d(x: Operand, kernel: int, stride: int | None = None) -> Operand:
 
 def batch_norm(
     x: Operand,
-    weight: Operand | None,
-    bias: Operand | None,
+    weight: Operand,
+    bias: Operand,
     running_mean: Operand,
     running_var: Operand,
     training: bool,
@@ -68,33 +68,31 @@ def batch_norm(
     carry no gradient; the caller rebinds its buffers to them. `across` (data parallelism's
     synchronised BatchNorm: its `mean(operand)` and `size`) makes the batch statistics those
     of every rank's equal shard together, the whole global batch.
+
+    In training the statistics are computed without gradient: `ops.batch_norm_train`'s vjp
+    is the derivative of the whole normalisation, their dependence on x included.
     """
-    axes = tuple(range(x.ndim - 1))
-    if training:
-        count = math.prod(x.shape[:-1])
-        if count < 2:
-            raise ShapeError(
-                f"batch norm in training needs more than 1 value per channel, got {x.shape}"
-            )
-        mean = x.mean(axis=axes)
-        if across is not None:
-            mean, count = across.mean(mean), count * across.size
-        centered = x - mean
-        var = (centered * centered).mean(axis=axes)
-        if across is not None:
-            var = across.mean(var)
-        with no_grad():
-            running_mean = running_mean * (1.0 - momentum) + mean * momentum
-            unbiased = var * (count / (count - 1))
-            running_var = running_var * (1.0 - momentum) + unbiased * momentum
-    else:
+    if not training:
         centered = x - running_mean
-        var = running_var
-    y = centered / ops.sqrt(var + eps)
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
+        return centered / ops.sqrt(running_var + eps) * weight + bias, running_mean, running_var
+    count = math.prod(x.shape[:-1])
+    if count < 2:
+        raise ShapeError(
+            f"batch norm in training needs more than 1 value per channel, got {x.shape}"
+        )
+    with no_grad():
+        mean = ops.channel_sum(x) * (1.0 / count)
+        if across is not None:
+            mean = across.mean(mean)
+    centered = x - mean
+    with no_grad():
+        var = ops.channel_dot(centered, centered) * (1.0 / count)
+        if across is not None:
+            var, count = across.mean(var), count * across.size
+        running_mean = running_mean * (1.0 - momentum) + mean * momentum
+        unbiased = var * (count / (count - 1))
+        running_var = running_var * (1.0 - momentum) + unbiased * momentum
+    y = ops.batch_norm_train(centered, var, weight, bias, eps, across)
     return y, running_mean, running_var
 
 

@@ -22,6 +22,10 @@ from trainctl.autograd.ops.layers import (
     Col2im, Dropout, Im2col, Matmul, MaxPool2d, MaxPool2dGrad, col2im, col2im_transposes,
     dropout, im2col, mask_dtype, matmul, max_pool2d, max_pool2d_grad,
 )
+from trainctl.autograd.ops.normalization import (
+    BatchNormTrain, BatchNormTrainGrad, ChannelDot, ChannelSum, batch_norm_train,
+    batch_norm_train_grad, channel_dot, channel_sum,
+)
 from trainctl.autograd.ops.shaping import (
     BroadcastTo, Concatenate, GatherRows, Getitem, Max, Reshape, ScatterAddRows, Sum,
     Transpose, Unslice, View, broadcast_to, concatenate, gather_rows, getitem, mean,
