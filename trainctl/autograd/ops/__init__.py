@@ -23,7 +23,7 @@ from trainctl.autograd.ops.layers import (
     dropout, im2col, mask_dtype, matmul, max_pool2d, max_pool2d_grad,
 )
 from trainctl.autograd.ops.shaping import (
-    BroadcastTo, Concatenate, GatherRows, Getitem, Max, Reshape, ScatterAddRows, Sum,
+    BroadcastTo, Concatenate, GatherRows, Getitem, Max, Reduction, Reshape, ScatterAddRows, Sum,
     Transpose, Unslice, View, broadcast_to, concatenate, gather_rows, getitem, mean,
     reduce_max, reduce_sum, reshape, scatter_add_rows, sum_to, swapaxes, transpose, unslice,
 )
