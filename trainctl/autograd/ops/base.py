@@ -56,9 +56,9 @@ class Op:
       by name): the one source the CuPy kernels and Numba loops are rendered from.
     - `exact_loop`: None, or the dtypes ("float" or ANY) in which the rendered Numba loop
       rounds exactly as `forward` (IEEE arithmetic only: no transcendentals).
-    - `ufunc`: the `xp` ufunc `forward(*inputs, out=out)` is, which generated code calls
-      directly; `reduces`: the ufunc whose `.reduce` a reduction is (NumPy calls it directly,
-      at half the cost).
+    - `ufunc`: the `xp` ufunc the op is: its forward (unless it declares one), and what
+      generated code calls directly; `reduces`: the ufunc whose `.reduce` a reduction is
+      (NumPy calls it directly, at half the cost).
     - `prepare(xp, *inputs, **attrs)`: constant arrays computed once per compile and passed
       to `forward` by keyword (an arange), instead of at every call.
     - `storage(*inputs, **attrs)`: the Spec of the array forward writes when it is not the
@@ -90,10 +90,8 @@ class Op:
 
     def __init_subclass__(cls, register: bool = True) -> None:
         cls.name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
-        if "forward" in cls.__dict__:  # a forward made by `ufunc_forward` says which ufunc
-            forward = cls.__dict__["forward"]
-            forward = getattr(forward, "__func__", forward)
-            cls.ufunc = cls.__dict__.get("ufunc", getattr(forward, "ufunc", None))
+        if "ufunc" in cls.__dict__ and "forward" not in cls.__dict__:
+            cls.forward = staticmethod(functools.partial(_ufunc_forward, cls.ufunc))
         if register:
             REGISTRY[cls.name] = cls
 
@@ -115,25 +113,22 @@ class Op:
 REGISTRY: dict[str, type[Op]] = {}
 
 
-def ufunc_forward(name: str) -> Any:
+def _ufunc_forward(name: str, xp: Any, *arrays: Any, out: Any = None) -> Any:
     """The forward of an op that is one ufunc of the array module (its `ufunc`)."""
-
-    def forward(xp, *arrays, out=None):
-        return getattr(xp, name)(*arrays, out=out)
-
-    forward.ufunc = name
-    return staticmethod(forward)
+    return getattr(xp, name)(*arrays, out=out)
 
 
-def onnx_op(op_type: str) -> Callable[..., str]:
+def onnx_op(op_type: str) -> Any:
     """An `onnx` lowering: the ONNX op of the same meaning, on the same operands."""
-    return lambda b, inputs: b.op(op_type, *inputs)
+    return staticmethod(lambda b, inputs: b.op(op_type, *inputs))
 
 
-def onnx_reduce(op_type: str) -> Callable[..., str]:
+def onnx_reduce(op_type: str) -> Any:
     """An `onnx` lowering of a reduction over `axes` (ONNX takes the axes as an input)."""
-    return lambda b, inputs, axes, keepdims: b.op(
-        op_type, *inputs, b.ints(axes), keepdims=int(keepdims)
+    return staticmethod(
+        lambda b, inputs, axes, keepdims: b.op(
+            op_type, *inputs, b.ints(axes), keepdims=int(keepdims)
+        )
     )
 
 

@@ -39,7 +39,7 @@ class Reduction(Op, register=False):
 
 
 class Sum(Reduction):
-    onnx = staticmethod(onnx_reduce("ReduceSum"))
+    onnx = onnx_reduce("ReduceSum")
     function, reduces = "sum", "add"
 
     @staticmethod
@@ -54,7 +54,7 @@ class Sum(Reduction):
 
 
 class Max(Reduction):
-    onnx = staticmethod(onnx_reduce("ReduceMax"))
+    onnx = onnx_reduce("ReduceMax")
     function, reduces = "max", "maximum"
 
     @staticmethod
