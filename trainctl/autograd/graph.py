@@ -48,6 +48,14 @@ class RngKey:
         return f"rng{self.generator}+{self.offset}"
 
 
+def _host(op: type[ops.Op], reflected: bool = False) -> Any:
+    """An operator of `HostScalar`: `op` recorded as host arithmetic (operands swapped when
+    `reflected`)."""
+    if reflected:
+        return lambda self, other: self._record(op, other, self)
+    return lambda self, other=None: self._record(op, self, other)
+
+
 class HostScalar(float):
     """A per-step host number (learning rate, Adam's bias corrections) inside a trace.
 
@@ -71,38 +79,12 @@ class HostScalar(float):
             value = float(op.forward(np, *values))
         return self.graph.record_host(op, operands, value)
 
-    def __add__(self, other):
-        return self._record(ops.Add, self, other)
-
-    def __radd__(self, other):
-        return self._record(ops.Add, other, self)
-
-    def __sub__(self, other):
-        return self._record(ops.Sub, self, other)
-
-    def __rsub__(self, other):
-        return self._record(ops.Sub, other, self)
-
-    def __mul__(self, other):
-        return self._record(ops.Mul, self, other)
-
-    def __rmul__(self, other):
-        return self._record(ops.Mul, other, self)
-
-    def __truediv__(self, other):
-        return self._record(ops.Div, self, other)
-
-    def __rtruediv__(self, other):
-        return self._record(ops.Div, other, self)
-
-    def __pow__(self, other):
-        return self._record(ops.Pow, self, other)
-
-    def __rpow__(self, other):
-        return self._record(ops.Pow, other, self)
-
-    def __neg__(self):
-        return self._record(ops.Neg, self)
+    __add__, __radd__ = _host(ops.Add), _host(ops.Add, reflected=True)
+    __sub__, __rsub__ = _host(ops.Sub), _host(ops.Sub, reflected=True)
+    __mul__, __rmul__ = _host(ops.Mul), _host(ops.Mul, reflected=True)
+    __truediv__, __rtruediv__ = _host(ops.Div), _host(ops.Div, reflected=True)
+    __pow__, __rpow__ = _host(ops.Pow), _host(ops.Pow, reflected=True)
+    __neg__ = _host(ops.Neg)
 
     def _refuse(self, *_: Any) -> Any:
         raise TracingError(
