@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -517,65 +516,4 @@ def node_text(node: Node) -> str:
     kind = "host" if isinstance(out, HostScalar) else f"{out.dtype}{list(out.shape)}"
     lines = [f"{out.label} = {_call_text(node)}  : {kind}"]
     lines += [f"    | {node_text(member)}" for member in node.attrs.get("body", ())]
-    return "\n".join(lines)
-
-
-def format_graph(graph: Graph) -> str:
-    """The IR as text: inputs, state, constants, one line per node, then the outputs."""
-    lines = [f"input {v.label}: {v.dtype}{list(v.shape)}" for v in graph.inputs]
-    lines += [f"input {s.label}: host" for s in graph.scalars]
-    for slot in graph.state:
-        line = f"state {slot.value.label}: {slot.value.dtype}{list(slot.value.shape)}"
-        if hasattr(slot.source, "describe"):  # a layout of storage, such as a flat array's
-            line += " = " + slot.source.describe()
-        lines.append(line)
-    for index, (_, draws) in enumerate(graph.generators):
-        lines.append(f"input rng{index}: generator counter (+{draws} per step)")
-    used = {id(x) for node in graph.nodes for x in node.inputs}
-    used |= {id(v) for v in graph.outputs.values()}
-    for c in graph.constants:
-        if id(c) in used:
-            lines.append(f"const {c.label}: {c.dtype}{list(c.shape)} = {_preview(c.array)}")
-    lines += [node_text(node) for node in graph.nodes]
-    lines += [f"output {name} = {operand_label(v)}" for name, v in graph.outputs.items()]
-    return "\n".join(lines)
-
-
-def _preview(array: Any) -> str:
-    host = backend.to_host(array)
-    if host.size <= 4:
-        return np.array2string(host, separator=", ")
-    first = host.reshape(-1)[0]
-    if np.all(host == first):
-        return f"full({first!r})"
-    return f"array of {math.prod(host.shape)} values"
-
-
-def graph_to_dot(graph: Graph) -> str:
-    """Graphviz DOT of the graph: inputs as boxes, nodes as ellipses, edges along data flow."""
-    lines = ["digraph step {", "  rankdir=TB;", '  node [fontname="monospace", fontsize=10];']
-
-    def ident(x: Any) -> str:
-        return f"v{x.id}"
-
-    for v in graph.inputs + [s.value for s in graph.state]:
-        lines.append(f'  {ident(v)} [shape=box, label="{v.label}\\n{list(v.shape)}"];')
-    for s in graph.scalars:
-        lines.append(f'  {ident(s)} [shape=box, label="{s.label}\\nhost"];')
-    drawn_constants = set()
-    for node in graph.nodes:
-        shape = "host" if isinstance(node.out, HostScalar) else list(node.out.shape)
-        lines.append(f'  {ident(node.out)} [label="{node.op.name}\\n{shape}"];')
-        for x in node.inputs:
-            if isinstance(x, Value) and x.array is not None and x.id not in drawn_constants:
-                drawn_constants.add(x.id)
-                label = f"const\\n{list(x.shape)}"
-                lines.append(f'  {ident(x)} [shape=box, style=dashed, label="{label}"];')
-            if isinstance(x, (Value, HostScalar)):
-                lines.append(f"  {ident(x)} -> {ident(node.out)};")
-    for name, v in graph.outputs.items():
-        out_id = f"out_{len(lines)}"
-        lines.append(f'  {out_id} [shape=box, style=bold, label="{name}"];')
-        lines.append(f"  {ident(v)} -> {out_id};")
-    lines.append("}")
     return "\n".join(lines)
