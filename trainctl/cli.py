@@ -846,9 +846,9 @@ def graph(
 
     Example: [bold]trainctl graph configs/digits_mlp.yaml --format code[/bold]
     """
-    from trainctl.autograd.jit import render_graph
     from trainctl.autograd.step_graph import StepOptions
     from trainctl.config import load_config
+    from trainctl.graph_view import render_graph
     from trainctl.train.components import build_components
 
     loaded = load_config(config, overrides)

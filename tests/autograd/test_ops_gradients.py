@@ -7,11 +7,11 @@ import warnings
 import numpy as np
 import pytest
 from autograd_cases import FORWARD_CASES, GRAD_CASES, Case
+from gradcheck import gradcheck
 from kinks import KINKS, Kink
 
 import trainctl
 from trainctl.autograd import Tensor, ops, tensor
-from trainctl.autograd.gradcheck import gradcheck
 
 TOLERANCE = 1e-6
 CASES = [case for cases in GRAD_CASES.values() for case in cases]

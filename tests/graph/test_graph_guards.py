@@ -10,9 +10,9 @@ import pytest
 from trainctl import nn, optim
 from trainctl.autograd import ops
 from trainctl.autograd.graph import TracingError
-from trainctl.autograd.jit import render_graph
 from trainctl.backend import CPU, manual_seed
 from trainctl.config import load_config
+from trainctl.graph_view import render_graph
 from trainctl.nn import Module
 from trainctl.train.components import build_components
 from trainctl.train.model_graph import trace_inference

@@ -12,12 +12,11 @@ from trainctl.autograd.graph import (
     RngKey,
     TracingError,
     Value,
-    format_graph,
-    graph_to_dot,
     tracing,
 )
 from trainctl.autograd.ops import Spec
 from trainctl.backend import CPU, Generator, default_generator, manual_seed
+from trainctl.graph_view import format_graph, graph_to_dot
 
 F32 = np.dtype(np.float32)
 

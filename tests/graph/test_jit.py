@@ -8,11 +8,12 @@ import pytest
 
 from trainctl import nn, optim
 from trainctl.autograd import Tensor, ops
-from trainctl.autograd.jit import TracedStep, render_graph
+from trainctl.autograd.jit import TracedStep
 from trainctl.autograd.step_graph import StepDefinition, StepError, StepOptions
 from trainctl.autograd.storage import FlatMember, FlatState, StateArrays
 from trainctl.autograd.tensor import topological_order
 from trainctl.backend import CPU, manual_seed
+from trainctl.graph_view import render_graph
 from trainctl.train.step import make_step
 
 

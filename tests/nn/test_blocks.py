@@ -3,9 +3,9 @@ join mismatches reported with both blocks' shapes and lines."""
 
 import numpy as np
 import pytest
+from gradcheck import gradcheck
 
 from trainctl.autograd import Tensor
-from trainctl.autograd.gradcheck import gradcheck
 from trainctl.config import ConfigError, parse_config
 from trainctl.nn.blocks import Blocks, build_blocks
 from trainctl.nn.build import ModelError

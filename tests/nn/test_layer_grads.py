@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from gradcheck import gradcheck
 
 from trainctl import nn
 from trainctl.autograd import Tensor
-from trainctl.autograd.gradcheck import gradcheck
 from trainctl.backend import Generator
 
 TOLERANCE = 1e-6

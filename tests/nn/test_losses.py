@@ -4,10 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
+from gradcheck import gradcheck
 
 from trainctl import nn
 from trainctl.autograd import Tensor
-from trainctl.autograd.gradcheck import gradcheck
 from trainctl.errors import ShapeError
 
 RNG = np.random.default_rng(0)

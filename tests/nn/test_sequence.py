@@ -3,10 +3,10 @@ differences (float64) and errors."""
 
 import numpy as np
 import pytest
+from gradcheck import gradcheck
 
 from trainctl import nn
 from trainctl.autograd import Tensor
-from trainctl.autograd.gradcheck import gradcheck
 from trainctl.backend import Generator
 from trainctl.errors import ShapeError
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from trainctl import nn, optim
-from trainctl.autograd.jit import render_graph
 from trainctl.autograd.step_graph import StepError
 from trainctl.backend import CPU, default_generator, manual_seed
+from trainctl.graph_view import render_graph
 
 
 def _render(**options):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +47,14 @@ class RngKey:
         return f"rng{self.generator}+{self.offset}"
 
 
+def _host(op: type[ops.Op], reflected: bool = False) -> Any:
+    """An operator of `HostScalar`: `op` recorded as host arithmetic (operands swapped when
+    `reflected`)."""
+    if reflected:
+        return lambda self, other: self._record(op, other, self)
+    return lambda self, other=None: self._record(op, self, other)
+
+
 class HostScalar(float):
     """A per-step host number (learning rate, Adam's bias corrections) inside a trace.
 
@@ -71,38 +78,12 @@ class HostScalar(float):
             value = float(op.forward(np, *values))
         return self.graph.record_host(op, operands, value)
 
-    def __add__(self, other):
-        return self._record(ops.Add, self, other)
-
-    def __radd__(self, other):
-        return self._record(ops.Add, other, self)
-
-    def __sub__(self, other):
-        return self._record(ops.Sub, self, other)
-
-    def __rsub__(self, other):
-        return self._record(ops.Sub, other, self)
-
-    def __mul__(self, other):
-        return self._record(ops.Mul, self, other)
-
-    def __rmul__(self, other):
-        return self._record(ops.Mul, other, self)
-
-    def __truediv__(self, other):
-        return self._record(ops.Div, self, other)
-
-    def __rtruediv__(self, other):
-        return self._record(ops.Div, other, self)
-
-    def __pow__(self, other):
-        return self._record(ops.Pow, self, other)
-
-    def __rpow__(self, other):
-        return self._record(ops.Pow, other, self)
-
-    def __neg__(self):
-        return self._record(ops.Neg, self)
+    __add__, __radd__ = _host(ops.Add), _host(ops.Add, reflected=True)
+    __sub__, __rsub__ = _host(ops.Sub), _host(ops.Sub, reflected=True)
+    __mul__, __rmul__ = _host(ops.Mul), _host(ops.Mul, reflected=True)
+    __truediv__, __rtruediv__ = _host(ops.Div), _host(ops.Div, reflected=True)
+    __pow__, __rpow__ = _host(ops.Pow), _host(ops.Pow, reflected=True)
+    __neg__ = _host(ops.Neg)
 
     def _refuse(self, *_: Any) -> Any:
         raise TracingError(
@@ -535,65 +516,4 @@ def node_text(node: Node) -> str:
     kind = "host" if isinstance(out, HostScalar) else f"{out.dtype}{list(out.shape)}"
     lines = [f"{out.label} = {_call_text(node)}  : {kind}"]
     lines += [f"    | {node_text(member)}" for member in node.attrs.get("body", ())]
-    return "\n".join(lines)
-
-
-def format_graph(graph: Graph) -> str:
-    """The IR as text: inputs, state, constants, one line per node, then the outputs."""
-    lines = [f"input {v.label}: {v.dtype}{list(v.shape)}" for v in graph.inputs]
-    lines += [f"input {s.label}: host" for s in graph.scalars]
-    for slot in graph.state:
-        line = f"state {slot.value.label}: {slot.value.dtype}{list(slot.value.shape)}"
-        if hasattr(slot.source, "describe"):  # a layout of storage, such as a flat array's
-            line += " = " + slot.source.describe()
-        lines.append(line)
-    for index, (_, draws) in enumerate(graph.generators):
-        lines.append(f"input rng{index}: generator counter (+{draws} per step)")
-    used = {id(x) for node in graph.nodes for x in node.inputs}
-    used |= {id(v) for v in graph.outputs.values()}
-    for c in graph.constants:
-        if id(c) in used:
-            lines.append(f"const {c.label}: {c.dtype}{list(c.shape)} = {_preview(c.array)}")
-    lines += [node_text(node) for node in graph.nodes]
-    lines += [f"output {name} = {operand_label(v)}" for name, v in graph.outputs.items()]
-    return "\n".join(lines)
-
-
-def _preview(array: Any) -> str:
-    host = backend.to_host(array)
-    if host.size <= 4:
-        return np.array2string(host, separator=", ")
-    first = host.reshape(-1)[0]
-    if np.all(host == first):
-        return f"full({first!r})"
-    return f"array of {math.prod(host.shape)} values"
-
-
-def graph_to_dot(graph: Graph) -> str:
-    """Graphviz DOT of the graph: inputs as boxes, nodes as ellipses, edges along data flow."""
-    lines = ["digraph step {", "  rankdir=TB;", '  node [fontname="monospace", fontsize=10];']
-
-    def ident(x: Any) -> str:
-        return f"v{x.id}"
-
-    for v in graph.inputs + [s.value for s in graph.state]:
-        lines.append(f'  {ident(v)} [shape=box, label="{v.label}\\n{list(v.shape)}"];')
-    for s in graph.scalars:
-        lines.append(f'  {ident(s)} [shape=box, label="{s.label}\\nhost"];')
-    drawn_constants = set()
-    for node in graph.nodes:
-        shape = "host" if isinstance(node.out, HostScalar) else list(node.out.shape)
-        lines.append(f'  {ident(node.out)} [label="{node.op.name}\\n{shape}"];')
-        for x in node.inputs:
-            if isinstance(x, Value) and x.array is not None and x.id not in drawn_constants:
-                drawn_constants.add(x.id)
-                label = f"const\\n{list(x.shape)}"
-                lines.append(f'  {ident(x)} [shape=box, style=dashed, label="{label}"];')
-            if isinstance(x, (Value, HostScalar)):
-                lines.append(f"  {ident(x)} -> {ident(node.out)};")
-    for name, v in graph.outputs.items():
-        out_id = f"out_{len(lines)}"
-        lines.append(f'  {out_id} [shape=box, style=bold, label="{name}"];')
-        lines.append(f"  {ident(v)} -> {out_id};")
-    lines.append("}")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,13 +26,13 @@ import numpy as np
 from trainctl.autograd.compile import Program, check_labels, compile_graph
 from trainctl.autograd.cublas import load_gemm
 from trainctl.autograd.cuda_graphs import CapturedStep
-from trainctl.autograd.graph import Graph, TracingError, format_graph, graph_to_dot
-from trainctl.autograd.guards import GuardProgram, guard_lines
+from trainctl.autograd.graph import Graph, TracingError
+from trainctl.autograd.guards import GuardProgram
 from trainctl.autograd.ops import Spec
 from trainctl.autograd.passes import PassRecord, check_pass_names, optimize
-from trainctl.autograd.step_graph import LossFn, StepDefinition, StepError, StepOptions
+from trainctl.autograd.step_graph import StepDefinition
 from trainctl.autograd.storage import StateArrays, StateBinding
-from trainctl.backend import Device, to_host
+from trainctl.backend import to_host
 
 log = logging.getLogger("trainctl.graph")
 
@@ -328,67 +328,3 @@ def _cuda_graph_status_of(compiled: CompiledStep) -> dict[str, Any]:
     else:
         reason = load_gemm()[1]
     return {"captured": False, "reason": reason}
-
-
-STAGES = ("traced", "optimized")
-FORMATS = ("text", "dot", "code")
-
-
-def render_graph(
-    model: Any,
-    loss_fn: LossFn,
-    optimizer: Any,
-    inputs_shape: Sequence[int],
-    targets_shape: Sequence[int],
-    targets_dtype: Any,
-    *,
-    device: Device,
-    dtype: Any,
-    inputs_dtype: Any = None,
-    options: StepOptions | None = None,
-    stage: str = "optimized",
-    fmt: str = "text",
-    batch: Sequence[Any] | None = None,
-) -> str:
-    """The training step's graph as `trainctl graph` prints it: IR text, Graphviz DOT or the
-    generated Python source, under a header of node counts per pass, buffers and bytes.
-
-    `stage="traced"` shows the graph as recorded (its code: one forward call per node);
-    nothing runs and the model, optimizer and generators are left as they were. With a
-    `batch` (inputs, targets), a model that branches on values is traced for that batch, and
-    the header lists the guards the graph is specialised on.
-    """
-    if stage not in STAGES:
-        raise StepError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
-    if fmt not in FORMATS:
-        raise StepError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    options = replace(options or StepOptions(), plan_memory=stage == "optimized")
-    definition = StepDefinition(model, loss_fn, optimizer, device, np.dtype(dtype), options)
-    step = TracedStep(definition)
-    inputs = Spec(tuple(inputs_shape), np.dtype(inputs_dtype or dtype))
-    signature = step.signature("train", inputs, Spec(tuple(targets_shape), targets_dtype))
-    traced, _ = step.trace(signature, batch)
-    optimized, records, program = step.compile(traced)
-    shown = optimized if stage == "optimized" else traced
-    if stage == "traced":
-        program = compile_graph(traced, step.storage.arrays, plan_memory=False)
-    header = [
-        f"training step of {type(model).__name__}: inputs {signature[2]}{list(signature[1])}, "
-        f"targets {signature[4]}{list(signature[3])}, {device}",
-        f"traced: {len(traced.nodes)} nodes",
-        *(f"pass {r.name}: {r.nodes_before} -> {r.nodes_after} nodes" for r in records),
-        f"optimized: {len(optimized.nodes)} nodes",
-        f"buffers: {program.buffers}, {program.buffer_bytes} bytes"
-        + ("" if stage == "optimized" else " (the traced stage allocates as it runs)"),
-    ]
-    if traced.guards:
-        header.append(
-            f"guards: {len(traced.guards)}, checked before each replay (the graph is specialised "
-            "on these outcomes; another outcome traces again)"
-        )
-        header += guard_lines(traced)
-    if fmt == "code":
-        return "\n".join("# " + line for line in header) + "\n" + program.source
-    body = format_graph(shown) if fmt == "text" else graph_to_dot(shown)
-    comment = "# " if fmt == "text" else "// "
-    return "\n".join(comment + line for line in header) + "\n" + body + "\n"

@@ -14,7 +14,7 @@ import numpy as np
 
 from trainctl import backend
 from trainctl.autograd import ops
-from trainctl.autograd.ops import ANY, Op, Scratch, Spec, reduced
+from trainctl.autograd.ops import ANY, Op, Reduction, Scratch, Spec
 from trainctl.errors import DataError
 
 
@@ -105,16 +105,10 @@ class SubAt(Kernel):
         return out
 
 
-class Mean(Kernel):
+class Mean(Reduction, Kernel):
     """NumPy's mean: a sum, then one division by the count (not a multiply)."""
 
-    kind = "reduction"
-    infer = staticmethod(
-        lambda x, axes, keepdims: Spec(reduced(tuple(x.shape), axes, keepdims), x.dtype)
-    )
-    forward = staticmethod(
-        lambda xp, x, axes, keepdims, out=None: xp.mean(x, axis=axes, keepdims=keepdims, out=out)
-    )
+    function = "mean"
 
 
 class Select(Kernel):

@@ -305,21 +305,17 @@ def tensor(
     return Tensor(data, dtype, device, requires_grad)
 
 
-def zeros(
-    shape: tuple[int, ...],
-    dtype: Any = DEFAULT_DTYPE,
-    device: str | Device = "cpu",
-    requires_grad: bool = False,
+def full(
+    shape: tuple[int, ...], value: Any, dtype: Any = DEFAULT_DTYPE, device: Any = "cpu"
 ) -> Tensor:
+    """A tensor of `shape` holding `value` everywhere."""
     target = get_device(device)
-    return Tensor._wrap(target.xp.zeros(shape, dtype=dtype), target, requires_grad=requires_grad)
+    return Tensor._wrap(target.xp.full(shape, value, dtype=dtype), target)
 
 
-def ones(
-    shape: tuple[int, ...],
-    dtype: Any = DEFAULT_DTYPE,
-    device: str | Device = "cpu",
-    requires_grad: bool = False,
-) -> Tensor:
-    target = get_device(device)
-    return Tensor._wrap(target.xp.ones(shape, dtype=dtype), target, requires_grad=requires_grad)
+def zeros(shape: tuple[int, ...], dtype: Any = DEFAULT_DTYPE, device: Any = "cpu") -> Tensor:
+    return full(shape, 0, dtype, device)
+
+
+def ones(shape: tuple[int, ...], dtype: Any = DEFAULT_DTYPE, device: Any = "cpu") -> Tensor:
+    return full(shape, 1, dtype, device)

@@ -27,7 +27,7 @@ from trainctl.autograd.ops.normalization import (
     batch_norm_train_grad, channel_dot, channel_sum,
 )
 from trainctl.autograd.ops.shaping import (
-    BroadcastTo, Concatenate, GatherRows, Getitem, Max, Reshape, ScatterAddRows, Sum,
+    BroadcastTo, Concatenate, GatherRows, Getitem, Max, Reduction, Reshape, ScatterAddRows, Sum,
     Transpose, Unslice, View, broadcast_to, concatenate, gather_rows, getitem, mean,
     reduce_max, reduce_sum, reshape, scatter_add_rows, sum_to, swapaxes, transpose, unslice,
 )

@@ -56,9 +56,9 @@ class Op:
       by name): the one source the CuPy kernels and Numba loops are rendered from.
     - `exact_loop`: None, or the dtypes ("float" or ANY) in which the rendered Numba loop
       rounds exactly as `forward` (IEEE arithmetic only: no transcendentals).
-    - `ufunc`: the `xp` ufunc `forward(*inputs, out=out)` is, which generated code calls
-      directly; `reduces`: the ufunc whose `.reduce` a reduction is (NumPy calls it directly,
-      at half the cost).
+    - `ufunc`: the `xp` ufunc the op is: its forward (unless it declares one), and what
+      generated code calls directly; `reduces`: the ufunc whose `.reduce` a reduction is
+      (NumPy calls it directly, at half the cost).
     - `prepare(xp, *inputs, **attrs)`: constant arrays computed once per compile and passed
       to `forward` by keyword (an arange), instead of at every call.
     - `storage(*inputs, **attrs)`: the Spec of the array forward writes when it is not the
@@ -90,10 +90,8 @@ class Op:
 
     def __init_subclass__(cls, register: bool = True) -> None:
         cls.name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
-        if "forward" in cls.__dict__:  # a forward made by `ufunc_forward` says which ufunc
-            forward = cls.__dict__["forward"]
-            forward = getattr(forward, "__func__", forward)
-            cls.ufunc = cls.__dict__.get("ufunc", getattr(forward, "ufunc", None))
+        if "ufunc" in cls.__dict__ and "forward" not in cls.__dict__:
+            cls.forward = _ufunc_forward(cls.ufunc)
         if register:
             REGISTRY[cls.name] = cls
 
@@ -115,25 +113,26 @@ class Op:
 REGISTRY: dict[str, type[Op]] = {}
 
 
-def ufunc_forward(name: str) -> Any:
+def _ufunc_forward(name: str) -> Any:
     """The forward of an op that is one ufunc of the array module (its `ufunc`)."""
 
     def forward(xp, *arrays, out=None):
         return getattr(xp, name)(*arrays, out=out)
 
-    forward.ufunc = name
     return staticmethod(forward)
 
 
-def onnx_op(op_type: str) -> Callable[..., str]:
+def onnx_op(op_type: str) -> Any:
     """An `onnx` lowering: the ONNX op of the same meaning, on the same operands."""
-    return lambda b, inputs: b.op(op_type, *inputs)
+    return staticmethod(lambda b, inputs: b.op(op_type, *inputs))
 
 
-def onnx_reduce(op_type: str) -> Callable[..., str]:
+def onnx_reduce(op_type: str) -> Any:
     """An `onnx` lowering of a reduction over `axes` (ONNX takes the axes as an input)."""
-    return lambda b, inputs, axes, keepdims: b.op(
-        op_type, *inputs, b.ints(axes), keepdims=int(keepdims)
+    return staticmethod(
+        lambda b, inputs, axes, keepdims: b.op(
+            op_type, *inputs, b.ints(axes), keepdims=int(keepdims)
+        )
     )
 
 
@@ -152,6 +151,19 @@ def into(xp: Any, out: Any, result: Any) -> Any:
         return result
     xp.copyto(out, result)
     return out
+
+
+def _operator(name: str, reflected: bool = False) -> Callable[..., Any]:
+    """A binary operator of `Operand` that calls `ops.<name>` (with the operands swapped when
+    `reflected`: `2 - x` is `sub(2, x)`)."""
+    if reflected:
+        return lambda self, other: getattr(_ops, name)(other, self)
+    return lambda self, other: getattr(_ops, name)(self, other)
+
+
+def _method(name: str) -> Callable[..., Any]:
+    """A method of `Operand` that calls `ops.<name>` with the operand first."""
+    return lambda self, *args, **kwargs: getattr(_ops, name)(self, *args, **kwargs)
 
 
 class Operand:
@@ -175,95 +187,24 @@ class Operand:
     def size(self) -> int:
         return math.prod(self.shape)
 
-    def __add__(self, other):
-        return _ops.add(self, other)
-
-    def __radd__(self, other):
-        return _ops.add(other, self)
-
-    def __sub__(self, other):
-        return _ops.sub(self, other)
-
-    def __rsub__(self, other):
-        return _ops.sub(other, self)
-
-    def __mul__(self, other):
-        return _ops.mul(self, other)
-
-    def __rmul__(self, other):
-        return _ops.mul(other, self)
-
-    def __truediv__(self, other):
-        return _ops.div(self, other)
-
-    def __rtruediv__(self, other):
-        return _ops.div(other, self)
-
-    def __matmul__(self, other):
-        return _ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return _ops.matmul(other, self)
-
-    def __neg__(self):
-        return _ops.neg(self)
-
-    def __pow__(self, exponent):
-        return _ops.power(self, exponent)
-
-    def __gt__(self, other):
-        return _ops.greater(self, other)
-
-    def __ge__(self, other):
-        return _ops.greater_equal(self, other)
-
-    def __lt__(self, other):
-        return _ops.greater(other, self)
-
-    def __le__(self, other):
-        return _ops.greater_equal(other, self)
-
-    def __getitem__(self, index):
-        return _ops.getitem(self, index)
-
-    def sum(self, axis=None, keepdims=False):
-        return _ops.reduce_sum(self, axis, keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return _ops.reduce_max(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return _ops.mean(self, axis, keepdims)
+    __add__, __radd__ = _operator("add"), _operator("add", reflected=True)
+    __sub__, __rsub__ = _operator("sub"), _operator("sub", reflected=True)
+    __mul__, __rmul__ = _operator("mul"), _operator("mul", reflected=True)
+    __truediv__, __rtruediv__ = _operator("div"), _operator("div", reflected=True)
+    __matmul__, __rmatmul__ = _operator("matmul"), _operator("matmul", reflected=True)
+    __gt__, __lt__ = _operator("greater"), _operator("greater", reflected=True)
+    __ge__, __le__ = _operator("greater_equal"), _operator("greater_equal", reflected=True)
+    __pow__, __getitem__ = _operator("power"), _operator("getitem")
+    __neg__, exp, log, sqrt = _method("neg"), _method("exp"), _method("log"), _method("sqrt")
+    tanh, sigmoid, relu = _method("tanh"), _method("sigmoid"), _method("relu")
+    sum, max, mean = _method("reduce_sum"), _method("reduce_max"), _method("mean")
+    abs, astype = _method("absolute"), _method("cast")
 
     def reshape(self, *shape):
         return _ops.reshape(self, shape[0] if len(shape) == 1 else shape)
 
     def transpose(self, *axes):
         return _ops.transpose(self, axes[0] if len(axes) == 1 else axes or None)
-
-    def exp(self):
-        return _ops.exp(self)
-
-    def log(self):
-        return _ops.log(self)
-
-    def sqrt(self):
-        return _ops.sqrt(self)
-
-    def tanh(self):
-        return _ops.tanh(self)
-
-    def sigmoid(self):
-        return _ops.sigmoid(self)
-
-    def relu(self):
-        return _ops.relu(self)
-
-    def abs(self):
-        return _ops.absolute(self)
-
-    def astype(self, dtype):
-        return _ops.cast(self, dtype)
 
     @property
     def T(self):

@@ -22,7 +22,6 @@ from trainctl.autograd.ops.base import (
     same,
     scratch_arrays,
     shape_of,
-    ufunc_forward,
 )
 
 
@@ -40,8 +39,7 @@ class Arithmetic(Elementwise, register=False):
 
 
 class Add(Arithmetic):
-    onnx = staticmethod(onnx_op("Add"))
-    forward, symbol = ufunc_forward("add"), "+"
+    ufunc, onnx, symbol = "add", onnx_op("Add"), "+"
     expression = "lambda a, b: a + b"
 
     @staticmethod
@@ -50,8 +48,7 @@ class Add(Arithmetic):
 
 
 class Sub(Arithmetic):
-    onnx = staticmethod(onnx_op("Sub"))
-    forward, symbol = ufunc_forward("subtract"), "-"
+    ufunc, onnx, symbol = "subtract", onnx_op("Sub"), "-"
     expression = "lambda a, b: a - b"
 
     @staticmethod
@@ -60,8 +57,7 @@ class Sub(Arithmetic):
 
 
 class Mul(Arithmetic):
-    onnx = staticmethod(onnx_op("Mul"))
-    forward, symbol = ufunc_forward("multiply"), "*"
+    ufunc, onnx, symbol = "multiply", onnx_op("Mul"), "*"
     expression = "lambda a, b: a * b"
 
     @staticmethod
@@ -70,8 +66,7 @@ class Mul(Arithmetic):
 
 
 class Div(Arithmetic):
-    onnx = staticmethod(onnx_op("Div"))
-    forward, symbol = ufunc_forward("divide"), "/"
+    ufunc, onnx, symbol = "divide", onnx_op("Div"), "/"
     expression = "lambda a, b: a / b"
 
     @staticmethod
@@ -90,9 +85,7 @@ class Div(Arithmetic):
 
 
 class Maximum(Elementwise):
-    onnx = staticmethod(onnx_op("Max"))
-    forward = ufunc_forward("maximum")
-    expression = "lambda a, b: maximum(a, b)"
+    ufunc, onnx, expression = "maximum", onnx_op("Max"), "lambda a, b: maximum(a, b)"
     infer = staticmethod(broadcast)
 
     @staticmethod
@@ -113,25 +106,19 @@ class Comparison(Elementwise, register=False):
 
 
 class Greater(Comparison):
-    onnx = staticmethod(onnx_op("Greater"))
-    forward = ufunc_forward("greater")
-    expression = "lambda a, b: a > b"
+    ufunc, onnx, expression = "greater", onnx_op("Greater"), "lambda a, b: a > b"
 
 
 class GreaterEqual(Comparison):
-    onnx = staticmethod(onnx_op("GreaterOrEqual"))
-    forward = ufunc_forward("greater_equal")
-    expression = "lambda a, b: a >= b"
+    ufunc, onnx, expression = "greater_equal", onnx_op("GreaterOrEqual"), "lambda a, b: a >= b"
 
 
 class Equal(Comparison):
-    onnx = staticmethod(onnx_op("Equal"))
-    forward = ufunc_forward("equal")
-    expression = "lambda a, b: a == b"
+    ufunc, onnx, expression = "equal", onnx_op("Equal"), "lambda a, b: a == b"
 
 
 class Where(Elementwise):
-    onnx = staticmethod(onnx_op("Where"))
+    onnx = onnx_op("Where")
     overwrites = frozenset({2})  # b is copied first, then a where the condition holds
     exact_loop = ANY
     expression = "lambda cond, a, b: a if cond else b"
@@ -162,53 +149,42 @@ class Where(Elementwise):
 
 
 class Neg(Elementwise):
-    onnx = staticmethod(onnx_op("Neg"))
-    forward, symbol = ufunc_forward("negative"), "-"
+    ufunc, onnx, symbol = "negative", onnx_op("Neg"), "-"
     expression = "lambda x: -x"
     exact_loop = "float"
     vjp = staticmethod(lambda g, out, x: (lambda: -g,))
 
 
 class Exp(Elementwise):
-    onnx = staticmethod(onnx_op("Exp"))
-    forward = ufunc_forward("exp")
-    expression = "lambda x: exp(x)"
+    ufunc, onnx, expression = "exp", onnx_op("Exp"), "lambda x: exp(x)"
     vjp = staticmethod(lambda g, out, x: (lambda: g * out,))
 
 
 class Log(Elementwise):
-    onnx = staticmethod(onnx_op("Log"))
-    forward = ufunc_forward("log")
-    expression = "lambda x: log(x)"
+    ufunc, onnx, expression = "log", onnx_op("Log"), "lambda x: log(x)"
     vjp = staticmethod(lambda g, out, x: (lambda: g / x,))
 
 
 class Sqrt(Elementwise):
-    onnx = staticmethod(onnx_op("Sqrt"))
-    forward = ufunc_forward("sqrt")
-    expression = "lambda x: sqrt(x)"
+    ufunc, onnx, expression = "sqrt", onnx_op("Sqrt"), "lambda x: sqrt(x)"
     exact_loop = "float"  # IEEE rounds sqrt exactly, like + - * /
     vjp = staticmethod(lambda g, out, x: (lambda: g * 0.5 / out,))
 
 
 class Tanh(Elementwise):
-    onnx = staticmethod(onnx_op("Tanh"))
-    forward = ufunc_forward("tanh")
-    expression = "lambda x: tanh(x)"
+    ufunc, onnx, expression = "tanh", onnx_op("Tanh"), "lambda x: tanh(x)"
     vjp = staticmethod(lambda g, out, x: (lambda: g * (1.0 - out * out),))
 
 
 class Abs(Elementwise):
-    onnx = staticmethod(onnx_op("Abs"))
-    forward = ufunc_forward("absolute")
-    expression = "lambda x: abs(x)"
+    ufunc, onnx, expression = "absolute", onnx_op("Abs"), "lambda x: abs(x)"
     exact_loop = "float"
     # abs'(0) = 0 (the sign of x), as in PyTorch.
     vjp = staticmethod(lambda g, out, x: (lambda: where(x > 0, g, where(x < 0, -g, 0.0)),))
 
 
 class Relu(Elementwise):
-    onnx = staticmethod(onnx_op("Relu"))
+    onnx = onnx_op("Relu")
     expression = "lambda x: maximum(x, 0)"
     forward = staticmethod(lambda xp, x, out=None: xp.maximum(x, 0, out=out))
     # relu'(0) = 0, as in PyTorch.
@@ -227,7 +203,7 @@ class Sigmoid(Elementwise):
     """where(x >= 0, 1 / (1 + e), e / (1 + e)) with e = exp(-|x|): exp of a non-positive
     number never overflows, whatever the sign of x."""
 
-    onnx = staticmethod(onnx_op("Sigmoid"))
+    onnx = onnx_op("Sigmoid")
     overwrites = frozenset()  # x is read again after the output is written
     scratch = staticmethod(_sigmoid_scratch)
     expression = (
@@ -279,7 +255,7 @@ class Silu(Elementwise):
 class Softplus(Elementwise):
     """log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)): no overflow for large x."""
 
-    onnx = staticmethod(onnx_op("Softplus"))
+    onnx = onnx_op("Softplus")
     overwrites = frozenset({0})  # x is read last by the maximum that writes the output
     scratch = staticmethod(lambda out, x: [Scratch(out.shape, out.dtype)])
     expression = "lambda x: maximum(x, 0) + log1p(exp(-abs(x)))"

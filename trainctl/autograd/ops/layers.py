@@ -33,7 +33,7 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 class Matmul(Op):
     """Batched matrix product of operands with at least two dimensions."""
 
-    onnx = staticmethod(onnx_op("MatMul"))
+    onnx = onnx_op("MatMul")
     ufunc = "matmul"  # with out=, forward is xp.matmul
 
     @staticmethod

@@ -25,13 +25,22 @@ from trainctl.errors import ShapeError
 # ---------------------------------------------------------------- reductions
 
 
-class Sum(Op):
-    onnx = staticmethod(onnx_reduce("ReduceSum"))
-    kind, reduces = "reduction", "add"
+class Reduction(Op, register=False):
+    """NumPy's own reduction `xp.<function>` over `axes`; `reduces` names the ufunc whose
+    `.reduce` it is, which the generated code calls directly on NumPy."""
 
-    @staticmethod
-    def forward(xp, x, axes, keepdims, out=None):
-        return xp.sum(x, axis=axes, keepdims=keepdims, out=out)
+    kind = "reduction"
+    function: str
+    infer = staticmethod(lambda x, axes, keepdims: Spec(reduced(x.shape, axes, keepdims), x.dtype))
+
+    @classmethod
+    def forward(cls, xp, x, axes, keepdims, out=None):
+        return getattr(xp, cls.function)(x, axis=axes, keepdims=keepdims, out=out)
+
+
+class Sum(Reduction):
+    onnx = onnx_reduce("ReduceSum")
+    function, reduces = "sum", "add"
 
     @staticmethod
     def infer(x, axes, keepdims):
@@ -44,15 +53,9 @@ class Sum(Op):
         return (lambda: broadcast_to(reshape(g, reduced(x.shape, axes, True)), x.shape),)
 
 
-class Max(Op):
-    onnx = staticmethod(onnx_reduce("ReduceMax"))
-    kind, reduces = "reduction", "maximum"
-
-    @staticmethod
-    def forward(xp, x, axes, keepdims, out=None):
-        return xp.max(x, axis=axes, keepdims=keepdims, out=out)
-
-    infer = staticmethod(lambda x, axes, keepdims: Spec(reduced(x.shape, axes, keepdims), x.dtype))
+class Max(Reduction):
+    onnx = onnx_reduce("ReduceMax")
+    function, reduces = "max", "maximum"
 
     @staticmethod
     def vjp(g, out, x, axes, keepdims):
