@@ -1,26 +1,15 @@
-"""Eager and graph mode agree bit for bit on convolutions through every im2col/col2im path."""
+"""Eager and graph mode agree bit for bit on convolutions through every im2col/col2im path,
+with the NumPy ufunc kernels and with the Numba loops of `autograd/conv_loops.py`."""
 
 import numpy as np
+import pytest
 from graph_helpers import run_mode
 
 from trainctl import nn, optim
+from trainctl.autograd import conv_loops
 
 
-def test_graph_agrees_bit_for_bit_through_every_conv_path():
-    """conv 1->4 (one-channel im2col), 4->16 (col2im of 4 channels, transposed), 16->3
-    (col2im of 16 channels, direct)."""
-
-    def build():
-        return nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 16, 3, stride=2),
-            nn.Tanh(), nn.Conv2d(16, 3, 3, padding=1), nn.Flatten(), nn.Linear(3 * 4 * 4, 5),
-        )  # fmt: skip
-
-    rng = np.random.default_rng(0)
-    batches = [
-        (rng.standard_normal((6, 10, 10, 1)).astype(np.float32), rng.integers(0, 5, 6))
-        for _ in range(4)
-    ]
+def agree_bit_for_bit(build, batches):
     runs = [
         run_mode(
             mode, build, lambda p: optim.SGD(p, lr=0.1, momentum=0.9), nn.cross_entropy, batches
@@ -30,3 +19,44 @@ def test_graph_agrees_bit_for_bit_through_every_conv_path():
     assert runs[0].losses == runs[1].losses
     for name, value in runs[0].params.items():
         np.testing.assert_array_equal(value, runs[1].params[name])
+
+
+def image_batches(count, n, size, channels, classes):
+    rng = np.random.default_rng(0)
+    return [
+        (
+            rng.standard_normal((n, size, size, channels)).astype(np.float32),
+            rng.integers(0, classes, n),
+        )
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("threshold", [10**12, 0], ids=["ufuncs", "loops"])
+def test_graph_agrees_bit_for_bit_through_every_conv_path(monkeypatch, threshold):
+    """conv 1->4 (one-channel im2col), 4->16 (col2im of 4 channels, transposed), 16->3
+    (col2im of 16 channels, direct)."""
+    monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", threshold)
+
+    def build():
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 16, 3, stride=2),
+            nn.Tanh(), nn.Conv2d(16, 3, 3, padding=1), nn.Flatten(), nn.Linear(3 * 4 * 4, 5),
+        )  # fmt: skip
+
+    agree_bit_for_bit(build, image_batches(4, 6, 10, 1, 5))
+
+
+@pytest.mark.parametrize("threshold", [10**12, 0], ids=["ufuncs", "loops"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_graph_agrees_bit_for_bit_with_pools_and_64_channels(monkeypatch, threshold, batch):
+    monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", threshold)
+
+    def build():
+        return nn.Sequential(
+            nn.Conv2d(2, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 8, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2, 1),
+            nn.Flatten(), nn.Linear(8, 3),
+        )  # fmt: skip
+
+    agree_bit_for_bit(build, image_batches(3, batch, 8, 2, 3))
