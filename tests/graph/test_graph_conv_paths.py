@@ -7,6 +7,7 @@ from graph_helpers import run_mode
 
 from trainctl import nn, optim
 from trainctl.autograd import conv_loops
+from trainctl.autograd.ops import conv as conv_ops
 
 
 def agree_bit_for_bit(build, batches):
@@ -48,9 +49,15 @@ def test_graph_agrees_bit_for_bit_through_every_conv_path(monkeypatch, threshold
 
 
 @pytest.mark.parametrize("threshold", [10**12, 0], ids=["ufuncs", "loops"])
+@pytest.mark.parametrize("chunk_bytes", [2 << 20, 9216], ids=["whole_batch", "chunks"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_graph_agrees_bit_for_bit_with_pools_and_64_channels(monkeypatch, threshold, batch):
+def test_graph_agrees_bit_for_bit_with_pools_and_64_channels(
+    monkeypatch, threshold, chunk_bytes, batch
+):
+    """9216 bytes: chunks of 2 images for the first conv (the last one shorter), of 1 for
+    the second."""
     monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", threshold)
+    monkeypatch.setattr(conv_ops, "CHUNK_BYTES", chunk_bytes)
 
     def build():
         return nn.Sequential(
