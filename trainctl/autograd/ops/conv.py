@@ -3,7 +3,7 @@
 im2col + one GEMM over the whole batch writes a patch matrix kh*kw times the image (144 MiB
 for a 32-channel 3x3 conv of 128 CIFAR images) and reads it back from memory; in chunks of
 CHUNK_BYTES of patches it stays in the cache, and the three kernels of a conv (forward,
-input gradient, weight gradient) each ran 2-3x faster (benchmarks/conv_kernels.py). The
+input gradient, weight gradient) each ran 2-3x faster (figures at CHUNK_BYTES). The
 backward recomputes the patches instead of keeping them, so a step holds no patch matrix
 from forward to backward.
 
