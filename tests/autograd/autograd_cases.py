@@ -112,6 +112,29 @@ def conv2d_reference(x: np.ndarray, w: np.ndarray, stride: int, padding: int) ->
     return out
 
 
+def conv2d_input_grad_reference(g, w, x_shape, stride: int, padding: int) -> np.ndarray:
+    """Each output position's g @ W^T added back onto the window it read."""
+    kh, kw = w.shape[:2]
+    n, h, wd, c = x_shape
+    padded = np.zeros((n, h + 2 * padding, wd + 2 * padding, c))
+    for i in range(g.shape[1]):
+        for j in range(g.shape[2]):
+            piece = np.einsum("no,hwco->nhwc", g[:, i, j], w)
+            padded[:, i * stride : i * stride + kh, j * stride : j * stride + kw] += piece
+    return padded[:, padding : padding + h, padding : padding + wd]
+
+
+def conv2d_weight_grad_reference(x, g, kh: int, kw: int, stride: int, padding: int):
+    """The sum over output positions of window (x) outer g."""
+    x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    out = np.zeros((kh, kw, x.shape[3], g.shape[3]))
+    for i in range(g.shape[1]):
+        for j in range(g.shape[2]):
+            patch = x[:, i * stride : i * stride + kh, j * stride : j * stride + kw, :]
+            out += np.einsum("nhwc,no->hwco", patch, g[:, i, j])
+    return out
+
+
 def max_pool_reference(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
     n, h, w, c = x.shape
     oh, ow = (h - kernel) // stride + 1, (w - kernel) // stride + 1
@@ -422,6 +445,35 @@ grad_case(
     conv2d,
     lambda x, w: conv2d_reference(x, w, 1, 0),
 )
+
+# The CPU's conv op and its two gradients (ops/conv.py), each against its textbook loop.
+for _label, (_x, _w, _stride, _pad) in {
+    "k3_s1_p1": ((2, 5, 5, 2), (3, 3, 2, 3), 1, 1),
+    "k3_s2_p1": ((1, 5, 6, 3), (3, 3, 3, 2), 2, 1),
+    "k2_s1_p0_one_channel": ((2, 4, 4, 1), (2, 2, 1, 4), 1, 0),
+}.items():
+    _g = (_x[0], *ops.Conv2d.infer(np.empty(_x), np.empty(_w), _stride, _pad).shape[1:])
+    grad_case(
+        "conv2d",
+        _label,
+        (normal(*_x), normal(*_w)),
+        lambda x, w, s=_stride, p=_pad: ops.conv2d(x, w, s, p),
+        lambda x, w, s=_stride, p=_pad: conv2d_reference(x, w, s, p),
+    )
+    grad_case(
+        "conv2d_input_grad",
+        _label,
+        (normal(*_g), normal(*_w)),
+        lambda g, w, x=_x, s=_stride, p=_pad: ops.conv2d_input_grad(g, w, x, s, p),
+        lambda g, w, x=_x, s=_stride, p=_pad: conv2d_input_grad_reference(g, w, x, s, p),
+    )
+    grad_case(
+        "conv2d_weight_grad",
+        _label,
+        (normal(*_x), normal(*_g)),
+        lambda x, g, k=_w[:2], s=_stride, p=_pad: ops.conv2d_weight_grad(x, g, *k, s, p),
+        lambda x, g, k=_w[:2], s=_stride, p=_pad: conv2d_weight_grad_reference(x, g, *k, s, p),
+    )
 
 for _label, (_shape, _kernel, _stride) in {
     "k2_s2": ((2, 4, 4, 3), 2, 2),

@@ -21,9 +21,9 @@ from trainctl.export.onnx_export import OPSET, lower_graph  # noqa: E402
 # BatchNorm's batch statistics, the data-parallel Allreduces of gradients and of synchronised
 # BatchNorm's batch statistics): an inference graph never holds them, so they need no lowering.
 TRAINING_ONLY = {
-    "col2im", "unslice", "max_pool2d_grad", "scatter_add_rows", "one_hot",
-    "softmax_cross_entropy", "dropout", "allreduce_mean", "allreduce_sum", "channel_sum",
-    "channel_dot", "batch_norm_train", "batch_norm_train_grad",
+    "col2im", "conv2d_input_grad", "conv2d_weight_grad", "unslice", "max_pool2d_grad",
+    "scatter_add_rows", "one_hot", "softmax_cross_entropy", "dropout", "allreduce_mean",
+    "allreduce_sum", "channel_sum", "channel_dot", "batch_norm_train", "batch_norm_train_grad",
 }  # fmt: skip
 
 CASES = [case for table in (GRAD_CASES, FORWARD_CASES) for cases in table.values()

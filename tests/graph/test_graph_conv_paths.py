@@ -1,14 +1,31 @@
-"""Eager and graph mode agree bit for bit on convolutions through every im2col/col2im path."""
+"""Eager and graph mode agree bit for bit on convolutions through every im2col/col2im path,
+with the NumPy ufunc kernels and with the Numba loops of `autograd/conv_loops.py`."""
 
 import numpy as np
+import pytest
 from graph_helpers import assert_bit_for_bit
 
 from trainctl import nn
+from trainctl.autograd import conv_loops
+from trainctl.autograd.ops import conv as conv_ops
 
 
-def test_graph_agrees_bit_for_bit_through_every_conv_path():
+def image_batches(count, n, size, channels, classes):
+    rng = np.random.default_rng(0)
+    return [
+        (
+            rng.standard_normal((n, size, size, channels)).astype(np.float32),
+            rng.integers(0, classes, n),
+        )
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("threshold", [10**12, 0], ids=["ufuncs", "loops"])
+def test_graph_agrees_bit_for_bit_through_every_conv_path(monkeypatch, threshold):
     """conv 1->4 (one-channel im2col), 4->16 (col2im of 4 channels, transposed), 16->3
     (col2im of 16 channels, direct)."""
+    monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", threshold)
 
     def build():
         return nn.Sequential(
@@ -16,9 +33,25 @@ def test_graph_agrees_bit_for_bit_through_every_conv_path():
             nn.Tanh(), nn.Conv2d(16, 3, 3, padding=1), nn.Flatten(), nn.Linear(3 * 4 * 4, 5),
         )  # fmt: skip
 
-    rng = np.random.default_rng(0)
-    batches = [
-        (rng.standard_normal((6, 10, 10, 1)).astype(np.float32), rng.integers(0, 5, 6))
-        for _ in range(4)
-    ]
-    assert_bit_for_bit(build, batches)
+    assert_bit_for_bit(build, image_batches(4, 6, 10, 1, 5))
+
+
+@pytest.mark.parametrize("threshold", [10**12, 0], ids=["ufuncs", "loops"])
+@pytest.mark.parametrize("chunk_bytes", [2 << 20, 9216], ids=["whole_batch", "chunks"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_graph_agrees_bit_for_bit_with_pools_and_64_channels(
+    monkeypatch, threshold, chunk_bytes, batch
+):
+    """9216 bytes: chunks of 2 images for the first conv (the last one shorter), of 1 for
+    the second."""
+    monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", threshold)
+    monkeypatch.setattr(conv_ops, "CHUNK_BYTES", chunk_bytes)
+
+    def build():
+        return nn.Sequential(
+            nn.Conv2d(2, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 8, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool2d(2, 1),
+            nn.Flatten(), nn.Linear(8, 3),
+        )  # fmt: skip
+
+    assert_bit_for_bit(build, image_batches(3, batch, 8, 2, 3))

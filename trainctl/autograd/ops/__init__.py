@@ -18,6 +18,9 @@ from trainctl.autograd.ops.elementwise import (
     add, cast, div, elu, equal, exp, greater, greater_equal, log, maximum, mul, neg, power,
     relu, sigmoid, silu, softplus, sqrt, sub, tanh, where,
 )
+from trainctl.autograd.ops.conv import (
+    Conv2d, Conv2dInputGrad, Conv2dWeightGrad, conv2d, conv2d_input_grad, conv2d_weight_grad,
+)
 from trainctl.autograd.ops.layers import (
     Col2im, Dropout, Im2col, Matmul, MaxPool2d, MaxPool2dGrad, col2im, col2im_transposes,
     dropout, im2col, mask_dtype, matmul, max_pool2d, max_pool2d_grad,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from trainctl.autograd import ops
+from trainctl.autograd import conv_loops, ops
 from trainctl.autograd.ops.base import (
     Op,
     Scratch,
@@ -189,11 +189,20 @@ class Col2im(Op):
         n, oh, ow, _, _, c = cols.shape
         return [Scratch((kh, kw, n, oh, ow, c), cols.dtype)] if col2im_transposes(c) else []
 
+    @classmethod
+    def scratch_of(cls, node, xp, alias):
+        if conv_loops.runs_loop(xp, node.inputs[0].shape):
+            return []  # the loop needs none
+        return super().scratch_of(node, xp, alias)
+
     @staticmethod
     def forward(xp, cols, x_shape, kh, kw, stride, padding, out=None, scratch=None):
-        if out is None:
-            out = xp.zeros(_padded_shape(x_shape, padding), dtype=cols.dtype)
-        else:
+        given = out is not None
+        out = out if given else xp.zeros(_padded_shape(x_shape, padding), dtype=cols.dtype)
+        if conv_loops.runs_loop(xp, cols.shape):  # writes every pixel; the border is never read
+            conv_loops.kernel("col2im")(cols, _interior(out, padding), stride, padding)
+            return _interior(out, padding)
+        if given:
             out.fill(0)
         oh, ow = cols.shape[1], cols.shape[2]
         pieces = cols.transpose(3, 4, 0, 1, 2, 5)  # [i, j] -> the (N, OH, OW, C) piece
@@ -256,6 +265,12 @@ def mask_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(f"int{8 * np.dtype(dtype).itemsize}")
 
 
+def pool_grad_runs_loop(xp, x_shape, kernel, stride) -> bool:
+    """Whether max-pool backward runs as one loop: large, and windows that do not overlap
+    (overlapping ones would add in another order than the ufunc path)."""
+    return stride >= kernel and conv_loops.runs_loop(xp, x_shape)
+
+
 class MaxPool2dGrad(Op):
     """Routes each window's gradient to its first maximal element, as PyTorch does: with
     masks of 0 / 1 (then 0 / -1, and'ed with g's bits), so nothing is allocated per window."""
@@ -269,9 +284,19 @@ class MaxPool2dGrad(Op):
         flags = Scratch(shape, np.dtype(np.int8))
         return [flags, flags, Scratch(shape, mask_dtype(dtype)), Scratch(shape, dtype)]
 
+    @classmethod
+    def scratch_of(cls, node, xp, alias):
+        attrs = node.attrs
+        if pool_grad_runs_loop(xp, node.inputs[1].shape, attrs["kernel"], attrs["stride"]):
+            return []  # the loop needs none
+        return super().scratch_of(node, xp, alias)
+
     @staticmethod
     def forward(xp, g, x, pooled, kernel, stride, out=None, scratch=None):
         out = empty(xp, x) if out is None else out
+        if pool_grad_runs_loop(xp, x.shape, kernel, stride):
+            conv_loops.kernel("max_pool_grad")(g, x, pooled, kernel, stride, out)
+            return out
         unclaimed, hit, mask, routed = scratch or scratch_arrays(
             MaxPool2dGrad, xp, out, g, x, pooled, kernel=kernel, stride=stride
         )
