@@ -1,28 +1,18 @@
 """IR -> one straight-line Python function over `xp`, compiled once and replayed every step.
 
-With the memory plan, every value lives in a preallocated array and every node calls its
-op's own forward with `out=` (a ufunc directly, where the op is one): the module-level
-prologue builds the buffers and all views of them once, and the step function is nothing
-but those calls. Without the plan (a debugging switch) each node calls its op's forward and
-allocates, which is eager mode minus the tape. The generated source is kept on the Program
-(`trainctl graph --format code` prints it).
+With the memory plan every value lives in a preallocated array and every node calls its op's
+forward (or its ufunc) with `out=`: the module-level prologue builds the buffers and all views
+of them once, so the step is nothing but those calls. Without the plan (a debugging switch)
+each node's forward allocates: eager mode minus the tape. On CuPy each fused chain is one
+`ElementwiseKernel`, rendered from the members' expressions without FMA contraction so it
+rounds as eager mode's separate kernels do.
 
-On CuPy, fused elementwise chains become one `cupy.ElementwiseKernel` each, rendered from the
-members' expressions and compiled without FMA contraction, so they round as the separate
-kernels of eager mode do.
-
-`device_scalars=True` (for CUDA graphs) keeps the per-step host numbers (learning rate, bias
-corrections) in a small device array instead of passing them as Python numbers, so the device
-code reads them at run time and can be captured once and replayed: `host_values` computes them
-on the host, `device_step` is the capturable part, and `step` runs the two. A host number meets
-an array as the weakly typed Python float it is in eager mode: it is rounded to the array's
-dtype on the device first (the same IEEE rounding NumPy does on the host), so the results are
-bit for bit those of the plain program.
-
-`check_numerics=True` (`debug.check_numerics`) adds a line after each node's: if its output
-holds NaN or Inf, the step stops with a NonFiniteError naming the node, its line of IR and
-where it came from (the layer, or which gradient). Programs compiled without it are unchanged.
-"""
+`device_scalars=True` (for CUDA graphs) keeps the per-step host numbers in a small device
+array, so the device code can be captured once: `host_values` computes them, `device_step`
+is the capturable part. A host number meets an array as the weak Python float it is in eager
+mode, rounded to the array's dtype first, so results are bit for bit the plain program's.
+`check_numerics=True` stops the step with a NonFiniteError at the first node whose output
+holds NaN or Inf, naming it and where it came from."""
 
 from __future__ import annotations
 
@@ -78,68 +68,58 @@ def compile_graph(
     if device_scalars and (not plan_memory or check_numerics or graph.generators):
         raise ValueError("device scalars need the memory plan, no numerics checks, no RNG")
     codegen = _Codegen(graph, state, check_numerics, device_scalars)
-    if plan_memory:
-        codegen.planned()
-    else:
-        codegen.naive()
+    codegen.emit(plan_buffers(graph, codegen.xp) if plan_memory else None)
     return codegen.finish()
-
-
-# ---------------------------------------------------------------- code generation
 
 
 def _tuple(parts: list[str]) -> str:
     return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
 
 
-def _identifier(name: str) -> str:
-    return "s_" + re.sub(r"\W", "_", name)
+def _function(name: str, params: list[str], body: list[str]) -> list[str]:
+    return [f"def {name}({', '.join(params)}):", *(f"    {line}" for line in body)]
 
 
 class _Codegen:
     def __init__(
         self, graph: Graph, state: Mapping[str, Any], check_numerics: bool, device_scalars: bool
     ) -> None:
-        self.graph = graph
-        self.checked: list[Node] | None = [] if check_numerics else None
-        self.xp = graph.device.xp
+        self.graph, self.xp = graph, graph.device.xp
         self.cuda = self.xp is not np
+        self.device_scalars = device_scalars
+        self.checked: list[Node] | None = [] if check_numerics else None
         self.ns: dict[str, Any] = {"xp": self.xp, "backend": backend, "ops": ops}
         self.prologue: list[str] = []
         self.defined: set[str] = set()
         self.views: dict[str, str] = {}
         self.body: list[str] = []
-        self.names: dict[Any, str] = {}
+        self.host_body: list[str] = []  # with device scalars: the host numbers' arithmetic
         self.counter = 0
         self.plan: Plan | None = None
-        for s in graph.scalars:
-            self.names[s] = _identifier(s.name)
+        self.current: Node | None = None  # the node being emitted
+        self.label_checks: list[tuple[int, int]] = []
+        self.names: dict[Any, str] = {s: "s_" + re.sub(r"\W", "_", s.name) for s in graph.scalars}
         self.params = [self.names[s] for s in graph.scalars]
         for index in range(len(graph.generators)):
             self.params += [f"seed{index}", f"counter{index}"]
         for index, slot in enumerate(graph.state):
             name = self.names[slot.value] = f"state{index}"
             self.ns[name] = state[slot.name]
-        self.input_names = []
-        for index, v in enumerate(graph.inputs):
-            name = self.names[v] = f"input{index}"
-            self.input_names.append(name)
-            self.define(name, f"xp.empty({v.shape!r}, {self.dtype(v.dtype)})")
+        self.input_names = [f"input{index}" for index in range(len(graph.inputs))]
+        for name, v in zip(self.input_names, graph.inputs, strict=True):
+            self.names[v] = self.define(name, f"xp.empty({v.shape!r}, {self.dtype(v.dtype)})")
         for c in used_constants(graph):
             self.names[c] = self.bind("const", c.array)
-        self.device_scalars = device_scalars
-        self.current: Node | None = None  # the node being emitted
-        self.host_body: list[str] = []
-        self.scalar_slots: dict[HostScalar, int] = {}
-        self.scalar_arrays: dict[str, str] = {}  # dtype name -> array of every host number
-        self.label_checks: list[tuple[int, int]] = []
+        # With device scalars, host number -> its slot in `scalars` (float64) and in the copy
+        # of that array in each dtype a host number meets an array in.
+        self.scalar_slots: dict[HostScalar, int] = {s: i for i, s in enumerate(graph.scalars)}
+        self.scalar_arrays: dict[str, str] = {}
         if device_scalars:
             count = len(graph.scalars) + sum(isinstance(n.out, HostScalar) for n in graph.nodes)
             self.scalar_count = max(count, 1)
             self.scalar_arrays["float64"] = self.define(
                 "scalars", f"xp.zeros({self.scalar_count}, xp.float64)"
             )
-            self.scalar_slots.update({s: i for i, s in enumerate(graph.scalars)})
 
     # ------------------------------------------------------------ helpers
 
@@ -174,33 +154,26 @@ class _Codegen:
             self.views[expression] = self.define(self.fresh("view"), expression)
         return self.views[expression]
 
-    def line(self, text: str) -> None:
-        self.body.append(text)
-
     def arg(self, x: Any, dtype: np.dtype | None = None) -> str:
-        """How the code names `x`; a host number kept on the device is a 0-d array of `dtype`
-        (default: the dtype of the current node's first array input, which is what a weak
-        Python number becomes beside it)."""
+        """How the code names `x`. With device scalars a host number is a 0-d view of it in the
+        device array of `dtype` (default: the dtype of the current node's first float input,
+        which is what a weak Python number becomes beside it)."""
         if isinstance(x, HostScalar) and self.device_scalars:
-            return self.device_scalar(x, dtype or self._operand_dtype())
+            if dtype is None:
+                inputs = self.current.inputs if self.current is not None else ()
+                floats = [v.dtype for v in inputs if isinstance(v, Value) and v.dtype.kind == "f"]
+                dtype = floats[0] if floats else np.dtype(np.float64)
+            name = self.scalar_arrays.get(dtype.name)
+            if name is None:
+                expression = f"xp.zeros({self.scalar_count}, {self.dtype(dtype)})"
+                name = self.scalar_arrays[dtype.name] = self.define(
+                    f"scalars_{dtype.name}", expression
+                )
+            slot = self.scalar_slots[x]
+            return self.view(f"{name}[{slot}:{slot + 1}].reshape(())")
         if isinstance(x, (Value, HostScalar)):
             return self.names[x]
         return literal(x)
-
-    def _operand_dtype(self) -> np.dtype:
-        inputs = self.current.inputs if self.current is not None else ()
-        arrays = [x for x in inputs if isinstance(x, Value) and x.dtype.kind == "f"]
-        return arrays[0].dtype if arrays else np.dtype(np.float64)
-
-    def device_scalar(self, x: HostScalar, dtype: np.dtype) -> str:
-        """A 0-d view of host number `x` in the device array of `dtype` (filled from the
-        float64 array at the start of every step)."""
-        name = self.scalar_arrays.get(dtype.name)
-        if name is None:
-            expression = f"xp.zeros({self.scalar_count}, {self.dtype(dtype)})"
-            name = self.scalar_arrays[dtype.name] = self.define(f"scalars_{dtype.name}", expression)
-        slot = self.scalar_slots[x]
-        return self.view(f"{name}[{slot}:{slot + 1}].reshape(())")
 
     def attr(self, value: Any) -> str:
         """An attribute as code: a literal where Python can read one back, else a bound name."""
@@ -250,17 +223,12 @@ class _Codegen:
         """With check_numerics: stop the step here if `node`'s output holds NaN or Inf. Views
         only move values around: the check fires where a value was made."""
         out = node.out
-        if (
-            self.checked is None
-            or not isinstance(out, Value)
-            or out.dtype.kind != "f"
-            or node.op.kind == "view"
-        ):
+        if self.checked is None or out.dtype.kind != "f" or node.op.kind == "view":
             return
         if not self.checked:
             self.ns["nonfinite"] = self._nonfinite
-        self.line(f"if not xp.isfinite({self.names[out]}).all():")
-        self.line(f"    nonfinite({len(self.checked)}, {self.names[out]})")
+        self.body.append(f"if not xp.isfinite({self.names[out]}).all():")
+        self.body.append(f"    nonfinite({len(self.checked)}, {self.names[out]})")
         self.checked.append(node)
 
     def _nonfinite(self, index: int, array: Any) -> None:
@@ -272,93 +240,91 @@ class _Codegen:
             f"{array_text(array)}{where} (graph node {node_text(node).splitlines()[0]})"
         )
 
+    # ------------------------------------------------------------ the step's body
+
+    def emit(self, plan: Plan | None) -> None:
+        """Every node's line(s): into its planned home, or (no plan) each member's forward
+        allocating its output; then the copies of new state values not computed in place."""
+        self.plan, graph = plan, self.graph
+        if plan is not None:
+            self.storage_names = self.storages(plan)
+        for node in graph.nodes:
+            self.current = node
+            if isinstance(node.out, HostScalar):
+                self.host(node)
+            elif plan is not None:
+                self.planned(node)
+            else:
+                for member in body_of(node):  # a fused chain or loop: each member's forward
+                    self.names[member.out] = self.fresh("t")
+                    self.body.append(f"{self.names[member.out]} = {self.call(member)}")
+                    self.check(member)
+        copies = [(s, v) for s, v in graph.state_outputs() if v is not s.value]
+        for slot, value in plan.copies if plan is not None else copies:
+            self.body.append(f"xp.copyto({self.names[slot.value]}, {self.arg(value)})")
+
     def host(self, node: Node) -> None:
+        """Python arithmetic on host numbers (the learning rate's schedule)."""
         name = self.names[node.out] = self.fresh("host")
         args = [self.names[x] if isinstance(x, HostScalar) else literal(x) for x in node.inputs]
         symbol = node.op.symbol
-        text = (
-            f"{name} = {symbol}{args[0]}"
-            if len(args) == 1
-            else f"{name} = {args[0]} {symbol} {args[1]}"
-        )
+        text = f"{name} = " + (f"{symbol}{args[0]}" if len(args) == 1 else f" {symbol} ".join(args))
         if self.device_scalars:
             self.scalar_slots[node.out] = len(self.scalar_slots)
             self.host_body.append(text)
         else:
-            self.line(text)
+            self.body.append(text)
 
-    # ------------------------------------------------------------ naive: forward calls
-
-    def naive(self) -> None:
-        for node in self.graph.nodes:
-            if isinstance(node.out, HostScalar):
-                self.host(node)
-                continue
-            for member in body_of(node):  # a fused chain or loop: each member's forward
-                self.names[member.out] = self.fresh("t")
-                self.line(f"{self.names[member.out]} = {self.call(member)}")
-                self.check(member)
-        for slot, value in self.graph.state_outputs():
-            if value is not slot.value:
-                self.line(f"xp.copyto({self.names[slot.value]}, {self.arg(value)})")
-
-    # ------------------------------------------------------------ planned: out= buffers
-
-    def planned(self) -> None:
-        graph = self.graph
-        plan = self.plan = plan_buffers(graph, self.xp)
-        storage_names = {}
+    def storages(self, plan: Plan) -> dict[Any, str]:
+        """Names of the planned storages: new pool and private arrays, the fixed ones'."""
+        names = {}
         for storage in plan.storages:
-            make = {"pool": "empty", "private": "zeros"}.get(storage.kind)
-            if make is not None:
+            if storage.kind in ("pool", "private"):
+                make = "empty" if storage.kind == "pool" else "zeros"
                 shape = storage.size if storage.kind == "pool" else storage.shape
-                name = self.define(
-                    f"buffer{storage.index}", f"xp.{make}({shape!r}, {self.dtype(storage.dtype)})"
-                )
-                storage_names[storage] = name
-        fixed = graph.inputs + [slot.value for slot in graph.state] + used_constants(graph)
-        for value in fixed:
-            storage_names[plan.storage_of[value]] = self.names[value]
-        for node in graph.nodes:
-            out = node.out
-            if isinstance(out, HostScalar):
-                self.host(node)
-                continue
-            self.current = node
-            if node in plan.views:
-                self.names[out] = self.view(self.call(node))
-                continue
-            storage, recipe = plan.home[out]
-            if isinstance(recipe, int):  # a part of a concatenation, in its slice
-                target = self.view(
-                    f"{storage_names[storage]}[{recipe}:{recipe + out.size}]"
-                    + ("" if len(out.shape) == 1 else f".reshape({out.shape!r})")
-                )
-                self.names[out] = target
-            elif recipe is node:  # a value inside the storage its op writes
-                shape = storage_spec(node).shape
-                target = self.view(f"{storage_names[storage]}.reshape({shape!r})")
-                attrs = "".join(f", {k}={self.attr(v)}" for k, v in node.attrs.items())
-                self.names[out] = self.view(f"{self.bound(node.op)}.value_of({target}{attrs})")
-            else:
-                target = self._value_in(out, storage, storage_names)
-            scratch = [
-                self.view(f"{storage_names[s]}.reshape({shape!r})")
-                for s, shape in plan.scratch.get(node, [])
-            ]
-            if node.op is FUSED:
-                self._fused(node, target, scratch)
-            elif node.op is LOOP:
-                self._loop(node, target)
-            else:
-                self.line(self.call(node, target, **self._extra(node, scratch)))
-            if node.op is not FUSED or self.cuda:  # NumPy's fused members check themselves
-                self.check(node)
-        for slot_name, value in plan.copies:
-            slot = next(s for s in graph.state if s.name == slot_name)
-            self.line(f"xp.copyto({self.names[slot.value]}, {self.arg(value)})")
+                expression = f"xp.{make}({shape!r}, {self.dtype(storage.dtype)})"
+                names[storage] = self.define(f"buffer{storage.index}", expression)
+        graph = self.graph
+        for value in graph.inputs + [s.value for s in graph.state] + used_constants(graph):
+            names[plan.home[value][0]] = self.names[value]
+        return names
 
-    def _extra(self, node: Node, scratch: list[str]) -> dict[str, str]:
+    def planned(self, node: Node) -> None:
+        out = node.out
+        storage, where = self.plan.home[out]
+        if storage is None:  # a view of its input
+            self.names[out] = self.view(self.call(node))
+            return
+        base = self.storage_names[storage]
+        if isinstance(where, int):  # a part of a concatenation, in its slice
+            target = self.names[out] = self.view(
+                f"{base}[{where}:{where + out.size}]"
+                + ("" if len(out.shape) == 1 else f".reshape({out.shape!r})")
+            )
+        elif where is node:  # a value inside the storage its op writes
+            target = self.view(f"{base}.reshape({storage_spec(node).shape!r})")
+            attrs = "".join(f", {k}={self.attr(v)}" for k, v in node.attrs.items())
+            self.names[out] = self.view(f"{self.bound(node.op)}.value_of({target}{attrs})")
+        elif tuple(self.ns[base].shape) == out.shape:
+            target = self.names[out] = base
+        else:
+            target = self.names[out] = self.view(f"{base}.reshape({out.shape!r})")
+        scratch = [
+            self.view(f"{self.storage_names[s]}.reshape({shape!r})")
+            for s, shape in self.plan.scratch.get(node, [])
+        ]
+        if node.op is FUSED and self.cuda:
+            self.fused_kernel(node, target)
+        elif node.op is FUSED:  # its members in turn, each checking itself
+            self.fused(node, target, scratch)
+            return
+        elif node.op is LOOP:
+            self.loop(node, target)
+        else:
+            self.body.append(self.call(node, target, **self.extra(node, scratch)))
+        self.check(node)
+
+    def extra(self, node: Node, scratch: list[str]) -> dict[str, str]:
         """Keyword arguments the plan adds: scratch arrays, the parts a concatenation still
         copies, labels the host checks before a captured program (no device-host waits)."""
         extra = {"scratch": _tuple(scratch)} if scratch else {}
@@ -372,29 +338,21 @@ class _Codegen:
                 extra["checked"] = "True"
         return extra
 
-    def _value_in(self, value: Value, storage: Any, storage_names: dict) -> str:
-        base = storage_names[storage]
-        if tuple(self.ns[base].shape) == value.shape:
-            self.names[value] = base
-        else:
-            self.names[value] = self.view(f"{base}.reshape({value.shape!r})")
-        return self.names[value]
-
-    def _fused(self, node: Node, out: str, scratch: list[str]) -> None:
-        if self.cuda:
-            self._fused_kernel(node, out)
-            return
+    def fused(self, node: Node, out: str, scratch: list[str]) -> None:
+        """A fused chain on NumPy: its members' forwards, laid out by `fused_layout`."""
         target, _, _ = fused_layout(node, self.xp, self.plan.alias.get(node))
         for member in node.attrs["body"]:
             place, own = target[member]
             place = out if place == "out" else scratch[place]
             self.names[member.out] = place
             self.current = member
-            self.line(self.call(member, place, **self._extra(member, [scratch[i] for i in own])))
+            self.body.append(
+                self.call(member, place, **self.extra(member, [scratch[i] for i in own]))
+            )
             self.check(member)
         self.names[node.out] = out
 
-    def _fused_kernel(self, node: Node, out: str) -> None:
+    def fused_kernel(self, node: Node, out: str) -> None:
         """One CuPy ElementwiseKernel for the chain, rendered from the members' expressions."""
         names: dict[Any, str] = {}
         params, args = [], []
@@ -416,56 +374,53 @@ class _Codegen:
             f"trainctl_fused{node.out.id}",
             options=("--fmad=false",),
         )
-        self.line(f"{self.bind('kernel', kernel)}({', '.join(args)}, {out})")
+        self.body.append(f"{self.bind('kernel', kernel)}({', '.join(args)}, {out})")
 
-    def _loop(self, node: Node, out: str) -> None:
+    def loop(self, node: Node, out: str) -> None:
+        """A Numba loop, called with each array once: the output, then the others."""
         if self.device_scalars and any(isinstance(x, HostScalar) for x in node.inputs):
             raise ValueError("device scalars are for CuPy: the jit pass's loops take host numbers")
         args = [self.arg(x) for x in node.inputs]
-        params, samples = [out], [self.ns[out]]  # each array once: the output, then the others
+        params, samples = [out], [self.ns[out]]
         for x, name in zip(node.inputs, args, strict=True):
             if name not in params:
                 params.append(name)
                 samples.append(self.ns[name] if isinstance(x, Value) else 0.0)
-        slots = [params.index(name) for name in args]
-        loop = compile_loop(node, slots, samples)
-        self.line(f"{self.bind(f'loop{node.out.id}_', loop)}({', '.join(params)})")
+        loop = compile_loop(node, [params.index(name) for name in args], samples)
+        self.body.append(f"{self.bind(f'loop{node.out.id}_', loop)}({', '.join(params)})")
 
     # ------------------------------------------------------------ the result
 
     def finish(self) -> Program:
-        header = [
-            "# generated by trainctl graph mode: one training step over xp "
-            f"({'CuPy' if self.cuda else 'NumPy'}), replayed every step",
-        ]
-        outputs = [
-            name for name in self.graph.outputs if name not in {s.name for s in self.graph.state}
-        ]
-        returns = "".join(f"{self.arg(self.graph.outputs[name])}, " for name in outputs)
+        graph, plan = self.graph, self.plan
+        outputs = [name for name in graph.outputs if name not in {s.name for s in graph.state}]
+        returns = "return (" + "".join(f"{self.arg(graph.outputs[n])}, " for n in outputs)
+        returns = returns.rstrip() + ")"
         # The batch may be passed in (input0=array) instead of copied into input0: the views
         # of the inputs are then taken again in the function, where they cost a microsecond.
         bound = [f"{name}={name}" for name in self.input_names]
-        reading_inputs = [f"    {line}" for line in _lines_reading(self.prologue, self.input_names)]
+        reading_inputs = _lines_reading(self.prologue, self.input_names)
         if self.device_scalars:
-            functions = self._split_functions(bound, reading_inputs, returns)
+            functions = self.split_functions(bound, reading_inputs, returns)
         else:
-            functions = [f"def step({', '.join(self.params + bound)}):", *reading_inputs]
-            functions += [f"    {text}" for text in self.body]
-            functions.append(f"    return ({returns.rstrip()})")
-        source = "\n".join(header + self.prologue + ["", ""] + functions) + "\n"
+            body = [*reading_inputs, *self.body, returns]
+            functions = _function("step", self.params + bound, body)
+        header = (
+            "# generated by trainctl graph mode: one training step over xp "
+            f"({'CuPy' if self.cuda else 'NumPy'}), replayed every step"
+        )
+        source = "\n".join([header, *self.prologue, "", "", *functions]) + "\n"
         namespace = {k: v for k, v in self.ns.items() if k not in self.defined}
         exec(compile(source, "<trainctl graph step>", "exec"), namespace)  # noqa: S102
-        plan = self.plan
         storages = plan.storages if plan else []
-        pool = [s for s in storages if s.kind == "pool"]
         return Program(
             source=source,
             function=namespace["step"],
             inputs=[namespace[name] for name in self.input_names],
             input_names=self.input_names,
             output_names=outputs,
-            scalar_names=[s.name for s in self.graph.scalars],
-            buffers=len(pool),
+            scalar_names=[s.name for s in graph.scalars],
+            buffers=sum(s.kind == "pool" for s in storages),
             buffer_bytes=sum(s.nbytes for s in storages if s.kind in ("pool", "private")),
             host_values=namespace.get("host_values"),
             scalars=namespace.get("scalars"),
@@ -473,27 +428,28 @@ class _Codegen:
             label_checks=self.label_checks,
         )
 
-    def _split_functions(self, bound: list[str], reading_inputs: list[str], returns: str):
+    def split_functions(self, bound: list[str], reading_inputs: list[str], returns: str):
         """host_values (Python arithmetic on the host numbers), device_step (array code only,
         the host numbers read from `scalars`) and step, which runs the one, then the other."""
-        by_slot = sorted(self.scalar_slots, key=self.scalar_slots.__getitem__)
-        values = "".join(f"{self.names[x]}, " for x in by_slot)
         self.ns["write_scalars"] = write_scalars
-        lines = [f"def host_values({', '.join(self.params)}):"]
-        lines += [f"    {text}" for text in self.host_body]
-        lines += [f"    return ({values.rstrip()})", "", ""]
-        lines += [f"def device_step({', '.join(bound)}):", *reading_inputs]
-        lines += [
-            f"    xp.copyto({name}, scalars, casting='same_kind')"
+        by_slot = sorted(self.scalar_slots, key=self.scalar_slots.__getitem__)
+        values = "".join(f"{self.names[x]}, " for x in by_slot).rstrip()
+        casts = [
+            f"xp.copyto({name}, scalars, casting='same_kind')"
             for dtype, name in self.scalar_arrays.items()
             if dtype != "float64"
         ]
-        lines += [f"    {text}" for text in self.body]
-        lines += [f"    return ({returns.rstrip()})", "", ""]
-        lines += [f"def step({', '.join(self.params + bound)}):"]
-        lines += [f"    write_scalars(scalars, host_values({', '.join(self.params)}))"]
-        lines += [f"    return device_step({', '.join(bound)})"]
-        return lines
+        lines = _function("host_values", self.params, [*self.host_body, f"return ({values})"])
+        device = [*reading_inputs, *casts, *self.body, returns]
+        lines += ["", "", *_function("device_step", bound, device), "", ""]
+        return lines + _function(
+            "step",
+            self.params + bound,
+            [
+                f"write_scalars(scalars, host_values({', '.join(self.params)}))",
+                f"return device_step({', '.join(bound)})",
+            ],
+        )
 
 
 def write_scalars(scalars: Any, values: tuple) -> None:

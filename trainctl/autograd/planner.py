@@ -3,7 +3,7 @@
 Liveness decides when an array is free again; a node writes over an input that dies at it
 where its op allows (`Op.overwritable`), the new value of a state slot goes straight into the
 slot's array, the parts of a flat concatenation are computed in their slices, and views cost
-nothing. Layouts are worked out on data-free NumPy stand-ins (`_Probe`), so a reshape is a
+nothing. Layouts are worked out on data-free NumPy stand-ins (`_layout`), so a reshape is a
 view in the plan exactly when NumPy would make it one. Everything it knows of an op it reads
 from the op: its kind, what it may overwrite, its scratch, the storage it writes.
 """
@@ -54,38 +54,26 @@ class Plan:
     place), (storage, node) for a value inside the storage its op writes (col2im's padded
     image), or (None, node) for a view built from its input. `concat_copies[node]` lists the
     parts a concatenation still has to copy, `scratch[node]` the temporary storages a node
-    uses, `copies` the state slots whose new value must be copied at the end.
+    uses, `alias[node]` the input position its output overwrote, `copies` the state slots
+    whose new value must be copied at the end.
     """
 
     storages: list[Storage] = field(default_factory=list)
     home: dict[Value, tuple[Storage | None, Any]] = field(default_factory=dict)
-    storage_of: dict[Value, Storage] = field(default_factory=dict)
     scratch: dict[Node, list[tuple[Storage, tuple[int, ...]]]] = field(default_factory=dict)
-    copies: list[tuple[str, Any]] = field(default_factory=list)
-    views: set = field(default_factory=set)
+    copies: list[tuple[Any, Any]] = field(default_factory=list)
     alias: dict[Node, int | None] = field(default_factory=dict)
     concat_copies: dict[Node, tuple[int, ...]] = field(default_factory=dict)
 
 
-class _Probe:
-    """Layouts without data: arrays over one element of memory that claim a whole storage, so
+def _layout(dtype: np.dtype, shape: tuple, strides: tuple) -> np.ndarray:
+    """A layout without data: an array over one element of memory that claims `shape`, so
     NumPy itself says what a reshape/transpose/index of a value looks like (never read)."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, strides, writeable=False)
 
-    def __init__(self) -> None:
-        self.bases: dict[Storage, Any] = {}
 
-    def base(self, storage: Storage) -> Any:
-        if storage not in self.bases:
-            one = np.zeros(1, storage.dtype)
-            flat = np.lib.stride_tricks.as_strided(
-                one, (storage.size,), (storage.dtype.itemsize,), writeable=False
-            )
-            self.bases[storage] = flat
-        return self.bases[storage]
-
-    @staticmethod
-    def pointer(array: Any) -> int:
-        return array.__array_interface__["data"][0]
+def _pointer(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
 
 
 def plan_buffers(graph: Graph, xp: Any = np) -> Plan:
@@ -105,8 +93,9 @@ class Planner:
     def __init__(self, graph: Graph, xp: Any) -> None:
         self.graph, self.xp = graph, xp
         self.plan = Plan()
-        self.probe = _Probe()
-        self.probes: dict[Value, Any] = {}
+        self.bases: dict[Storage, np.ndarray] = {}  # each storage's flat layout
+        self.layouts: dict[Value, np.ndarray] = {}
+        self.storage_of: dict[Value, Storage] = {}  # views included
         self.last_use: dict[Any, int] = {}
         for i, node in enumerate(graph.nodes):
             for x in node.inputs:
@@ -138,7 +127,7 @@ class Planner:
         for slot, value in self.graph.state_outputs():
             storage = self.state_storage[slot.name]
             if value is not slot.value and self.plan.home[value][0] is not storage:
-                self.plan.copies.append((slot.name, value))
+                self.plan.copies.append((slot, value))
         return self.plan
 
     # ------------------------------------------------------------ storages
@@ -149,14 +138,20 @@ class Planner:
         plan.storages.append(storage)
         return storage
 
-    def home(self, value: Value, storage: Storage, where: Any, layout: Any) -> None:
+    def base(self, storage: Storage) -> np.ndarray:
+        if storage not in self.bases:
+            itemsize = storage.dtype.itemsize
+            self.bases[storage] = _layout(storage.dtype, (storage.size,), (itemsize,))
+        return self.bases[storage]
+
+    def home(self, value: Value, storage: Storage, where: Any, layout: np.ndarray) -> None:
         self.plan.home[value] = (storage, where)
-        self.plan.storage_of[value] = storage
-        self.probes[value] = layout
+        self.storage_of[value] = storage
+        self.layouts[value] = layout
         storage.busy_until = max(storage.busy_until, self.last_use.get(value, -1))
 
     def place(self, value: Value, storage: Storage) -> None:
-        self.home(value, storage, None, self.probe.base(storage).reshape(value.shape))
+        self.home(value, storage, None, self.base(storage).reshape(value.shape))
 
     def take_pool(self, shape: tuple, dtype: Any, i: int, avoid: Storage | None) -> Storage:
         size = math.prod(shape)
@@ -196,18 +191,17 @@ class Planner:
             self.place(slot.value, storage)
         for c in used_constants(graph):
             storage = self.new_storage("const", c.shape, c.dtype, writable=False)
-            self.home(c, storage, None, _layout_like(c.array))
+            self.home(c, storage, None, _layout(c.dtype, c.shape, c.array.strides))
             storage.busy_until = INF
 
     def place_view(self, node: Node) -> bool:
         """A view of its input's storage, when the op can make one of that layout."""
         source = node.inputs[0]
-        view = node.op.view_of(self.probes[source], **node.attrs)
+        view = node.op.view_of(self.layouts[source], **node.attrs)
         if view is None:
             return False
-        self.home(node.out, self.plan.storage_of[source], node, view)
+        self.home(node.out, self.storage_of[source], node, view)
         self.plan.home[node.out] = (None, node)
-        self.plan.views.add(node)
         return True
 
     def place_in_concatenation(self, i: int, node: Node) -> None:
@@ -219,20 +213,20 @@ class Planner:
             storage.busy_until = max(storage.busy_until, self.index_of[concat])
             self.concat_storage[concat] = storage
         self.take_scratch(node, None, i, storage)
-        layout = self.probe.base(storage)[offset : offset + node.out.size].reshape(node.out.shape)
+        layout = self.base(storage)[offset : offset + node.out.size].reshape(node.out.shape)
         self.home(node.out, storage, offset, layout)
 
     def place_concatenation(self, node: Node) -> None:
         """The concatenation itself: it copies only the parts not computed in place."""
         storage = self.concat_storage[node]
-        base = _Probe.pointer(self.probe.base(storage))
+        base = _pointer(self.base(storage))
         copies, offset = [], 0
         for position, x in enumerate(node.inputs):
-            layout = self.probes[x]
+            layout = self.layouts[x]
             in_place = (
-                self.plan.storage_of.get(x) is storage
+                self.storage_of.get(x) is storage
                 and layout.flags.c_contiguous
-                and _Probe.pointer(layout) == base + offset * storage.dtype.itemsize
+                and _pointer(layout) == base + offset * storage.dtype.itemsize
             )
             if not in_place:
                 copies.append(position)
@@ -251,7 +245,7 @@ class Planner:
         if fits:
             self.place(out, target)
         else:  # the value lies inside the storage its op writes
-            flat = self.probe.base(target).reshape(spec.shape)
+            flat = self.base(target).reshape(spec.shape)
             self.home(out, target, node, node.op.value_of(flat, **node.attrs))
 
     def reusable(self, i: int, node: Node) -> tuple[Storage | None, int | None]:
@@ -267,9 +261,9 @@ class Planner:
                 return storage, position
         for position in sorted(allowed):
             x = node.inputs[position]
-            if not isinstance(x, Value) or x not in self.plan.storage_of:
+            if not isinstance(x, Value) or x not in self.storage_of:
                 continue
-            storage = self.plan.storage_of[x]
+            storage = self.storage_of[x]
             if not storage.writable or (storage.kind == "state" and out in self.output_values):
                 continue
             free, at = self.free_for(storage, node, i, {position})
@@ -291,12 +285,12 @@ class Planner:
         readers = [
             position
             for position, x in enumerate(node.inputs)
-            if isinstance(x, Value) and self.plan.storage_of.get(x) is storage
+            if isinstance(x, Value) and self.storage_of.get(x) is storage
         ]
         if len(readers) != 1 or readers[0] not in allowed:
             return False, None
         position = readers[0]
-        return self.exact(self.probes[node.inputs[position]], node.out, storage), position
+        return self.exact(self.layouts[node.inputs[position]], node.out, storage), position
 
     def exact(self, layout: Any, out: Value, storage: Storage) -> bool:
         """`layout` covers exactly the memory `out` would get from the whole storage."""
@@ -306,7 +300,7 @@ class Planner:
             and layout.flags.c_contiguous
             and storage.size == out.size
             and storage.dtype == out.dtype
-            and _Probe.pointer(layout) == _Probe.pointer(self.probe.base(storage))
+            and _pointer(layout) == _pointer(self.base(storage))
         )
 
 
@@ -344,12 +338,6 @@ def _concat_claims(graph: Graph, output_values: set) -> dict[Value, tuple[Node, 
                 claims[root] = (node, offset)
             offset += x.size
     return claims
-
-
-def _layout_like(array: Any) -> Any:
-    """A data-free NumPy stand-in with the shape and strides of a (NumPy or CuPy) array."""
-    one = np.zeros(1, array.dtype)
-    return np.lib.stride_tricks.as_strided(one, array.shape, array.strides, writeable=False)
 
 
 def used_constants(graph: Graph) -> list[Value]:

@@ -30,49 +30,44 @@ class AutogradError(TrainctlError):
 
 
 @contextlib.contextmanager
-def no_grad() -> Iterator[None]:
-    """Run ops without recording them (evaluation, optimizer updates, vjp rules)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+def _setting(name: str, value: Any) -> Iterator[None]:
+    """Module global `name` set to `value` inside the block, restored after it."""
+    previous = globals()[name]
+    globals()[name] = value
     try:
         yield
     finally:
-        _grad_enabled = previous
+        globals()[name] = previous
+
+
+def no_grad() -> contextlib.AbstractContextManager[None]:
+    """Run ops without recording them (evaluation, optimizer updates, vjp rules)."""
+    return _setting("_grad_enabled", False)
 
 
 def is_grad_enabled() -> bool:
     return _grad_enabled
 
 
-@contextlib.contextmanager
-def observe_ops(callback: Callable[[type[Op], float], None]) -> Iterator[None]:
+def observe_ops(callback: Callable[[type[Op], float], None]) -> contextlib.AbstractContextManager:
     """Call `callback(op, seconds)` after each op runs eagerly, backward ops included.
 
     For op counts and per-op profiles (`trainctl compare --profile`); the device is
     synchronized around each op, so only use it in a pass whose step times are not reported.
     """
-    global _op_observer
-    previous, _op_observer = _op_observer, callback
-    try:
-        yield
-    finally:
-        _op_observer = previous
+    return _setting("_op_observer", callback)
 
 
-@contextlib.contextmanager
-def watch_outputs(callback: Callable[[type[Op], Any, Tensor | None], None]) -> Iterator[None]:
+def watch_outputs(
+    callback: Callable[[type[Op], Any, Tensor | None], None],
+) -> contextlib.AbstractContextManager:
     """Call `callback(op, out, grad_of)` with the output array of each op run eagerly.
 
     `grad_of` is the tensor whose vjp rule ran the op inside `backward()` (None elsewhere), so
     a checker can say which gradient went wrong. For `debug.check_numerics`; when nothing
     watches, an op pays one comparison with None.
     """
-    global _output_watcher
-    previous, _output_watcher = _output_watcher, callback
-    try:
-        yield
-    finally:
-        _output_watcher = previous
+    return _setting("_output_watcher", callback)
 
 
 def _observed_forward(op: type[Op], device: Device, arrays: list, attrs: dict) -> Any:
@@ -305,17 +300,11 @@ def tensor(
     return Tensor(data, dtype, device, requires_grad)
 
 
-def full(
-    shape: tuple[int, ...], value: Any, dtype: Any = DEFAULT_DTYPE, device: Any = "cpu"
-) -> Tensor:
-    """A tensor of `shape` holding `value` everywhere."""
-    target = get_device(device)
-    return Tensor._wrap(target.xp.full(shape, value, dtype=dtype), target)
-
-
 def zeros(shape: tuple[int, ...], dtype: Any = DEFAULT_DTYPE, device: Any = "cpu") -> Tensor:
-    return full(shape, 0, dtype, device)
+    target = get_device(device)
+    return Tensor._wrap(target.xp.zeros(shape, dtype=dtype), target)
 
 
 def ones(shape: tuple[int, ...], dtype: Any = DEFAULT_DTYPE, device: Any = "cpu") -> Tensor:
-    return full(shape, 1, dtype, device)
+    target = get_device(device)
+    return Tensor._wrap(target.xp.ones(shape, dtype=dtype), target)
