@@ -340,7 +340,7 @@ class _Codegen:
 
     def fused(self, node: Node, out: str, scratch: list[str]) -> None:
         """A fused chain on NumPy: its members' forwards, laid out by `fused_layout`."""
-        target, _, _ = fused_layout(node, self.xp, self.plan.alias.get(node))
+        target, _ = fused_layout(node, self.xp, self.plan.alias.get(node))
         for member in node.attrs["body"]:
             place, own = target[member]
             place = out if place == "out" else scratch[place]

@@ -143,7 +143,8 @@ class Fused(Kernel):
     def overwritable(cls, node: Any, xp: Any) -> set[int]:
         if xp is not np:
             return set(range(len(node.inputs)))
-        return fused_layout(node, xp, None)[2] | fused_layout(node, xp, -1)[2]
+        _, root_only, spine_only = _spine(node, xp)
+        return root_only | spine_only
 
     @classmethod
     def scratch_of(cls, node: Any, xp: Any, alias: int | None) -> list[Scratch]:
@@ -167,59 +168,29 @@ def body_of(node: Any) -> tuple:
     return node.attrs.get("body", (node,))
 
 
-def fused_layout(node: Any, xp: Any, alias: int | None) -> tuple[dict, list[Scratch], set[int]]:
-    """Where each member of a fused chain writes on NumPy, its scratch, and the inputs the
-    output buffer may replace.
+def fused_layout(node: Any, xp: Any, alias: int | None) -> tuple[dict, list[Scratch]]:
+    """Where each member of a fused chain writes on NumPy, and the scratch that needs.
 
-    The spine is the root and the chain of first overwritable fused inputs below it; it is
-    computed in place in one buffer wherever dtype and shape match the root, other members
-    each in a scratch buffer. Spine layout (the default): that buffer is the output, and an
-    input read only by the first member may share it. Root layout (`alias` an input only the
-    root reads, or -1 to ask which): the spine runs in a scratch buffer and only the root
-    writes the output, so the root may overwrite its input (p - lr * buf lands in p's own
-    array). `target[member]` is (place, scratch positions of the member's own scratch), the
-    place "out", or a scratch position.
+    The spine (see `_spine`) is computed in place in one buffer wherever dtype and shape match
+    the root, other members each in a scratch buffer. Spine layout (the default): that buffer
+    is the output. Root layout (`alias` an input only the root may overwrite): the spine runs
+    in a scratch buffer and only the root writes the output, so the root may overwrite its
+    input (p - lr * buf lands in p's own array). `target[member]` is (place, scratch positions
+    of the member's own scratch), the place "out" or a scratch position.
     """
     body = node.attrs["body"]
     root = body[-1]
-    members = {m.out: m for m in body}
-    readers: dict = {}
-    for member in body:
-        for x in member.inputs:
-            readers.setdefault(x, set()).add(member)
-    spine = [root]
-    while True:  # down through inputs the member may overwrite
-        inner = next(
-            (
-                m
-                for x in spine[-1].inputs
-                if (m := members.get(x)) and _overwrites(spine[-1], x, xp)
-            ),
-            None,
-        )
-        if inner is None:
-            break
-        spine.append(inner)
-    root_only = {
-        p
-        for p, leaf in enumerate(node.inputs)
-        if readers.get(leaf) == {root} and _overwrites(root, leaf, xp)
-    }
-    spine_only = _spine_overwritable(node, spine, xp)
-    use_root_layout = alias == -1 or (
-        alias is not None and alias in root_only and alias not in spine_only
-    )
+    spine, root_only, spine_only = _spine(node, xp)
     target: dict = {}
     scratch: list[Scratch] = []
     chain: Any = "out"
-    if use_root_layout:
+    if alias in root_only and alias not in spine_only:  # the root layout
         chain = 0
         scratch.append(Scratch(root.out.shape, root.out.dtype))
     for member in body:
-        same = member.out.shape == root.out.shape and member.out.dtype == root.out.dtype
         if member is root:
             place: Any = "out"
-        elif member in spine and same:
+        elif member in spine and _alike(member, root):
             place = chain
         else:
             place = len(scratch)
@@ -227,20 +198,39 @@ def fused_layout(node: Any, xp: Any, alias: int | None) -> tuple[dict, list[Scra
         own = member.op.scratch_of(member, xp, None)
         target[member] = (place, list(range(len(scratch), len(scratch) + len(own))))
         scratch += own
-    return target, scratch, root_only if use_root_layout else spine_only
+    return target, scratch
 
 
-def _spine_overwritable(node: Any, spine: list, xp: Any) -> set[int]:
-    """Inputs only the first member reads, when that member starts the spine in the output."""
-    body, root, bottom = node.attrs["body"], spine[0], spine[-1]
-    same = bottom.out.shape == root.out.shape and bottom.out.dtype == root.out.dtype
-    if body[0] is not bottom or not same:
-        return set()
-    return {
-        p
-        for p, leaf in enumerate(node.inputs)
-        if all(m is bottom for m in body if leaf in m.inputs) and _overwrites(bottom, leaf, xp)
-    }
+def _spine(node: Any, xp: Any) -> tuple[list, set[int], set[int]]:
+    """The spine of a fused chain, its root and the chain of first overwritable fused inputs
+    below it, and the inputs the output buffer may replace: in the root layout those only the
+    root reads, in the spine layout those only the first member reads, when it starts the
+    spine with the root's shape and dtype."""
+    body = node.attrs["body"]
+    members = {m.out: m for m in body}
+    spine = [body[-1]]
+    while True:  # down through inputs the member may overwrite
+        below = spine[-1]
+        inner = next(
+            (members[x] for x in below.inputs if x in members and _overwrites(below, x, xp)), None
+        )
+        if inner is None:
+            break
+        spine.append(inner)
+
+    def only(member: Any) -> set[int]:
+        return {
+            p
+            for p, leaf in enumerate(node.inputs)
+            if all(m is member for m in body if leaf in m.inputs) and _overwrites(member, leaf, xp)
+        }
+
+    starts = body[0] is spine[-1] and _alike(spine[-1], spine[0])
+    return spine, only(spine[0]), only(spine[-1]) if starts else set()
+
+
+def _alike(a: Any, b: Any) -> bool:
+    return a.out.shape == b.out.shape and a.out.dtype == b.out.dtype
 
 
 def _overwrites(member: Any, leaf: Any, xp: Any) -> bool:
