@@ -250,24 +250,19 @@ class Planner:
 
     def reusable(self, i: int, node: Node) -> tuple[Storage | None, int | None]:
         """The state array `node` computes the new value of, or a dying input's storage it may
-        overwrite, and the input position overwritten."""
+        overwrite (never a state array whose old value is an output), and the input position
+        overwritten."""
         out = node.out
         allowed = node.op.overwritable(node, self.xp)
         own_slot = self.slot_of_output.get(id(out))
-        if own_slot is not None and self.state_storage[own_slot].writable:
-            storage = self.state_storage[own_slot]
+        candidates = [] if own_slot is None else [self.state_storage[own_slot]]
+        for position in sorted(allowed):
+            storage = self.storage_of.get(node.inputs[position])
+            if storage is not None and not (storage.kind == "state" and out in self.output_values):
+                candidates.append(storage)
+        for storage in filter(lambda storage: storage.writable, candidates):
             free, position = self.free_for(storage, node, i, allowed)
             if free:
-                return storage, position
-        for position in sorted(allowed):
-            x = node.inputs[position]
-            if not isinstance(x, Value) or x not in self.storage_of:
-                continue
-            storage = self.storage_of[x]
-            if not storage.writable or (storage.kind == "state" and out in self.output_values):
-                continue
-            free, at = self.free_for(storage, node, i, {position})
-            if free and at == position:
                 return storage, position
         return None, None
 
@@ -276,12 +271,11 @@ class Planner:
     ) -> tuple[bool, int | None]:
         """Whether node i may write its output over `storage`, and which input it then
         overwrites: free when nothing reads the storage after node i, and node i itself reads
-        it through at most one input position the op allows, laid out exactly as the output.
+        it through at most one input position the op allows, laid out exactly as the output
+        would be in the whole storage.
         """
-        if storage.busy_until < i:
-            return True, None
-        if storage.busy_until > i:
-            return False, None
+        if storage.busy_until != i:
+            return storage.busy_until < i, None
         readers = [
             position
             for position, x in enumerate(node.inputs)
@@ -289,12 +283,8 @@ class Planner:
         ]
         if len(readers) != 1 or readers[0] not in allowed:
             return False, None
-        position = readers[0]
-        return self.exact(self.layouts[node.inputs[position]], node.out, storage), position
-
-    def exact(self, layout: Any, out: Value, storage: Storage) -> bool:
-        """`layout` covers exactly the memory `out` would get from the whole storage."""
-        return (
+        layout, out = self.layouts[node.inputs[readers[0]]], node.out
+        exact = (
             tuple(layout.shape) == out.shape
             and layout.dtype == out.dtype
             and layout.flags.c_contiguous
@@ -302,6 +292,7 @@ class Planner:
             and storage.dtype == out.dtype
             and _pointer(layout) == _pointer(self.base(storage))
         )
+        return exact, readers[0]
 
 
 def storage_spec(node: Node) -> Spec:

@@ -93,8 +93,16 @@ class Tensor(Operand):
     ) -> None:
         if isinstance(data, Tensor):
             data = data.data
-        target = get_device(device) if device is not None else _device_of_data(data)
-        if dtype is None and _is_python_float(data):
+        if device is not None:
+            target = get_device(device)
+        elif isinstance(data, (np.ndarray, np.generic, list, tuple, int, float, bool)):
+            target = CPU
+        else:
+            target = device_of(data)
+        python_float = isinstance(data, float) or (
+            isinstance(data, (list, tuple)) and np.asarray(data).dtype == np.float64
+        )
+        if dtype is None and python_float:
             dtype = DEFAULT_DTYPE
         self.data = target.asarray(data, dtype=dtype)
         self.device = target
@@ -274,20 +282,6 @@ def tape_inputs(node: Tensor) -> list[Tensor]:
             "pass retain_graph=True to the first backward()"
         )
     return [x for x in node._ctx[1] if isinstance(x, Tensor) and x._ctx is not None]
-
-
-def _is_python_float(data: Any) -> bool:
-    if isinstance(data, float):
-        return True
-    if isinstance(data, (list, tuple)):
-        return np.asarray(data).dtype == np.float64
-    return False
-
-
-def _device_of_data(data: Any) -> Device:
-    if isinstance(data, (np.ndarray, np.generic, list, tuple, int, float, bool)):
-        return CPU
-    return device_of(data)
 
 
 # ---------------------------------------------------------------- constructors

@@ -91,7 +91,8 @@ class Op:
     def __init_subclass__(cls, register: bool = True) -> None:
         cls.name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
         if "ufunc" in cls.__dict__ and "forward" not in cls.__dict__:
-            cls.forward = _ufunc_forward(cls.ufunc)
+            ufunc = cls.ufunc
+            cls.forward = staticmethod(lambda xp, *xs, out=None: getattr(xp, ufunc)(*xs, out=out))
         if register:
             REGISTRY[cls.name] = cls
 
@@ -111,15 +112,6 @@ class Op:
 
 
 REGISTRY: dict[str, type[Op]] = {}
-
-
-def _ufunc_forward(name: str) -> Any:
-    """The forward of an op that is one ufunc of the array module (its `ufunc`)."""
-
-    def forward(xp, *arrays, out=None):
-        return getattr(xp, name)(*arrays, out=out)
-
-    return staticmethod(forward)
 
 
 def onnx_op(op_type: str) -> Any:
@@ -153,16 +145,11 @@ def into(xp: Any, out: Any, result: Any) -> Any:
     return out
 
 
-def _operator(name: str, reflected: bool = False) -> Callable[..., Any]:
-    """A binary operator of `Operand` that calls `ops.<name>` (with the operands swapped when
+def _method(name: str, reflected: bool = False) -> Callable[..., Any]:
+    """A method of `Operand` that calls `ops.<name>` with the operand first (second when
     `reflected`: `2 - x` is `sub(2, x)`)."""
     if reflected:
         return lambda self, other: getattr(_ops, name)(other, self)
-    return lambda self, other: getattr(_ops, name)(self, other)
-
-
-def _method(name: str) -> Callable[..., Any]:
-    """A method of `Operand` that calls `ops.<name>` with the operand first."""
     return lambda self, *args, **kwargs: getattr(_ops, name)(self, *args, **kwargs)
 
 
@@ -187,14 +174,14 @@ class Operand:
     def size(self) -> int:
         return math.prod(self.shape)
 
-    __add__, __radd__ = _operator("add"), _operator("add", reflected=True)
-    __sub__, __rsub__ = _operator("sub"), _operator("sub", reflected=True)
-    __mul__, __rmul__ = _operator("mul"), _operator("mul", reflected=True)
-    __truediv__, __rtruediv__ = _operator("div"), _operator("div", reflected=True)
-    __matmul__, __rmatmul__ = _operator("matmul"), _operator("matmul", reflected=True)
-    __gt__, __lt__ = _operator("greater"), _operator("greater", reflected=True)
-    __ge__, __le__ = _operator("greater_equal"), _operator("greater_equal", reflected=True)
-    __pow__, __getitem__ = _operator("power"), _operator("getitem")
+    __add__, __radd__ = _method("add"), _method("add", reflected=True)
+    __sub__, __rsub__ = _method("sub"), _method("sub", reflected=True)
+    __mul__, __rmul__ = _method("mul"), _method("mul", reflected=True)
+    __truediv__, __rtruediv__ = _method("div"), _method("div", reflected=True)
+    __matmul__, __rmatmul__ = _method("matmul"), _method("matmul", reflected=True)
+    __gt__, __lt__ = _method("greater"), _method("greater", reflected=True)
+    __ge__, __le__ = _method("greater_equal"), _method("greater_equal", reflected=True)
+    __pow__, __getitem__ = _method("power"), _method("getitem")
     __neg__, exp, log, sqrt = _method("neg"), _method("exp"), _method("log"), _method("sqrt")
     tanh, sigmoid, relu = _method("tanh"), _method("sigmoid"), _method("relu")
     sum, max, mean = _method("reduce_sum"), _method("reduce_max"), _method("mean")
