@@ -22,16 +22,10 @@ from trainctl.autograd.graph import HostScalar, Node, Value
 from trainctl.autograd.ops import REGISTRY
 
 CTYPES = {
-    "float16": "float16",
-    "float32": "float",
-    "float64": "double",
-    "bool": "bool",
-    "int8": "signed char",
-    "int16": "short",
-    "int32": "int",
-    "int64": "long long",
+    "float16": "float16", "float32": "float", "float64": "double", "bool": "bool",
+    "int8": "signed char", "int16": "short", "int32": "int", "int64": "long long",
     "uint8": "unsigned char",
-}
+}  # fmt: skip
 OPERATORS = {
     ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/",
     ast.Gt: ">", ast.GtE: ">=", ast.Lt: "<", ast.LtE: "<=", ast.Eq: "==",
@@ -47,33 +41,22 @@ def literal(x: Any) -> str:
 
 @dataclass(frozen=True)
 class Dialect:
-    name: str
+    """How C (CuPy kernels) or Python (Numba loops) spells what an expression needs: format
+    strings of (condition, a, b), (a, b) and (a), and the prefix of a math function."""
+
+    choose: str
+    either: str
+    isnan: str
+    math: str
 
     def cast(self, dtype: np.dtype, text: str) -> str:
-        if self.name == "c":
+        if self is C:
             return f"(({CTYPES[dtype.name]}){text})"
-        if dtype.kind == "b":
-            return f"({text} != 0)"
-        return f"np.{dtype.name}({text})"
-
-    def choose(self, condition: str, a: str, b: str) -> str:
-        if self.name == "c":
-            return f"({condition} ? {a} : {b})"
-        return f"({a} if {condition} else {b})"
-
-    def either(self, a: str, b: str) -> str:
-        return f"({a} || {b})" if self.name == "c" else f"({a} or {b})"
-
-    def isnan(self, a: str) -> str:
-        return f"isnan({a})" if self.name == "c" else f"({a} != {a})"
-
-    def call(self, function: str, *args: str) -> str:
-        prefix = "" if self.name == "c" or function == "pow" else "np."
-        return f"{prefix}{function}({', '.join(args)})"
+        return f"({text} != 0)" if dtype.kind == "b" else f"np.{dtype.name}({text})"
 
 
-C = Dialect("c")
-PYTHON = Dialect("python")
+C = Dialect("({} ? {} : {})", "({} || {})", "isnan({})", "")
+PYTHON = Dialect("({1} if {0} else {2})", "({} or {})", "({0} != {0})", "np.")
 
 
 def dtype_of(x: Any) -> np.dtype | type:
@@ -146,24 +129,22 @@ class _Renderer:
             text, dtype = self.render(e.operand, env)
             return f"(-{text})", dtype
         if isinstance(e, (ast.BinOp, ast.Compare)):
-            left = e.left
-            op, right = (
-                (e.op, e.right) if isinstance(e, ast.BinOp) else (e.ops[0], e.comparators[0])
-            )
-            a, b = self.render(left, env), self.render(right, env)
+            binary = isinstance(e, ast.BinOp)
+            op, right = (e.op, e.right) if binary else (e.ops[0], e.comparators[0])
+            a, b = self.render(e.left, env), self.render(right, env)
             dtype = promote(a[1], b[1])
             if isinstance(op, ast.Div) and concrete(dtype).kind not in "fc":
                 dtype = np.dtype(np.float64)  # true division
             text = f"({self.cast(a, dtype)} {OPERATORS[type(op)]} {self.cast(b, dtype)})"
-            return text, (np.dtype(bool) if isinstance(e, ast.Compare) else dtype)
+            return text, (dtype if binary else np.dtype(bool))
         if isinstance(e, ast.BoolOp):  # `or`
             a, b = (self.render(v, env)[0] for v in e.values)
-            return d.either(a, b), np.dtype(bool)
+            return d.either.format(a, b), np.dtype(bool)
         if isinstance(e, ast.IfExp):
             test = self.render(e.test, env)[0]
             a, b = self.render(e.body, env), self.render(e.orelse, env)
             dtype = promote(a[1], b[1])
-            return d.choose(test, self.cast(a, dtype), self.cast(b, dtype)), dtype
+            return d.choose.format(test, self.cast(a, dtype), self.cast(b, dtype)), dtype
         if isinstance(e, ast.Call):
             return self.call(e.func.id, [self.render(a, env) for a in e.args])
         raise NotImplementedError(ast.dump(e))
@@ -174,14 +155,14 @@ class _Renderer:
             lam = _parsed(REGISTRY[self.attrs[function]].expression)
             env = {a.arg: value for a, value in zip(lam.args.args, args, strict=True)}
             return self.render(lam.body, env)
+        dtype = promote(*(dtype for _, dtype in args))
         if function in ("maximum", "minimum"):  # NumPy's: a NaN in either operand wins
-            dtype = promote(*(dtype for _, dtype in args))
             a, b = (self.cast(arg, dtype) for arg in args)
             keep = f"{a} {'>=' if function == 'maximum' else '<='} {b}"
-            return d.choose(d.either(keep, d.isnan(a)), a, b), dtype
+            return d.choose.format(d.either.format(keep, d.isnan.format(a)), a, b), dtype
         if function == "isnan":
-            return d.isnan(args[0][0]), np.dtype(bool)
-        dtype = promote(*(dtype for _, dtype in args))
+            return d.isnan.format(args[0][0]), np.dtype(bool)
         if function in MATH and (weak(dtype) or dtype.kind not in "fc"):
             dtype = np.result_type(concrete(dtype), np.float16)  # NumPy's float for integers
-        return d.call(function, *(self.cast(arg, dtype) for arg in args)), dtype
+        prefix = "" if function == "pow" else d.math  # Python's pow, for Numba
+        return f"{prefix}{function}({', '.join(self.cast(arg, dtype) for arg in args)})", dtype

@@ -34,7 +34,6 @@ class Storage:
     dtype: np.dtype
     busy_until: int = -1
     writable: bool = True
-    slot: str | None = None  # state storages: the slot they hold
 
     @property
     def size(self) -> int:
@@ -109,7 +108,6 @@ class Planner:
         self.free_pool: dict[tuple, list[Storage]] = {}
         self.claims = _concat_claims(graph, self.output_values)
         self.concat_storage: dict[Node, Storage] = {}
-        self.index_of = {node: i for i, node in enumerate(graph.nodes)}
 
     def run(self) -> Plan:
         self.place_fixed()
@@ -185,7 +183,7 @@ class Planner:
             out = graph.outputs.get(slot.name)
             writable = out is not None and out is not slot.value
             storage = self.new_storage(
-                "state", slot.value.shape, slot.value.dtype, writable=writable, slot=slot.name
+                "state", slot.value.shape, slot.value.dtype, writable=writable
             )
             self.state_storage[slot.name] = storage
             self.place(slot.value, storage)
@@ -210,7 +208,7 @@ class Planner:
         storage = self.concat_storage.get(concat)
         if storage is None:
             storage = self.take_pool((concat.out.size,), concat.out.dtype, i, None)
-            storage.busy_until = max(storage.busy_until, self.index_of[concat])
+            storage.busy_until = max(storage.busy_until, self.graph.nodes.index(concat))
             self.concat_storage[concat] = storage
         self.take_scratch(node, None, i, storage)
         layout = self.base(storage)[offset : offset + node.out.size].reshape(node.out.shape)

@@ -191,21 +191,15 @@ class Relu(Elementwise):
     vjp = staticmethod(lambda g, out, x: (lambda: where(x > 0, g, 0.0),))
 
 
-def _sigmoid_scratch(out, x):
-    return [
-        Scratch(out.shape, out.dtype),
-        Scratch(out.shape, out.dtype),
-        Scratch(out.shape, np.dtype(bool)),
-    ]
-
-
 class Sigmoid(Elementwise):
     """where(x >= 0, 1 / (1 + e), e / (1 + e)) with e = exp(-|x|): exp of a non-positive
     number never overflows, whatever the sign of x."""
 
     onnx = onnx_op("Sigmoid")
     overwrites = frozenset()  # x is read again after the output is written
-    scratch = staticmethod(_sigmoid_scratch)
+    scratch = staticmethod(
+        lambda out, x: [Scratch(out.shape, out.dtype)] * 2 + [Scratch(out.shape, np.dtype(bool))]
+    )
     expression = (
         "lambda x: 1.0 / (1.0 + exp(-abs(x))) if x >= 0 else exp(-abs(x)) / (1.0 + exp(-abs(x)))"
     )
@@ -231,8 +225,7 @@ class Silu(Elementwise):
     """x * sigmoid(x) (swish), the sigmoid computed as Sigmoid computes it."""
 
     onnx = staticmethod(lambda b, inputs: b.op("Mul", *inputs, b.op("Sigmoid", *inputs)))
-    overwrites = frozenset()
-    scratch = staticmethod(_sigmoid_scratch)
+    overwrites, scratch = frozenset(), Sigmoid.scratch
     expression = (
         "lambda x: x * (1.0 / (1.0 + exp(-abs(x))) if x >= 0 "
         "else exp(-abs(x)) / (1.0 + exp(-abs(x))))"
@@ -281,7 +274,6 @@ class Elu(Elementwise):
     overwrites = frozenset()
     scratch = staticmethod(lambda out, x, alpha: [Scratch(out.shape, np.dtype(bool))])
     expression = "lambda x: x if x > 0 else alpha * expm1(minimum(x, 0))"
-    infer = staticmethod(lambda x, alpha: same(x))
 
     @staticmethod
     def forward(xp, x, alpha, out=None, scratch=None):

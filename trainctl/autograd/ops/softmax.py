@@ -48,8 +48,7 @@ class SoftmaxCrossEntropy(Op):
 
     @staticmethod
     def forward(xp, logits, labels, smoothing, out=None):
-        z = logits - xp.max(logits, axis=1, keepdims=True)
-        log_probs = z - xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))
+        log_probs = LogSoftmax.forward(xp, logits, 1)
         nll = -xp.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
         if smoothing:
             nll = (1.0 - smoothing) * nll - smoothing * xp.mean(log_probs, axis=1)
