@@ -246,10 +246,6 @@ def same(x: Any, **_: Any) -> Spec:
     return Spec(shape_of(x), x.dtype)
 
 
-def compare(a: Any, b: Any) -> Spec:
-    return Spec(broadcast(a, b).shape, np.dtype(bool))
-
-
 def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
     """`None`, an int or a sequence of ints -> a sorted tuple of non-negative axes."""
     if axis is None:
