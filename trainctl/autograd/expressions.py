@@ -137,9 +137,6 @@ class _Renderer:
                 dtype = np.dtype(np.float64)  # true division
             text = f"({self.cast(a, dtype)} {OPERATORS[type(op)]} {self.cast(b, dtype)})"
             return text, (dtype if binary else np.dtype(bool))
-        if isinstance(e, ast.BoolOp):  # `or`
-            a, b = (self.render(v, env)[0] for v in e.values)
-            return d.either.format(a, b), np.dtype(bool)
         if isinstance(e, ast.IfExp):
             test = self.render(e.test, env)[0]
             a, b = self.render(e.body, env), self.render(e.orelse, env)
@@ -160,8 +157,6 @@ class _Renderer:
             a, b = (self.cast(arg, dtype) for arg in args)
             keep = f"{a} {'>=' if function == 'maximum' else '<='} {b}"
             return d.choose.format(d.either.format(keep, d.isnan.format(a)), a, b), dtype
-        if function == "isnan":
-            return d.isnan.format(args[0][0]), np.dtype(bool)
         if function in MATH and (weak(dtype) or dtype.kind not in "fc"):
             dtype = np.result_type(concrete(dtype), np.float16)  # NumPy's float for integers
         prefix = "" if function == "pow" else d.math  # Python's pow, for Numba
