@@ -144,11 +144,13 @@ def chunking(request, monkeypatch):
 
 @pytest.mark.parametrize(("stride", "padding"), [(1, 1), (2, 0)])
 def test_conv_ops_match_finite_differences(kernel_path, chunking, stride, padding):
-    """float64, through the Numba and ufunc col2im, whole batch and in chunks."""
+    """float64, through the Numba and ufunc col2im, whole batch and in chunks (the bias added
+    chunk by chunk)."""
     rng = np.random.default_rng(4)
     x = Tensor(rng.standard_normal((5, 6, 6, 3)), requires_grad=True)
     w = Tensor(rng.standard_normal((3, 3, 3, 4)), requires_grad=True)
-    assert gradcheck(lambda: ops.conv2d(x, w, stride, padding), [x, w]) < 1e-6
+    b = Tensor(rng.standard_normal(4), requires_grad=True)
+    assert gradcheck(lambda: ops.conv2d(x, w, stride, padding, bias=b), [x, w, b]) < 1e-6
 
 
 torch_only = pytest.mark.skipif(
@@ -162,25 +164,30 @@ torch_only = pytest.mark.skipif(
     [(1, 8, 1, 1, 3), (3, 16, 2, 1, 2), (64, 8, 1, 0, 1), (8, 64, 1, 1, 5)],
 )
 def test_conv_ops_match_pytorch(kernel_path, chunking, cin, cout, stride, padding, batch):
-    """Forward, input and weight gradient in float32 against torch's conv2d (NCHW)."""
+    """Forward with bias, input, weight and bias gradient in float32 against torch's conv2d
+    (NCHW)."""
     import torch
 
     rng = np.random.default_rng(cin)
     x = rng.standard_normal((batch, 6, 6, cin)).astype(np.float32)
     w = (rng.standard_normal((3, 3, cin, cout)) / np.sqrt(9 * cin)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
     tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
     tw = torch.tensor(w.transpose(3, 2, 0, 1), requires_grad=True)
-    ty = torch.nn.functional.conv2d(tx, tw, stride=stride, padding=padding)
+    tb = torch.tensor(b, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=stride, padding=padding)
     g = rng.standard_normal(ty.shape).astype(np.float32)
     ty.backward(torch.tensor(g))
     g = g.transpose(0, 2, 3, 1)
-    y = ops.conv2d(Tensor(x), Tensor(w), stride, padding).numpy()
+    y = ops.conv2d(Tensor(x), Tensor(w), stride, padding, bias=Tensor(b)).numpy()
     dx = ops.conv2d_input_grad(Tensor(g), Tensor(w), x.shape, stride, padding).numpy()
     dw = ops.conv2d_weight_grad(Tensor(x), Tensor(g), 3, 3, stride, padding).numpy()
+    db = ops.channel_sum(Tensor(g)).numpy()  # the bias gradient conv2d's vjp gives
     tol = {"rtol": 1e-5, "atol": 1e-5}
     np.testing.assert_allclose(y, ty.detach().numpy().transpose(0, 2, 3, 1), **tol)
     np.testing.assert_allclose(dx, tx.grad.numpy().transpose(0, 2, 3, 1), **tol)
     np.testing.assert_allclose(dw, tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-5, atol=1e-4)
 
 
 @torch_only

@@ -40,8 +40,7 @@ def conv2d(
     """
     kh, kw, cin, cout = weight.shape
     if x.device.name == "cpu" and str(x.dtype) in CHUNKED_DTYPES:
-        y = ops.conv2d(x, weight, stride, padding)
-        return y if bias is None else y + bias
+        return ops.conv2d(x, weight, stride, padding, bias=bias)
     patches = ops.im2col(x, kh, kw, stride, padding)  # (N, OH, OW, KH, KW, Cin)
     n, oh, ow = patches.shape[:3]
     y = patches.reshape(n * oh * ow, kh * kw * cin) @ weight.reshape(kh * kw * cin, cout)

@@ -7,6 +7,11 @@ input gradient, weight gradient) each ran 2-3x faster (figures at CHUNK_BYTES). 
 backward recomputes the patches instead of keeping them, so a step holds no patch matrix
 from forward to backward.
 
+The forward adds the bias (optional) to each chunk's output while it is in the cache, tiled to
+long rows: NumPy's broadcast add of a (C,) vector has an inner loop of only C elements, and the
+reduction over three axes that would be the bias gradient of a separate `y + b` is ~20x slower
+than `channel_sum`'s one BLAS matrix-vector product (both measured in docs/engine.md).
+
 The chunk size depends only on shapes, so eager and graph mode cut a batch alike and get the
 same bits. The weight gradient adds the chunks' products in chunk order.
 """
@@ -14,7 +19,7 @@ same bits. The weight gradient adds the chunks' products in chunk order.
 from __future__ import annotations
 
 from trainctl.autograd import conv_loops
-from trainctl.autograd.ops.base import Op, Scratch, Spec, apply, dtype_of
+from trainctl.autograd.ops.base import Op, Scratch, Spec, apply, dtype_of, empty
 from trainctl.autograd.ops.layers import (
     Col2im,
     Im2col,
@@ -22,6 +27,7 @@ from trainctl.autograd.ops.layers import (
     _padded_shape,
     _patches_shape,
 )
+from trainctl.autograd.ops.normalization import _rows, channel_sum
 from trainctl.errors import ShapeError
 
 # Patches per chunk: measured on the 2-core machine (one thread), a 32 -> 32 channel 3x3 conv
@@ -67,49 +73,56 @@ def _patches(xp, x, start, stop, kh, kw, stride, padding, scratch):
 
 
 class Conv2d(Op):
-    """NHWC cross-correlation with a (KH, KW, Cin, Cout) weight, chunk by chunk."""
+    """NHWC cross-correlation with a (KH, KW, Cin, Cout) weight and an optional (Cout,) bias,
+    chunk by chunk."""
 
     @staticmethod
-    def infer(x, w, stride, padding):
+    def infer(x, w, bias=None, *, stride, padding):
         if len(x.shape) != 4 or len(w.shape) != 4 or x.shape[3] != w.shape[2]:
             raise ShapeError(
                 f"conv2d of images {tuple(x.shape)} (NHWC) with weight {tuple(w.shape)} "
                 "(KH, KW, Cin, Cout): channels differ"
             )
+        if bias is not None and tuple(bias.shape) != (w.shape[3],):
+            raise ShapeError(f"conv2d bias {tuple(bias.shape)} for weight {tuple(w.shape)}")
         n, oh, ow = _patches_shape(tuple(x.shape), w.shape[0], w.shape[1], stride, padding)[:3]
-        return Spec((n, oh, ow, w.shape[3]), dtype_of(x, w))
+        return Spec((n, oh, ow, w.shape[3]), dtype_of(x, w, *([] if bias is None else [bias])))
 
     @staticmethod
-    def scratch(out, x, w, stride, padding):
+    def scratch(out, x, w, bias=None, *, stride, padding):
         return _patch_scratch(tuple(x.shape), w.shape[0], w.shape[1], stride, padding, out.dtype)
 
     @staticmethod
-    def forward(xp, x, w, stride, padding, out=None, scratch=None):
+    def forward(xp, x, w, bias=None, *, stride, padding, out=None, scratch=None):
         kh, kw, cin, cout = w.shape
         if out is None:
-            out = xp.empty(Conv2d.infer(x, w, stride, padding).shape, dtype=dtype_of(x, w))
+            out = empty(xp, Conv2d.infer(x, w, bias, stride=stride, padding=padding))
         scratch = scratch or _new_scratch(Conv2d, xp, out, x, w, stride=stride, padding=padding)
         weight = w.reshape(kh * kw * cin, cout)
         size = chunk_size(x.shape, kh, kw, stride, padding, out.dtype.itemsize)
         for start, stop in _chunks(x.shape[0], size):
             patches = _patches(xp, x, start, stop, kh, kw, stride, padding, scratch)
             xp.matmul(patches, weight, out=out[start:stop].reshape(-1, cout))
+            if bias is not None:
+                rows, bias_row = _rows(xp, out[start:stop], bias)
+                xp.add(rows, bias_row, out=rows)
         return out
 
     @staticmethod
-    def vjp(g, out, x, w, stride, padding):
-        return (
+    def vjp(g, out, x, w, bias=None, *, stride, padding):
+        grads = (
             lambda: conv2d_input_grad(g, w, tuple(x.shape), stride, padding),
             lambda: conv2d_weight_grad(x, g, w.shape[0], w.shape[1], stride, padding),
         )
+        return grads if bias is None else (*grads, lambda: channel_sum(g))
 
     @staticmethod
     def onnx(b, inputs, stride, padding):
         """ONNX's Conv is NCHW with (Cout, Cin, KH, KW) weights: transposed in and out."""
-        x, w = inputs
+        x, w, *bias = inputs
         nchw = b.op("Transpose", x, perm=[0, 3, 1, 2])
         oihw = b.op("Transpose", w, perm=[3, 2, 0, 1])
-        y = b.op("Conv", nchw, oihw, strides=[stride, stride], pads=[padding] * 4)
+        y = b.op("Conv", nchw, oihw, *bias, strides=[stride, stride], pads=[padding] * 4)
         return b.op("Transpose", y, perm=[0, 2, 3, 1])
 
 
@@ -203,8 +216,10 @@ class Conv2dWeightGrad(Op):
         )
 
 
-def conv2d(x, w, stride: int = 1, padding: int = 0):
-    return apply(Conv2d, x, w, stride=stride, padding=padding)
+def conv2d(x, w, stride: int = 1, padding: int = 0, bias=None):
+    """The convolution of `x` by `w`, plus `bias` per output channel when given."""
+    operands = (x, w) if bias is None else (x, w, bias)
+    return apply(Conv2d, *operands, stride=stride, padding=padding)
 
 
 def conv2d_input_grad(g, w, x_shape, stride: int = 1, padding: int = 0):
