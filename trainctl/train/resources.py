@@ -7,7 +7,9 @@ a training step holds at once: the parameters, their gradients and the optimizer
 and for one batch every layer's output (kept for the backward pass) plus BatchNorm's
 centred input, and, at the backward pass's peak, one chunk of the largest convolution's
 unfolded patches (convolutions unfold a few images at a time and keep no patches from
-forward to backward: `autograd/ops/conv.py`) and two activation gradients in flight.
+forward to backward: `autograd/ops/conv.py`) with that convolution's input and output
+gradients, or the two largest activation gradients in flight, whichever is larger (the
+largest gradients come after the largest patches are freed).
 Measured against the peak a step allocates (tests/faults/test_resources.py), the estimate
 of the digits and CIFAR-10 CNNs comes within 1.5x of it, from below; op temporaries are
 left out, so it stays a lower bound: a run it refuses would not have fitted. A run also
@@ -94,6 +96,7 @@ class _Tally:
     activations: int = 0  # values per sample a training step keeps for the backward pass
     patches: int = 0  # values per sample of the largest convolution's patches
     largest: int = 0  # the largest layer output: gradients in flight are that size
+    patch_grads: int = 0  # values per sample of that convolution's input and output gradients
 
 
 def _linear(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
@@ -111,7 +114,8 @@ def _conv2d(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
     if oh < 1 or ow < 1:
         return None
     tally.parameters += k * k * c * args["out"] + (args["out"] if args.get("bias") else 0)
-    tally.patches = max(tally.patches, oh * ow * k * k * c)
+    if oh * ow * k * k * c > tally.patches:  # its input and output gradients come with them
+        tally.patches, tally.patch_grads = oh * ow * k * k * c, h * w * c + oh * ow * args["out"]
     return (oh, ow, args["out"])
 
 
@@ -278,10 +282,13 @@ def estimate_memory(config: Config, data: DataSplits) -> MemoryEstimate:
     evaluated = max((len(split) for split in (data.val, data.test) if split is not None), default=0)
     eval_batch = min(config.data.eval_batch_size or config.data.batch_size, evaluated)
     # every layer's output stays on the tape (or in a planned buffer) until the backward pass
-    held = tally.activations + math.prod(sample) + 2 * tally.largest
+    rows = max(batch, eval_batch)
+    held = (tally.activations + math.prod(sample)) * rows * itemsize
     patch_bytes = tally.patches * itemsize
-    chunk = min(max(batch, eval_batch), max(1, CHUNK_BYTES // patch_bytes)) if patch_bytes else 0
-    activations = held * max(batch, eval_batch) * itemsize + chunk * patch_bytes
+    chunk = min(rows, max(1, CHUNK_BYTES // patch_bytes)) if patch_bytes else 0
+    # the patches' chunk and the two largest gradients are never in flight at once
+    at_patches = chunk * patch_bytes + tally.patch_grads * rows * itemsize
+    activations = held + max(2 * tally.largest * rows * itemsize, at_patches)
     parameter_bytes = tally.parameters * itemsize
     return MemoryEstimate(
         tally.parameters,
