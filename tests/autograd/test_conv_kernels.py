@@ -101,6 +101,21 @@ def test_the_maxpool_grad_runs_loop_gives_the_ufunc_paths_bits(monkeypatch, kern
     assert np.array_equal(loop, ufuncs) and np.array_equal(np.signbit(loop), np.signbit(ufuncs))
 
 
+@pytest.mark.parametrize(("kernel", "stride"), [(2, 2), (3, 2), (3, 3), (2, 1)])
+def test_the_maxpool_loop_gives_the_ufunc_paths_bits(monkeypatch, kernel, stride):
+    """Ties of 0.0 and -0.0 (np.maximum keeps the later one), NaN and inf, overlapping
+    windows included."""
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = np.round(rng.standard_normal((3, 9, 9, 5)), 0).astype(np.float32)
+    x[x == 0] = rng.choice([0.0, -0.0], int((x == 0).sum()))
+    x[0, 0, 0, 0], x[1, 2, 3, 1], x[2, 4, 4, 2] = np.nan, np.nan, np.inf
+    ufuncs, loop = both_paths(
+        monkeypatch, lambda: ops.max_pool2d(Tensor(x), kernel, stride).numpy()
+    )
+    assert np.array_equal(loop, ufuncs, equal_nan=True)
+    assert np.array_equal(np.signbit(loop), np.signbit(ufuncs)) and (ufuncs == 0).any()
+
+
 def test_overlapping_pool_windows_keep_the_ufunc_path(monkeypatch):
     monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", 0)
     assert not pool_grad_runs_loop(np, (1, 9, 9, 2), 3, 2)
