@@ -118,8 +118,21 @@ def test_the_maxpool_loop_gives_the_ufunc_paths_bits(monkeypatch, kernel, stride
 
 def test_overlapping_pool_windows_keep_the_ufunc_path(monkeypatch):
     monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", 0)
-    assert not pool_grad_runs_loop(np, (1, 9, 9, 2), 3, 2)
-    assert pool_grad_runs_loop(np, (1, 9, 9, 2), 3, 3)
+    x = np.zeros((1, 9, 9, 2), np.float32)
+    assert not pool_grad_runs_loop(np, x, 3, 2)
+    assert pool_grad_runs_loop(np, x, 3, 3)
+
+
+def test_numba_loops_take_only_float32_and_float64(monkeypatch):
+    """Numba has no float16 (mixed precision pools and unfolds in it) or bfloat16."""
+    monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", 0)
+    assert [conv_loops.runs_loop(np, np.zeros(4, t)) for t in ("f4", "f8", "f2")] == [
+        True, True, False,
+    ]  # fmt: skip
+    x = np.arange(64, dtype=np.float16).reshape(1, 8, 8, 1)
+    pooled = ops.max_pool2d(Tensor(x), 2)
+    grad = ops.max_pool2d_grad(Tensor(np.ones_like(pooled.numpy())), Tensor(x), pooled, 2, 2)
+    assert pooled.numpy().dtype == np.float16 and grad.numpy()[0, 1, 1, 0] == 1
 
 
 def test_small_arrays_never_import_numba():

@@ -28,13 +28,20 @@ import numpy as np
 # 0.35 ms (0.64 ms with the loop before this one, which scanned each window twice per pixel).
 MIN_KERNEL_ELEMENTS = 65_536
 
+LOOP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 _compiled: dict[str, Callable[..., None]] = {}
 
 
-def runs_loop(xp: Any, shape: tuple[int, ...]) -> bool:
-    """Whether a kernel whose largest array has `shape` runs as a Numba loop: on NumPy, and
-    big enough to pay for the compile (graph mode asks at planning time, with shapes)."""
-    return xp is np and math.prod(shape) >= MIN_KERNEL_ELEMENTS
+def runs_loop(xp: Any, array: Any) -> bool:
+    """Whether a kernel whose largest array is `array` (or its spec: shape and dtype) runs as
+    a Numba loop: on NumPy, in float32 or float64 (Numba has no float16 or bfloat16), and big
+    enough to pay for the compile (graph mode asks at planning time, with specs)."""
+    return (
+        xp is np
+        and np.dtype(array.dtype) in LOOP_DTYPES
+        and math.prod(array.shape) >= MIN_KERNEL_ELEMENTS
+    )
 
 
 def _col2im(cols, image, stride, padding):  # pragma: no cover (runs compiled)

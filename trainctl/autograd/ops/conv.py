@@ -174,7 +174,7 @@ class Conv2dInputGrad(Op):
     @classmethod
     def scratch_of(cls, node, xp, alias):
         scratch = super().scratch_of(node, xp, alias)
-        return scratch[:1] if conv_loops.runs_loop(xp, scratch[0].shape) else scratch
+        return scratch[:1] if conv_loops.runs_loop(xp, scratch[0]) else scratch
 
     @staticmethod
     def forward(xp, g, w, x_shape, stride, padding, out=None, scratch=None):
@@ -182,7 +182,7 @@ class Conv2dInputGrad(Op):
         out = xp.empty(x_shape, dtype=dtype_of(g, w)) if out is None else out
         attrs = {"x_shape": x_shape, "stride": stride, "padding": padding}
         scratch = scratch or _new_scratch(Conv2dInputGrad, xp, out, g, w, **attrs)
-        loop = conv_loops.runs_loop(xp, scratch[0].shape)  # by the whole chunk: as scratch_of
+        loop = conv_loops.runs_loop(xp, scratch[0])  # by the whole chunk: as scratch_of
         weight_t = w.reshape(kh * kw * cin, cout).T
         size = chunk_size(x_shape, kh, kw, stride, padding, out.dtype.itemsize)
         for start, stop in _chunks(x_shape[0], size):
