@@ -35,8 +35,9 @@ def conv2d(
     """NHWC convolution (cross-correlation) with a (KH, KW, Cin, Cout) weight.
 
     On the CPU (float32, float64) it is the chunked `conv2d` op (patches made per chunk of
-    images, in cache); elsewhere im2col + one GEMM, which cuBLAS runs fast on a whole batch
-    and a CUDA graph can capture. docs/engine.md, "Convolutions", says why.
+    images, in cache, the bias added there); elsewhere im2col + one GEMM, which cuBLAS runs
+    fast on a whole batch and a CUDA graph can capture. docs/engine.md, "Convolutions", says
+    why.
     """
     kh, kw, cin, cout = weight.shape
     if x.device.name == "cpu" and str(x.dtype) in CHUNKED_DTYPES:
