@@ -28,7 +28,7 @@ from trainctl.autograd import ops
 from trainctl.autograd.expressions import CTYPES, C, literal, member_expression
 from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, Value, node_text
 from trainctl.autograd.kernels import FUSED, LOOP, body_of, fused_layout
-from trainctl.autograd.kernels import check_labels as check_labels  # for train/step.py
+from trainctl.autograd.kernels import check_labels as check_labels  # for jit.py
 from trainctl.autograd.loops import compile_loop
 from trainctl.autograd.numerics import NonFiniteError, array_text, describe_nonfinite
 from trainctl.autograd.planner import Plan, plan_buffers, storage_spec, used_constants
