@@ -211,6 +211,9 @@ class Node:
     attrs: dict
     out: Value | HostScalar
 
+    def with_inputs(self, inputs: tuple) -> Node:
+        return self if inputs == self.inputs else Node(self.op, inputs, self.attrs, self.out)
+
 
 @dataclass(eq=False)
 class StateSlot:

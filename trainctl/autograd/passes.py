@@ -21,12 +21,11 @@ from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, StateSlot, 
 from trainctl.autograd.kernels import FUSED, LOOP, SELECT, Kernel, body_of
 from trainctl.autograd.loops import loop_supports
 from trainctl.autograd.lowering import (
+    Rewrite,
     is_const,
     lower_dropout,
     lower_select,
     lower_softmax,
-    rebuild,
-    resolve,
     simplify,
 )
 from trainctl.autograd.ops import Spec
@@ -77,25 +76,22 @@ def _key(x: Any) -> Any:
 
 def common_subexpressions(graph: Graph) -> Graph:
     """Compute each (op, inputs, attributes) once; small equal constants are merged too."""
-    mapping: dict = {}
-    seen_constants: dict = {}
+    rw, seen_constants, seen = Rewrite(graph), {}, {}
     for c in graph.constants:
         if c.array is not None and c.size <= 64:
             key = (c.dtype.str, c.shape, to_host(c.array).tobytes())
-            mapping.setdefault(c, seen_constants.setdefault(key, c))
-            if mapping[c] is c:
-                del mapping[c]
-    seen: dict = {}
-    nodes = []
+            first = seen_constants.setdefault(key, c)
+            if first is not c:
+                rw.mapping[c] = first
     for node in graph.nodes:
-        inputs = tuple(resolve(mapping, x) for x in node.inputs)
+        inputs = rw.resolved(node).inputs
         key = (node.op.name, tuple(_key(x) for x in inputs), repr(sorted(node.attrs.items())))
         if key in seen:
-            mapping[node.out] = seen[key]
-            continue
-        seen[key] = node.out
-        nodes.append(node if inputs == node.inputs else Node(node.op, inputs, node.attrs, node.out))
-    return rebuild(graph, nodes, mapping)
+            rw.mapping[node.out] = seen[key]
+        else:
+            seen[key] = node.out
+            rw.nodes.append(node)
+    return rw.result()
 
 
 def fold_constants(graph: Graph) -> Graph:
@@ -104,12 +100,9 @@ def fold_constants(graph: Graph) -> Graph:
     The op's own forward runs on the device's array module, so the folded array is exactly
     what eager mode computes at every step.
     """
-    xp = graph.device.xp
-    mapping: dict = {}
-    nodes = []
-    constants = list(graph.constants)
+    xp, rw, constants = graph.device.xp, Rewrite(graph), list(graph.constants)
     for node in graph.nodes:
-        inputs = tuple(resolve(mapping, x) for x in node.inputs)
+        inputs = rw.resolved(node).inputs
         foldable = (
             not issubclass(node.op, Kernel)
             and isinstance(node.out, Value)
@@ -119,16 +112,14 @@ def fold_constants(graph: Graph) -> Graph:
             and not any(isinstance(a, RngKey) for a in node.attrs.values())
         )
         if not foldable:
-            nodes.append(
-                node if inputs == node.inputs else Node(node.op, inputs, node.attrs, node.out)
-            )
+            rw.nodes.append(node)
             continue
         arrays = [x.array if isinstance(x, Value) else x for x in inputs]
         result = xp.asarray(node.op.forward(xp, *arrays, **node.attrs))
         folded = Value(graph, Spec(result.shape, result.dtype), array=result)
         constants.append(folded)
-        mapping[node.out] = folded
-    out = rebuild(graph, nodes, mapping)
+        rw.mapping[node.out] = folded
+    out = rw.result()
     out.constants = constants
     return out
 
