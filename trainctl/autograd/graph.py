@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +110,11 @@ class HostScalar(float):
         return self.label
 
 
+def _reading(what: str, how: str | None = None) -> Any:
+    """A method of `Value` that reads its data (see `Value._read`)."""
+    return lambda self, *_, **__: self._read(what, how)
+
+
 class Value(Operand):
     """A symbolic array of a graph: an input, a constant or a node's output."""
 
@@ -150,50 +155,24 @@ class Value(Operand):
         with no_grad():
             return ops.getitem(self, (Ellipsis,))
 
-    # Anything that needs the numbers stops the trace with a message naming what was asked.
-    def _refuse(self, what: str) -> Any:
+    def _read(self, what: str, how: str | None = None) -> Any:
+        """A read of the data. When the trace has the real batch (`guards.py`), a read as a
+        Python number (`how`) is computed and guarded; anything else stops the trace."""
+        if how is not None and self.graph.recorder is not None:
+            return self.graph.recorder.read(self, how)
         made_by = next((n for n in reversed(self.graph.nodes) if n.out is self), None)
-        origin = f" = {_call_text(made_by)}" if made_by is not None else ""
+        origin = f" = {call_text(made_by)}" if made_by is not None else ""
         raise TracingError(
             f"{what} on the traced value {self.label}{origin} (shape {self.shape}, {self.dtype}) "
             f"needs its data, which tracing does not have: {EAGER_HINT}"
         )
 
-    @property
-    def data(self) -> Any:
-        return self._refuse(".data")
-
-    # A Python number read out of a value is a guard when the trace has the real batch
-    # (`guards.py`): the graph is specialised on the number read, and checked before replays.
-    def _read(self, what: str, how: str) -> Any:
-        recorder = self.graph.recorder
-        if recorder is None:
-            return self._refuse(what)
-        return recorder.read(self, how)
-
-    def item(self) -> Any:
-        return self._read(".item()", "item")
-
-    def numpy(self) -> Any:
-        return self._refuse(".numpy()")
-
-    def tolist(self) -> Any:
-        return self._refuse(".tolist()")
-
-    def __bool__(self) -> bool:
-        return self._read("a Python `if`/`while`/bool() (data-dependent control flow)", "bool")
-
-    def __float__(self) -> float:
-        return self._read("float()", "float")
-
-    def __int__(self) -> int:
-        return self._read("int()", "int")
-
-    def __index__(self) -> int:
-        return self._refuse("use as an index")
-
-    def __array__(self, *_: Any, **__: Any) -> Any:
-        return self._refuse("conversion to a NumPy array")
+    item = _reading(".item()", "item")
+    __bool__ = _reading("a Python `if`/`while`/bool() (data-dependent control flow)", "bool")
+    __float__, __int__ = _reading("float()", "float"), _reading("int()", "int")
+    numpy, tolist = _reading(".numpy()"), _reading(".tolist()")
+    __index__, __array__ = _reading("use as an index"), _reading("conversion to a NumPy array")
+    data = property(_reading(".data"))
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -284,11 +263,8 @@ class Graph:
         return value
 
     def record_host(self, op: type[ops.Op], operands: tuple, trace_value: float) -> HostScalar:
-        for x in operands:
-            if isinstance(x, HostScalar) and x.graph is not self:
-                raise TracingError("a per-step value of another trace was used in this one")
         out = HostScalar(trace_value, self)
-        self.nodes.append(Node(op, operands, {}, out))
+        self.nodes.append(Node(op, tuple(self._operand(x) for x in operands), {}, out))
         return out
 
     def apply(self, op: type[ops.Op], inputs: tuple, attrs: dict) -> Value:
@@ -313,13 +289,9 @@ class Graph:
         return out
 
     def _operand(self, x: Any) -> Any:
-        if isinstance(x, Value):
+        if isinstance(x, (Value, HostScalar)):
             if x.graph is not self:
                 raise TracingError(f"{x!r} belongs to another trace")
-            return x
-        if isinstance(x, HostScalar):
-            if x.graph is not self:
-                raise TracingError("a per-step value of another trace was used in this one")
             return x
         if isinstance(x, (bool, int, float)):
             return x
@@ -504,8 +476,9 @@ def _attr_text(attrs: dict) -> str:
     return ", ".join(f"{k}={v.name if isinstance(v, np.dtype) else v!r}" for k, v in attrs.items())
 
 
-def _call_text(node: Node) -> str:
-    args = [operand_label(x) for x in node.inputs]
+def call_text(node: Node, arg_text: Callable[[Any], str] = operand_label) -> str:
+    """`op(inputs, attributes)`, each input as `arg_text` writes it."""
+    args = [arg_text(x) for x in node.inputs]
     attrs = {k: v for k, v in node.attrs.items() if k != "body"}
     if attrs:
         args.append(_attr_text(attrs))
@@ -517,6 +490,6 @@ def node_text(node: Node) -> str:
     fused node follow on indented lines."""
     out = node.out
     kind = "host" if isinstance(out, HostScalar) else f"{out.dtype}{list(out.shape)}"
-    lines = [f"{out.label} = {_call_text(node)}  : {kind}"]
+    lines = [f"{out.label} = {call_text(node)}  : {kind}"]
     lines += [f"    | {node_text(member)}" for member in node.attrs.get("body", ())]
     return "\n".join(lines)

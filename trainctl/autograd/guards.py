@@ -36,6 +36,8 @@ from trainctl.autograd.graph import (
     Tracer,
     TracingError,
     Value,
+    call_text,
+    operand_label,
 )
 
 READS = {"bool": bool, "item": lambda a: a.item(), "float": float, "int": int}
@@ -203,10 +205,8 @@ def expression_text(graph: Graph, value: Value, width: int = 160) -> str:
     def text(x: Any, level: int) -> str:
         node = producers.get(x) if isinstance(x, Value) else None
         if node is None or level == 0:
-            return x.label if isinstance(x, (Value, HostScalar)) else repr(x)
-        args = [text(a, level - 1) for a in node.inputs]
-        args += [f"{k}={v!r}" for k, v in node.attrs.items() if k != "body"]
-        return f"{node.op.name}({', '.join(args)})"
+            return operand_label(x)
+        return call_text(node, lambda a: text(a, level - 1))
 
     shown = text(value, 1)
     for depth in range(2, 8):
