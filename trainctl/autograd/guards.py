@@ -1,20 +1,13 @@
-"""Guards: graph mode facing Python control flow on tensor values (the approach of
-`torch.compile`).
+"""Guards: graph mode facing Python control flow on tensor values, as `torch.compile` does.
 
-A trace has no data, but a model may branch on a value (`if h.mean() > 0:`, a `while` on a
-norm) or read a number out of it (`.item()`, `float()`, `int()`). Graph mode then traces with
-the real batch at hand: `GuardRecorder` evaluates, on demand, the nodes that the value read
-depends on (each op's own forward, as eager mode runs it, on the batch, the current
-parameters and buffers and the generators' current keys), hands the trace the Python value
-eager mode would have seen, and records a `Guard`: the value's expression and the outcome
-observed. The graph is then specialised on that outcome: one branch, one unrolled loop count.
-
-Before each replay, `GuardProgram` recomputes only the guard expressions (a small program of
-their nodes, compiled once) on the coming batch and state, without advancing anything; the
-compiled step is used only when every outcome is the one it was traced with, so a mismatch
-never applies a wrong update: the caller traces the new branch combination instead (or falls
-back to eager mode). Evaluation order matches eager mode's, so guard values are eager's bit
-for bit. Reading data in other ways (`.numpy()`, `.data`, NumPy conversion) still refuses.
+When a model branches on a value (`if h.mean() > 0:`, a `while` on a norm) or reads a number
+out of it (`.item()`, `float()`, `int()`), graph mode traces with the real batch at hand:
+`GuardRecorder` computes the value with the ops' own forwards, in eager mode's order (so bit
+for bit what eager mode would see), hands it to the trace and records a `Guard` of the value's
+expression and the outcome. The graph is specialised on that outcome: one branch, one unrolled
+loop count. Before each replay `GuardProgram` recomputes only the guard expressions on the
+coming batch and state, changing nothing: a step whose outcomes differ is never applied, the
+caller traces the new combination (or falls back to eager mode) instead.
 """
 
 from __future__ import annotations
