@@ -309,6 +309,10 @@ class Graph:
     def state_outputs(self) -> list[tuple[StateSlot, Any]]:
         return [(slot, self.outputs[slot.name]) for slot in self.state if slot.name in self.outputs]
 
+    def keys_now(self) -> list[int]:
+        """The step's runtime random keys: each generator's seed and counter as they are now."""
+        return [n for generator, _ in self.generators for n in (generator.seed, generator.counter)]
+
 
 # ---------------------------------------------------------------- tracing
 

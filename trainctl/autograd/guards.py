@@ -75,11 +75,8 @@ def _closure(graph: Graph, targets: Sequence[Value], known: Any = ()) -> list[No
 def _leaves(nodes: list[Node], targets: Sequence[Value]) -> list[Value]:
     """The values the nodes read but do not compute: inputs, state, constants."""
     made = {node.out for node in nodes}
-    seen: dict[Value, None] = {}
-    for x in [x for node in nodes for x in node.inputs] + list(targets):
-        if isinstance(x, Value) and x not in made:
-            seen[x] = None
-    return list(seen)
+    read = [x for node in nodes for x in node.inputs] + list(targets)
+    return list(dict.fromkeys(x for x in read if isinstance(x, Value) and x not in made))
 
 
 def _batch_array(graph: Graph, value: Value, array: Any) -> Any:
@@ -120,9 +117,8 @@ class GuardRecorder:
     def _leaf(self, value: Value) -> Any:
         if value.array is not None:
             return value.array
-        for index, x in enumerate(self.graph.inputs):
-            if x is value:
-                return _batch_array(self.graph, value, self.batch[index])
+        if value in self.graph.inputs:
+            return _batch_array(self.graph, value, self.batch[self.graph.inputs.index(value)])
         tensor = self.tracer.originals.get(value)
         if tensor is None:  # optimizer state: its entries are made by the step itself
             raise TracingError(
@@ -140,23 +136,15 @@ class GuardProgram:
     (each op's forward, no passes, no buffers of the step): `check` runs it on a batch."""
 
     def __init__(self, graph: Graph, guards: list[Guard]) -> None:
-        self.guards = guards
+        self.graph, self.guards = graph, guards
         targets = [g.value for g in guards]
         nodes = _closure(graph, targets)
         leaves = _leaves(nodes, targets)
+        inputs = [leaf for leaf in leaves if leaf.array is None]
+        # Where each input is read from: the index of a batch array, or a state slot.
         sources = {slot.value: slot for slot in graph.state}
-        batch_index = {x: i for i, x in enumerate(graph.inputs)}
-        self.reads: list[tuple[str, Any, Value]] = []
-        inputs = []
-        for leaf in leaves:
-            if leaf.array is not None:
-                continue
-            inputs.append(leaf)
-            if leaf in batch_index:
-                self.reads.append(("batch", batch_index[leaf], leaf))
-            else:
-                slot = sources[leaf]
-                self.reads.append((slot.name.split(":", 1)[0], slot.source, leaf))
+        sources.update({x: i for i, x in enumerate(graph.inputs)})
+        self.reads = [(sources[leaf], leaf) for leaf in inputs]
         program_graph = Graph(
             graph.device,
             inputs=inputs,
@@ -166,27 +154,23 @@ class GuardProgram:
             generators=graph.generators,
         )
         self.program = compile_graph(program_graph, {}, plan_memory=False)
-        self.generators = graph.generators
         self.lines = guard_lines(graph)
 
     def check(self, batch: Sequence[Any]) -> bool:
         """True when every guard gives the outcome traced, on `batch` and the state as it is
         now (parameters and buffers read where the model holds them). Nothing is changed."""
         graph_inputs = {}
-        for name, (kind, where, value) in zip(self.program.input_names, self.reads, strict=True):
-            if kind == "batch":
-                array = _batch_array(value.graph, value, batch[where])
-            elif kind == "param":
-                array = where.data
+        for name, (read, value) in zip(self.program.input_names, self.reads, strict=True):
+            if isinstance(read, int):
+                array = _batch_array(self.graph, value, batch[read])
+            elif read.name.startswith("param:"):
+                array = read.source.data
             else:  # a buffer, by the places the module keeps it
-                module, key = where[0]
+                module, key = read.source[0]
                 array = module.__dict__[key].data
             graph_inputs[name] = array
-        keys = []
-        for generator, _ in self.generators:
-            keys += [generator.seed, generator.counter]
         with np.errstate(all="ignore"):
-            values = self.program.function(*keys, **graph_inputs)
+            values = self.program.function(*self.graph.keys_now(), **graph_inputs)
         return all(g.holds(v) for g, v in zip(self.guards, values, strict=True))
 
 

@@ -77,7 +77,7 @@ class TracedStep:
         self.device_scalars = self.cuda_graphs if scalars is None else scalars
         # CUDA graphs are captured on a stream of their own (never the legacy default one);
         # a blocking stream, so it stays ordered with whatever else runs on the default one.
-        self._stream = device.xp.cuda.Stream() if self.cuda_graphs else None
+        self._stream = device.xp.cuda.Stream() if self.cuda_graphs else contextlib.nullcontext()
         self.storage = StateArrays(device)
         # signature -> its traces, the one last used first (one unless the model has guards)
         self._compiled: dict[tuple, list[CompiledStep]] = {}
@@ -102,12 +102,11 @@ class TracedStep:
         model, scaler = self.definition.model, self.definition.options.loss_scaler
         if not model.training:
             model.train()
-        with self._on_stream():
+        with self._stream:
             bound = self._load(compiled, inputs, targets)
             scalars = self.definition.scalars()
             args = [scalars[name] for name in compiled.program.scalar_names]
-            for generator, _ in compiled.graph.generators:
-                args += [generator.seed, generator.counter]
+            args += compiled.graph.keys_now()
             loss, *finite = compiled.run(args, bound)
             finite = bool(finite[0]) if finite else True
             self._store(compiled, finite)
@@ -122,7 +121,7 @@ class TracedStep:
             return self._eager.evaluate(inputs)
         if self.definition.model.training:
             self.definition.model.eval()
-        with self._on_stream():
+        with self._stream:
             bound = self._load(compiled, inputs)
             (out,) = compiled.run([], bound)
             return np.array(to_host(out), copy=True)
@@ -135,9 +134,6 @@ class TracedStep:
             floating = np.issubdtype(dtype, np.floating)
             parts += [tuple(x.shape), self.definition.dtype if floating else dtype]
         return (kind, *parts)
-
-    def _on_stream(self) -> contextlib.AbstractContextManager:
-        return self._stream if self._stream is not None else contextlib.nullcontext()
 
     def _lookup(self, kind: str, *batch: Any) -> CompiledStep | None:
         """The compiled step for these arrays: a dict hit on their shapes and dtypes as they

@@ -145,13 +145,9 @@ def fuse_elementwise(graph: Graph) -> Graph:
         if body is None or len(body) == 1:
             nodes.append(node)
             continue
-        body = sorted(body, key=graph.nodes.index)
-        inner_values = {m.out for m in body}
-        leaves: list[Any] = []
-        for member in body:
-            for x in member.inputs:
-                if isinstance(x, (Value, HostScalar)) and x not in inner_values and x not in leaves:
-                    leaves.append(x)
+        body = body[::-1]  # gathered from the last member back
+        inner = {m.out for m in body}
+        leaves = dict.fromkeys(x for m in body for x in m.inputs if _is_ref(x) and x not in inner)
         nodes.append(Node(FUSED, tuple(leaves), {"body": tuple(body)}, node.out))
     return graph.with_nodes(nodes)
 
@@ -451,13 +447,11 @@ def check_pass_names(names: Sequence[str]) -> None:
         raise PassError(f"unknown passes {listed}: expected some of {', '.join(PASSES)}")
 
 
-def optimize(
-    graph: Graph, disabled: Sequence[str] = (), pipeline: Sequence[str] = PIPELINE
-) -> tuple[Graph, list[PassRecord]]:
+def optimize(graph: Graph, disabled: Sequence[str] = ()) -> tuple[Graph, list[PassRecord]]:
     """Run the pipeline, skipping the passes named in `disabled`; report node counts."""
     check_pass_names(disabled)
     records = []
-    for name in pipeline:
+    for name in PIPELINE:
         if name in disabled:
             continue
         start = time.perf_counter()
