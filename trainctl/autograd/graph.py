@@ -324,7 +324,7 @@ class Tracer:
         self.graph = graph
         self.values: dict[int, Value] = {}  # id(tensor) -> its state input or constant
         self.originals: dict[Value, Tensor] = {}  # state input -> the tensor it stands for
-        self._buffers: list[tuple[str, list[tuple[Any, str]], Value]] = []
+        self._buffers: list[tuple[list[tuple[Any, str]], Value]] = []  # (places, state input)
         self._swapped: list[tuple[Any, str, Any]] = []
         self._generators: dict[int, tuple[backend.Generator, int]] = {}
 
@@ -336,10 +336,13 @@ class Tracer:
         return value
 
     def add_parameter(self, name: str, tensor: Tensor) -> Value:
+        return self._add_state(f"param:{name}", tensor, tensor, True)
+
+    def _add_state(self, name: str, tensor: Tensor, source: Any, grad: bool = False) -> Value:
         if id(tensor) not in self.values:
             spec = Spec(tensor.shape, tensor.dtype)
-            self.values[id(tensor)] = self.graph.add_state(f"param:{name}", spec, tensor, True)
-            self.originals[self.values[id(tensor)]] = tensor
+            value = self.values[id(tensor)] = self.graph.add_state(name, spec, source, grad)
+            self.originals[value] = tensor
         return self.values[id(tensor)]
 
     def _swap_model(self, model: Any) -> None:
@@ -356,10 +359,8 @@ class Tracer:
             if is_param:
                 value = self.add_parameter(name, t)
             else:
-                spec = Spec(t.shape, t.dtype)
-                value = self.graph.add_state(f"buffer:{name}", spec, places[tid])
-                self.values[tid], self.originals[value] = value, t
-                self._buffers.append((f"buffer:{name}", places[tid], value))
+                value = self._add_state(f"buffer:{name}", t, places[tid])
+                self._buffers.append((places[tid], value))
             for module, key in places[tid]:
                 self._swapped.append((module, key, t))
                 object.__setattr__(module, key, value)
@@ -367,11 +368,13 @@ class Tracer:
                     module._buffers[key] = value
 
     def _restore_model(self) -> None:
-        for name, places, value in self._buffers:
+        for places, value in self._buffers:
             module, key = places[0]
             new = module.__dict__[key]
             if new is not value:
-                self.graph.outputs[name] = new if isinstance(new, Value) else self.value_of(new)
+                self.graph.outputs[value.name] = (
+                    new if isinstance(new, Value) else self.value_of(new)
+                )
         for module, key, t in reversed(self._swapped):
             object.__setattr__(module, key, t)
             if key in module._buffers:
@@ -435,8 +438,7 @@ def gradients(loss: Value, wrt: Sequence[Value]) -> list[Value | None]:
         raise TracingError(f"the loss must be a single value, got shape {loss.shape}")
     if not loss.requires_grad:
         raise TracingError("the loss does not depend on any parameter: nothing to differentiate")
-    ctx = {node.out: node for node in graph.nodes if isinstance(node.out, Value)}
-    ctx = {out: node for out, node in ctx.items() if out.requires_grad}
+    ctx = {n.out: n for n in graph.nodes if isinstance(n.out, Value) and n.out.requires_grad}
 
     def taped(value: Value) -> list[Value]:
         return [x for x in ctx[value].inputs if isinstance(x, Value) and x in ctx]
