@@ -53,23 +53,21 @@ class Guard:
 def _closure(graph: Graph, targets: Sequence[Value], known: Any = ()) -> list[Node]:
     """The nodes that `targets` depend on (short of the `known` values), in the graph's
     execution order."""
-    producers = graph.producers()
-    needed: set[int] = set()
-    stack = [v for v in targets if v in producers and v not in known]
-    while stack:
-        node = producers[stack.pop()]
-        if id(node) in needed:
+    live = {v for v in targets if v not in known}
+    needed = []
+    for node in reversed(graph.nodes):
+        if node.out not in live:
             continue
-        needed.add(id(node))
+        needed.append(node)
         for x in node.inputs:
             if isinstance(x, HostScalar):
                 raise TracingError(
                     f"a Python decision on {targets[-1].label} depends on the per-step value "
                     f"{x.label}, which has no value while tracing"
                 )
-            if isinstance(x, Value) and x in producers and x not in known:
-                stack.append(x)
-    return [node for node in graph.nodes if id(node) in needed]
+            if isinstance(x, Value) and x not in known:
+                live.add(x)
+    return needed[::-1]
 
 
 def _leaves(nodes: list[Node], targets: Sequence[Value]) -> list[Value]:
@@ -105,11 +103,13 @@ class GuardRecorder:
         for leaf in _leaves(nodes, [value]):
             if leaf not in self.known:
                 self.known[leaf] = self._leaf(leaf)
-        xp = self.graph.device.xp
+        xp, key_now = self.graph.device.xp, self.tracer.key_now
         with np.errstate(all="ignore"):
             for node in nodes:
                 args = [self.known[x] if isinstance(x, Value) else x for x in node.inputs]
-                attrs = {k: self._attr(v) for k, v in node.attrs.items()}
+                attrs = {
+                    k: key_now(v) if isinstance(v, RngKey) else v for k, v in node.attrs.items()
+                }
                 out = node.op.forward(xp, *args, **attrs)
                 self.known[node.out] = np.asarray(out) if isinstance(out, np.generic) else out
         return self.known[value]
@@ -126,9 +126,6 @@ class GuardRecorder:
                 f"parameters and buffers can be read while tracing): {EAGER_HINT}"
             )
         return tensor.data
-
-    def _attr(self, value: Any) -> Any:
-        return self.tracer.key_now(value) if isinstance(value, RngKey) else value
 
 
 class GuardProgram:
