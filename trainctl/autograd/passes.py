@@ -345,13 +345,8 @@ def _is_ref(x: Any) -> bool:
 
 
 def _leaves(node: Node) -> tuple:
-    if node.op is FUSED:
-        return node.inputs
-    seen: list = []
-    for x in node.inputs:
-        if _is_ref(x) and x not in seen:
-            seen.append(x)
-    return tuple(seen)
+    """The values and host scalars a node reads, each once, in order."""
+    return tuple(dict.fromkeys(x for x in node.inputs if _is_ref(x)))
 
 
 def _update_signature(node: Node) -> tuple | None:
@@ -407,8 +402,7 @@ def jit_loops(graph: Graph) -> Graph:
     for node in graph.nodes:
         candidate = node.op in (FUSED, SELECT, ops.Where)
         if candidate and isinstance(node.out, Value) and loop_supports(node):
-            leaves = [x for x in node.inputs if isinstance(x, (Value, HostScalar))]
-            node = Node(LOOP, tuple(dict.fromkeys(leaves)), {"body": body_of(node)}, node.out)
+            node = Node(LOOP, _leaves(node), {"body": body_of(node)}, node.out)
         nodes.append(node)
     return graph.with_nodes(nodes)
 
