@@ -194,6 +194,11 @@ class Node:
         return self if inputs == self.inputs else Node(self.op, inputs, self.attrs, self.out)
 
 
+def infer_spec(op: Any, inputs: Sequence[Any], attrs: dict) -> Spec:
+    """`op`'s output spec; a host scalar is shape-checked as the Python float it is at replay."""
+    return op.infer(*(0.0 if isinstance(x, HostScalar) else x for x in inputs), **attrs)
+
+
 @dataclass(eq=False)
 class StateSlot:
     """A named state input (parameter, buffer, optimizer state) and where it lives outside.
@@ -275,8 +280,7 @@ class Graph:
                 raise TracingError(
                     f"{op.name}: argument {name} must be a constant, got the traced {attr!r}"
                 )
-        # A host scalar is shape-checked as the plain Python float it is at replay.
-        spec = op.infer(*(0.0 if isinstance(x, HostScalar) else x for x in operands), **attrs)
+        spec = infer_spec(op, operands, attrs)
         requires_grad = (
             is_grad_enabled()
             and op.differentiable

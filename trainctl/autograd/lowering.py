@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from trainctl.autograd import ops
-from trainctl.autograd.graph import Graph, HostScalar, Node, Value
+from trainctl.autograd.graph import Graph, HostScalar, Node, Value, infer_spec
 from trainctl.autograd.kernels import FLAT_INDEX, MEAN, PICK, SELECT, SUB_AT, UNIFORM
 from trainctl.backend import to_host
 
@@ -31,7 +31,7 @@ class Rewrite:
 
     def __call__(self, op: Any, *inputs: Any, **attrs: Any) -> Value:
         """Append a new node computing op(*inputs); its output spec is the op's shape rule."""
-        out = Value(self.graph, op.infer(*(0.0 if is_host(x) else x for x in inputs), **attrs))
+        out = Value(self.graph, infer_spec(op, inputs, attrs))
         self.nodes.append(Node(op, tuple(inputs), attrs, out))
         return out
 
@@ -41,17 +41,13 @@ class Rewrite:
         return self.graph.with_nodes([self.resolved(node) for node in self.nodes], outputs)
 
 
-def is_host(x: Any) -> bool:
-    return isinstance(x, HostScalar)
-
-
 def is_const(x: Any) -> bool:
     return isinstance(x, Value) and x.array is not None
 
 
 def uniform_value(x: Any) -> Any:
     """The one value of a literal or of a constant whose elements are all equal, else None."""
-    if isinstance(x, (bool, int, float)) and not is_host(x):
+    if isinstance(x, (bool, int, float)) and not isinstance(x, HostScalar):
         return x
     if not is_const(x):
         return None
@@ -246,7 +242,7 @@ def _selects(node: Node, producers: dict) -> bool:
         and issubclass(compare.op, ops.Comparison)
         and isinstance(a, Value)
         and isinstance(b, (int, float))
-        and not is_host(b)
+        and not isinstance(b, HostScalar)
         and b == 0
         and a.shape == node.out.shape == cond.shape
         and a.dtype == node.out.dtype
