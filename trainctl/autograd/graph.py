@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +110,11 @@ class HostScalar(float):
         return self.label
 
 
+def _reading(what: str, how: str | None = None) -> Any:
+    """A method of `Value` that reads its data (see `Value._read`)."""
+    return lambda self, *_, **__: self._read(what, how)
+
+
 class Value(Operand):
     """A symbolic array of a graph: an input, a constant or a node's output."""
 
@@ -150,50 +155,24 @@ class Value(Operand):
         with no_grad():
             return ops.getitem(self, (Ellipsis,))
 
-    # Anything that needs the numbers stops the trace with a message naming what was asked.
-    def _refuse(self, what: str) -> Any:
+    def _read(self, what: str, how: str | None = None) -> Any:
+        """A read of the data. When the trace has the real batch (`guards.py`), a read as a
+        Python number (`how`) is computed and guarded; anything else stops the trace."""
+        if how is not None and self.graph.recorder is not None:
+            return self.graph.recorder.read(self, how)
         made_by = next((n for n in reversed(self.graph.nodes) if n.out is self), None)
-        origin = f" = {_call_text(made_by)}" if made_by is not None else ""
+        origin = f" = {call_text(made_by)}" if made_by is not None else ""
         raise TracingError(
             f"{what} on the traced value {self.label}{origin} (shape {self.shape}, {self.dtype}) "
             f"needs its data, which tracing does not have: {EAGER_HINT}"
         )
 
-    @property
-    def data(self) -> Any:
-        return self._refuse(".data")
-
-    # A Python number read out of a value is a guard when the trace has the real batch
-    # (`guards.py`): the graph is specialised on the number read, and checked before replays.
-    def _read(self, what: str, how: str) -> Any:
-        recorder = self.graph.recorder
-        if recorder is None:
-            return self._refuse(what)
-        return recorder.read(self, how)
-
-    def item(self) -> Any:
-        return self._read(".item()", "item")
-
-    def numpy(self) -> Any:
-        return self._refuse(".numpy()")
-
-    def tolist(self) -> Any:
-        return self._refuse(".tolist()")
-
-    def __bool__(self) -> bool:
-        return self._read("a Python `if`/`while`/bool() (data-dependent control flow)", "bool")
-
-    def __float__(self) -> float:
-        return self._read("float()", "float")
-
-    def __int__(self) -> int:
-        return self._read("int()", "int")
-
-    def __index__(self) -> int:
-        return self._refuse("use as an index")
-
-    def __array__(self, *_: Any, **__: Any) -> Any:
-        return self._refuse("conversion to a NumPy array")
+    item = _reading(".item()", "item")
+    __bool__ = _reading("a Python `if`/`while`/bool() (data-dependent control flow)", "bool")
+    __float__, __int__ = _reading("float()", "float"), _reading("int()", "int")
+    numpy, tolist = _reading(".numpy()"), _reading(".tolist()")
+    __index__, __array__ = _reading("use as an index"), _reading("conversion to a NumPy array")
+    data = property(_reading(".data"))
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -210,6 +189,14 @@ class Node:
     inputs: tuple
     attrs: dict
     out: Value | HostScalar
+
+    def with_inputs(self, inputs: tuple) -> Node:
+        return self if inputs == self.inputs else Node(self.op, inputs, self.attrs, self.out)
+
+
+def infer_spec(op: Any, inputs: Sequence[Any], attrs: dict) -> Spec:
+    """`op`'s output spec; a host scalar is shape-checked as the Python float it is at replay."""
+    return op.infer(*(0.0 if isinstance(x, HostScalar) else x for x in inputs), **attrs)
 
 
 @dataclass(eq=False)
@@ -281,11 +268,8 @@ class Graph:
         return value
 
     def record_host(self, op: type[ops.Op], operands: tuple, trace_value: float) -> HostScalar:
-        for x in operands:
-            if isinstance(x, HostScalar) and x.graph is not self:
-                raise TracingError("a per-step value of another trace was used in this one")
         out = HostScalar(trace_value, self)
-        self.nodes.append(Node(op, operands, {}, out))
+        self.nodes.append(Node(op, tuple(self._operand(x) for x in operands), {}, out))
         return out
 
     def apply(self, op: type[ops.Op], inputs: tuple, attrs: dict) -> Value:
@@ -296,8 +280,7 @@ class Graph:
                 raise TracingError(
                     f"{op.name}: argument {name} must be a constant, got the traced {attr!r}"
                 )
-        # A host scalar is shape-checked as the plain Python float it is at replay.
-        spec = op.infer(*(0.0 if isinstance(x, HostScalar) else x for x in operands), **attrs)
+        spec = infer_spec(op, operands, attrs)
         requires_grad = (
             is_grad_enabled()
             and op.differentiable
@@ -310,13 +293,9 @@ class Graph:
         return out
 
     def _operand(self, x: Any) -> Any:
-        if isinstance(x, Value):
+        if isinstance(x, (Value, HostScalar)):
             if x.graph is not self:
                 raise TracingError(f"{x!r} belongs to another trace")
-            return x
-        if isinstance(x, HostScalar):
-            if x.graph is not self:
-                raise TracingError("a per-step value of another trace was used in this one")
             return x
         if isinstance(x, (bool, int, float)):
             return x
@@ -334,6 +313,10 @@ class Graph:
     def state_outputs(self) -> list[tuple[StateSlot, Any]]:
         return [(slot, self.outputs[slot.name]) for slot in self.state if slot.name in self.outputs]
 
+    def keys_now(self) -> list[int]:
+        """The step's runtime random keys: each generator's seed and counter as they are now."""
+        return [n for generator, _ in self.generators for n in (generator.seed, generator.counter)]
+
 
 # ---------------------------------------------------------------- tracing
 
@@ -345,7 +328,7 @@ class Tracer:
         self.graph = graph
         self.values: dict[int, Value] = {}  # id(tensor) -> its state input or constant
         self.originals: dict[Value, Tensor] = {}  # state input -> the tensor it stands for
-        self._buffers: list[tuple[str, list[tuple[Any, str]], Value]] = []
+        self._buffers: list[tuple[list[tuple[Any, str]], Value]] = []  # (places, state input)
         self._swapped: list[tuple[Any, str, Any]] = []
         self._generators: dict[int, tuple[backend.Generator, int]] = {}
 
@@ -357,10 +340,13 @@ class Tracer:
         return value
 
     def add_parameter(self, name: str, tensor: Tensor) -> Value:
+        return self._add_state(f"param:{name}", tensor, tensor, True)
+
+    def _add_state(self, name: str, tensor: Tensor, source: Any, grad: bool = False) -> Value:
         if id(tensor) not in self.values:
             spec = Spec(tensor.shape, tensor.dtype)
-            self.values[id(tensor)] = self.graph.add_state(f"param:{name}", spec, tensor, True)
-            self.originals[self.values[id(tensor)]] = tensor
+            value = self.values[id(tensor)] = self.graph.add_state(name, spec, source, grad)
+            self.originals[value] = tensor
         return self.values[id(tensor)]
 
     def _swap_model(self, model: Any) -> None:
@@ -377,10 +363,8 @@ class Tracer:
             if is_param:
                 value = self.add_parameter(name, t)
             else:
-                spec = Spec(t.shape, t.dtype)
-                value = self.graph.add_state(f"buffer:{name}", spec, places[tid])
-                self.values[tid], self.originals[value] = value, t
-                self._buffers.append((f"buffer:{name}", places[tid], value))
+                value = self._add_state(f"buffer:{name}", t, places[tid])
+                self._buffers.append((places[tid], value))
             for module, key in places[tid]:
                 self._swapped.append((module, key, t))
                 object.__setattr__(module, key, value)
@@ -388,11 +372,13 @@ class Tracer:
                     module._buffers[key] = value
 
     def _restore_model(self) -> None:
-        for name, places, value in self._buffers:
+        for places, value in self._buffers:
             module, key = places[0]
             new = module.__dict__[key]
             if new is not value:
-                self.graph.outputs[name] = new if isinstance(new, Value) else self.value_of(new)
+                self.graph.outputs[value.name] = (
+                    new if isinstance(new, Value) else self.value_of(new)
+                )
         for module, key, t in reversed(self._swapped):
             object.__setattr__(module, key, t)
             if key in module._buffers:
@@ -456,8 +442,7 @@ def gradients(loss: Value, wrt: Sequence[Value]) -> list[Value | None]:
         raise TracingError(f"the loss must be a single value, got shape {loss.shape}")
     if not loss.requires_grad:
         raise TracingError("the loss does not depend on any parameter: nothing to differentiate")
-    ctx = {node.out: node for node in graph.nodes if isinstance(node.out, Value)}
-    ctx = {out: node for out, node in ctx.items() if out.requires_grad}
+    ctx = {n.out: n for n in graph.nodes if isinstance(n.out, Value) and n.out.requires_grad}
 
     def taped(value: Value) -> list[Value]:
         return [x for x in ctx[value].inputs if isinstance(x, Value) and x in ctx]
@@ -501,8 +486,9 @@ def _attr_text(attrs: dict) -> str:
     return ", ".join(f"{k}={v.name if isinstance(v, np.dtype) else v!r}" for k, v in attrs.items())
 
 
-def _call_text(node: Node) -> str:
-    args = [operand_label(x) for x in node.inputs]
+def call_text(node: Node, arg_text: Callable[[Any], str] = operand_label) -> str:
+    """`op(inputs, attributes)`, each input as `arg_text` writes it."""
+    args = [arg_text(x) for x in node.inputs]
     attrs = {k: v for k, v in node.attrs.items() if k != "body"}
     if attrs:
         args.append(_attr_text(attrs))
@@ -514,6 +500,6 @@ def node_text(node: Node) -> str:
     fused node follow on indented lines."""
     out = node.out
     kind = "host" if isinstance(out, HostScalar) else f"{out.dtype}{list(out.shape)}"
-    lines = [f"{out.label} = {_call_text(node)}  : {kind}"]
+    lines = [f"{out.label} = {call_text(node)}  : {kind}"]
     lines += [f"    | {node_text(member)}" for member in node.attrs.get("body", ())]
     return "\n".join(lines)

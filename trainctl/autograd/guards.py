@@ -1,20 +1,13 @@
-"""Guards: graph mode facing Python control flow on tensor values (the approach of
-`torch.compile`).
+"""Guards: graph mode facing Python control flow on tensor values, as `torch.compile` does.
 
-A trace has no data, but a model may branch on a value (`if h.mean() > 0:`, a `while` on a
-norm) or read a number out of it (`.item()`, `float()`, `int()`). Graph mode then traces with
-the real batch at hand: `GuardRecorder` evaluates, on demand, the nodes that the value read
-depends on (each op's own forward, as eager mode runs it, on the batch, the current
-parameters and buffers and the generators' current keys), hands the trace the Python value
-eager mode would have seen, and records a `Guard`: the value's expression and the outcome
-observed. The graph is then specialised on that outcome: one branch, one unrolled loop count.
-
-Before each replay, `GuardProgram` recomputes only the guard expressions (a small program of
-their nodes, compiled once) on the coming batch and state, without advancing anything; the
-compiled step is used only when every outcome is the one it was traced with, so a mismatch
-never applies a wrong update: the caller traces the new branch combination instead (or falls
-back to eager mode). Evaluation order matches eager mode's, so guard values are eager's bit
-for bit. Reading data in other ways (`.numpy()`, `.data`, NumPy conversion) still refuses.
+When a model branches on a value (`if h.mean() > 0:`, a `while` on a norm) or reads a number
+out of it (`.item()`, `float()`, `int()`), graph mode traces with the real batch at hand:
+`GuardRecorder` computes the value with the ops' own forwards, in eager mode's order (so bit
+for bit what eager mode would see), hands it to the trace and records a `Guard` of the value's
+expression and the outcome. The graph is specialised on that outcome: one branch, one unrolled
+loop count. Before each replay `GuardProgram` recomputes only the guard expressions on the
+coming batch and state, changing nothing: a step whose outcomes differ is never applied, the
+caller traces the new combination (or falls back to eager mode) instead.
 """
 
 from __future__ import annotations
@@ -36,6 +29,8 @@ from trainctl.autograd.graph import (
     Tracer,
     TracingError,
     Value,
+    call_text,
+    operand_label,
 )
 
 READS = {"bool": bool, "item": lambda a: a.item(), "float": float, "int": int}
@@ -58,33 +53,28 @@ class Guard:
 def _closure(graph: Graph, targets: Sequence[Value], known: Any = ()) -> list[Node]:
     """The nodes that `targets` depend on (short of the `known` values), in the graph's
     execution order."""
-    producers = graph.producers()
-    needed: set[int] = set()
-    stack = [v for v in targets if v in producers and v not in known]
-    while stack:
-        node = producers[stack.pop()]
-        if id(node) in needed:
+    live = {v for v in targets if v not in known}
+    needed = []
+    for node in reversed(graph.nodes):
+        if node.out not in live:
             continue
-        needed.add(id(node))
+        needed.append(node)
         for x in node.inputs:
             if isinstance(x, HostScalar):
                 raise TracingError(
                     f"a Python decision on {targets[-1].label} depends on the per-step value "
                     f"{x.label}, which has no value while tracing"
                 )
-            if isinstance(x, Value) and x in producers and x not in known:
-                stack.append(x)
-    return [node for node in graph.nodes if id(node) in needed]
+            if isinstance(x, Value) and x not in known:
+                live.add(x)
+    return needed[::-1]
 
 
 def _leaves(nodes: list[Node], targets: Sequence[Value]) -> list[Value]:
     """The values the nodes read but do not compute: inputs, state, constants."""
     made = {node.out for node in nodes}
-    seen: dict[Value, None] = {}
-    for x in [x for node in nodes for x in node.inputs] + list(targets):
-        if isinstance(x, Value) and x not in made:
-            seen[x] = None
-    return list(seen)
+    read = [x for node in nodes for x in node.inputs] + list(targets)
+    return list(dict.fromkeys(x for x in read if isinstance(x, Value) and x not in made))
 
 
 def _batch_array(graph: Graph, value: Value, array: Any) -> Any:
@@ -113,11 +103,13 @@ class GuardRecorder:
         for leaf in _leaves(nodes, [value]):
             if leaf not in self.known:
                 self.known[leaf] = self._leaf(leaf)
-        xp = self.graph.device.xp
+        xp, key_now = self.graph.device.xp, self.tracer.key_now
         with np.errstate(all="ignore"):
             for node in nodes:
                 args = [self.known[x] if isinstance(x, Value) else x for x in node.inputs]
-                attrs = {k: self._attr(v) for k, v in node.attrs.items()}
+                attrs = {
+                    k: key_now(v) if isinstance(v, RngKey) else v for k, v in node.attrs.items()
+                }
                 out = node.op.forward(xp, *args, **attrs)
                 self.known[node.out] = np.asarray(out) if isinstance(out, np.generic) else out
         return self.known[value]
@@ -125,9 +117,8 @@ class GuardRecorder:
     def _leaf(self, value: Value) -> Any:
         if value.array is not None:
             return value.array
-        for index, x in enumerate(self.graph.inputs):
-            if x is value:
-                return _batch_array(self.graph, value, self.batch[index])
+        if value in self.graph.inputs:
+            return _batch_array(self.graph, value, self.batch[self.graph.inputs.index(value)])
         tensor = self.tracer.originals.get(value)
         if tensor is None:  # optimizer state: its entries are made by the step itself
             raise TracingError(
@@ -136,32 +127,21 @@ class GuardRecorder:
             )
         return tensor.data
 
-    def _attr(self, value: Any) -> Any:
-        return self.tracer.key_now(value) if isinstance(value, RngKey) else value
-
 
 class GuardProgram:
     """The guard expressions of one trace, compiled into a small program of their nodes
     (each op's forward, no passes, no buffers of the step): `check` runs it on a batch."""
 
     def __init__(self, graph: Graph, guards: list[Guard]) -> None:
-        self.guards = guards
+        self.graph, self.guards = graph, guards
         targets = [g.value for g in guards]
         nodes = _closure(graph, targets)
         leaves = _leaves(nodes, targets)
+        inputs = [leaf for leaf in leaves if leaf.array is None]
+        # Where each input is read from: the index of a batch array, or a state slot.
         sources = {slot.value: slot for slot in graph.state}
-        batch_index = {x: i for i, x in enumerate(graph.inputs)}
-        self.reads: list[tuple[str, Any, Value]] = []
-        inputs = []
-        for leaf in leaves:
-            if leaf.array is not None:
-                continue
-            inputs.append(leaf)
-            if leaf in batch_index:
-                self.reads.append(("batch", batch_index[leaf], leaf))
-            else:
-                slot = sources[leaf]
-                self.reads.append((slot.name.split(":", 1)[0], slot.source, leaf))
+        sources.update({x: i for i, x in enumerate(graph.inputs)})
+        self.reads = [(sources[leaf], leaf) for leaf in inputs]
         program_graph = Graph(
             graph.device,
             inputs=inputs,
@@ -171,27 +151,23 @@ class GuardProgram:
             generators=graph.generators,
         )
         self.program = compile_graph(program_graph, {}, plan_memory=False)
-        self.generators = graph.generators
         self.lines = guard_lines(graph)
 
     def check(self, batch: Sequence[Any]) -> bool:
         """True when every guard gives the outcome traced, on `batch` and the state as it is
         now (parameters and buffers read where the model holds them). Nothing is changed."""
         graph_inputs = {}
-        for name, (kind, where, value) in zip(self.program.input_names, self.reads, strict=True):
-            if kind == "batch":
-                array = _batch_array(value.graph, value, batch[where])
-            elif kind == "param":
-                array = where.data
+        for name, (read, value) in zip(self.program.input_names, self.reads, strict=True):
+            if isinstance(read, int):
+                array = _batch_array(self.graph, value, batch[read])
+            elif read.name.startswith("param:"):
+                array = read.source.data
             else:  # a buffer, by the places the module keeps it
-                module, key = where[0]
+                module, key = read.source[0]
                 array = module.__dict__[key].data
             graph_inputs[name] = array
-        keys = []
-        for generator, _ in self.generators:
-            keys += [generator.seed, generator.counter]
         with np.errstate(all="ignore"):
-            values = self.program.function(*keys, **graph_inputs)
+            values = self.program.function(*self.graph.keys_now(), **graph_inputs)
         return all(g.holds(v) for g, v in zip(self.guards, values, strict=True))
 
 
@@ -203,10 +179,8 @@ def expression_text(graph: Graph, value: Value, width: int = 160) -> str:
     def text(x: Any, level: int) -> str:
         node = producers.get(x) if isinstance(x, Value) else None
         if node is None or level == 0:
-            return x.label if isinstance(x, (Value, HostScalar)) else repr(x)
-        args = [text(a, level - 1) for a in node.inputs]
-        args += [f"{k}={v!r}" for k, v in node.attrs.items() if k != "body"]
-        return f"{node.op.name}({', '.join(args)})"
+            return operand_label(x)
+        return call_text(node, lambda a: text(a, level - 1))
 
     shown = text(value, 1)
     for depth in range(2, 8):

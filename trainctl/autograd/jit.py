@@ -1,15 +1,11 @@
 """Graph mode: a step traced once per input signature, optimized, compiled and replayed.
 
-The engine's equivalent of `jax.jit` or tinygrad's `TinyJit`. `TracedStep` keeps a cache from
-input signature (train or eval, shapes, dtypes) to compiled programs; a miss traces the
-`StepDefinition` (`step_graph.py`) with the batch at hand, runs the passes, allocates the state
-(`storage.py`) and compiles. A model that reads tensor values as Python numbers (an `if` on a
-value) gets guarded traces (`guards.py`), like `torch.compile`: several per signature, one per
-combination of outcomes, each used only when its guards hold; past `max_traces` of them a
-step runs eagerly instead. Each replay first copies in any state someone else rebound (a
-checkpoint load, an eager step), and afterwards leaves the model and the optimizer pointing
-at the step's own arrays, exactly as `opt.step()` would have left them. `render_graph` shows
-what it builds.
+The engine's equivalent of `jax.jit` or tinygrad's `TinyJit`. `TracedStep` caches compiled
+programs by input signature (train or eval, shapes, dtypes); a miss traces the `StepDefinition`
+(`step_graph.py`) with the batch at hand, runs the passes, allocates the state (`storage.py`)
+and compiles. A model that reads tensor values as Python numbers gets guarded traces
+(`guards.py`), like `torch.compile`: one per combination of outcomes, each used only when its
+guards hold; past `max_traces` of them a step runs eagerly instead.
 """
 
 from __future__ import annotations
@@ -60,11 +56,9 @@ class CompiledStep:
 class TracedStep:
     """A step definition traced per input signature, compiled, and replayed on owned state.
 
-    `cuda_graphs` replays each compiled step on a GPU as one CUDA graph (`cuda_graphs.py`);
-    steps that draw random numbers (dropout) or check numerics are not captured, and
-    `stats()` says so. `make_eager()` makes (once, when first needed) an eager step on the same
-    model and optimizer, with `train` and `evaluate`: it runs the steps whose guards match none
-    of the `max_traces` traces kept for their signature.
+    `make_eager()` makes (once, when first needed) an eager step on the same model and
+    optimizer, with `train` and `evaluate`: it runs the steps whose guards match none of the
+    `max_traces` traces kept for their signature.
     """
 
     def __init__(
@@ -83,7 +77,7 @@ class TracedStep:
         self.device_scalars = self.cuda_graphs if scalars is None else scalars
         # CUDA graphs are captured on a stream of their own (never the legacy default one);
         # a blocking stream, so it stays ordered with whatever else runs on the default one.
-        self._stream = device.xp.cuda.Stream() if self.cuda_graphs else None
+        self._stream = device.xp.cuda.Stream() if self.cuda_graphs else contextlib.nullcontext()
         self.storage = StateArrays(device)
         # signature -> its traces, the one last used first (one unless the model has guards)
         self._compiled: dict[tuple, list[CompiledStep]] = {}
@@ -108,12 +102,11 @@ class TracedStep:
         model, scaler = self.definition.model, self.definition.options.loss_scaler
         if not model.training:
             model.train()
-        with self._on_stream():
+        with self._stream:
             bound = self._load(compiled, inputs, targets)
             scalars = self.definition.scalars()
             args = [scalars[name] for name in compiled.program.scalar_names]
-            for generator, _ in compiled.graph.generators:
-                args += [generator.seed, generator.counter]
+            args += compiled.graph.keys_now()
             loss, *finite = compiled.run(args, bound)
             finite = bool(finite[0]) if finite else True
             self._store(compiled, finite)
@@ -128,7 +121,7 @@ class TracedStep:
             return self._eager.evaluate(inputs)
         if self.definition.model.training:
             self.definition.model.eval()
-        with self._on_stream():
+        with self._stream:
             bound = self._load(compiled, inputs)
             (out,) = compiled.run([], bound)
             return np.array(to_host(out), copy=True)
@@ -141,9 +134,6 @@ class TracedStep:
             floating = np.issubdtype(dtype, np.floating)
             parts += [tuple(x.shape), self.definition.dtype if floating else dtype]
         return (kind, *parts)
-
-    def _on_stream(self) -> contextlib.AbstractContextManager:
-        return self._stream if self._stream is not None else contextlib.nullcontext()
 
     def _lookup(self, kind: str, *batch: Any) -> CompiledStep | None:
         """The compiled step for these arrays: a dict hit on their shapes and dtypes as they
@@ -234,8 +224,9 @@ class TracedStep:
         self.trace_seconds += traced - start
         self.compile_seconds += time.perf_counter() - traced
         state = self.storage.bind(optimized.state)
-        compiled = CompiledStep(signature, optimized, program, records, len(graph.nodes), state)
-        compiled.updated, compiled.guards = updated, guards
+        compiled = CompiledStep(
+            signature, optimized, program, records, len(graph.nodes), state, updated, guards=guards
+        )
         if self.cuda_graphs and program.device_step is not None:
             compiled.captured = CapturedStep(program, self._stream)
         family = self._compiled.setdefault(signature, [])
@@ -246,8 +237,7 @@ class TracedStep:
         """The graph of a signature, and for training the indices of the parameters it
         updates. Nothing runs: the model, optimizer and generators are left as they were.
         With the `batch`, values the model reads as numbers are computed and guarded."""
-        shapes, dtypes = signature[1::2], signature[2::2]
-        specs = [Spec(s, d) for s, d in zip(shapes, dtypes, strict=True)]
+        specs = [Spec(s, d) for s, d in zip(signature[1::2], signature[2::2], strict=True)]
         if signature[0] == "train":
             return self.definition.trace_training(*specs, batch=batch)
         return self.definition.trace_evaluation(*specs, batch=batch), None
@@ -271,14 +261,8 @@ class TracedStep:
             and not optimized.generators
             and (not self.cuda_graphs or load_gemm()[0] is not None)
         )
-        program = compile_graph(
-            optimized,
-            self.storage.arrays,
-            options.plan_memory,
-            options.check_numerics,
-            device_scalars,
-        )
-        return optimized, records, program
+        arrays, plan, check = self.storage.arrays, options.plan_memory, options.check_numerics
+        return optimized, records, compile_graph(optimized, arrays, plan, check, device_scalars)
 
     def stats(self) -> dict[str, Any]:
         """Trace and compile seconds, node counts before/after each pass, buffers and bytes."""

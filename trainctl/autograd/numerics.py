@@ -22,13 +22,10 @@ class NonFiniteError(TrainctlError):
     exit_code = 1
 
 
-def is_floating(array: Any) -> bool:
-    return np.issubdtype(np.dtype(array.dtype), np.floating)
-
-
 def all_finite(xp: Any, array: Any) -> bool:
     """Whether every value of `array` is finite (integer and boolean arrays always are)."""
-    return not is_floating(array) or bool(xp.isfinite(array).all())
+    floating = np.issubdtype(np.dtype(array.dtype), np.floating)
+    return not floating or bool(xp.isfinite(array).all())
 
 
 def describe_nonfinite(array: Any) -> str:

@@ -21,12 +21,11 @@ from trainctl.autograd.graph import Graph, HostScalar, Node, RngKey, StateSlot, 
 from trainctl.autograd.kernels import FUSED, LOOP, SELECT, Kernel, body_of
 from trainctl.autograd.loops import loop_supports
 from trainctl.autograd.lowering import (
+    Rewrite,
     is_const,
     lower_dropout,
     lower_select,
     lower_softmax,
-    rebuild,
-    resolve,
     simplify,
 )
 from trainctl.autograd.ops import Spec
@@ -39,20 +38,6 @@ Pass = Callable[[Graph], Graph]
 
 class PassError(TrainctlError):
     """A pass asked for (to be switched off) that does not exist."""
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _consumers(graph: Graph) -> Counter:
-    uses: Counter = Counter()
-    for node in graph.nodes:
-        for x in node.inputs:
-            if isinstance(x, (Value, HostScalar)):
-                uses[x] += 1
-    for v in graph.outputs.values():
-        uses[v] += 1
-    return uses
 
 
 # ---------------------------------------------------------------- the passes
@@ -77,25 +62,22 @@ def _key(x: Any) -> Any:
 
 def common_subexpressions(graph: Graph) -> Graph:
     """Compute each (op, inputs, attributes) once; small equal constants are merged too."""
-    mapping: dict = {}
-    seen_constants: dict = {}
+    rw, seen_constants, seen = Rewrite(graph), {}, {}
     for c in graph.constants:
         if c.array is not None and c.size <= 64:
             key = (c.dtype.str, c.shape, to_host(c.array).tobytes())
-            mapping.setdefault(c, seen_constants.setdefault(key, c))
-            if mapping[c] is c:
-                del mapping[c]
-    seen: dict = {}
-    nodes = []
+            first = seen_constants.setdefault(key, c)
+            if first is not c:
+                rw.mapping[c] = first
     for node in graph.nodes:
-        inputs = tuple(resolve(mapping, x) for x in node.inputs)
+        inputs = rw.resolved(node).inputs
         key = (node.op.name, tuple(_key(x) for x in inputs), repr(sorted(node.attrs.items())))
         if key in seen:
-            mapping[node.out] = seen[key]
-            continue
-        seen[key] = node.out
-        nodes.append(node if inputs == node.inputs else Node(node.op, inputs, node.attrs, node.out))
-    return rebuild(graph, nodes, mapping)
+            rw.mapping[node.out] = seen[key]
+        else:
+            seen[key] = node.out
+            rw.nodes.append(node)
+    return rw.result()
 
 
 def fold_constants(graph: Graph) -> Graph:
@@ -104,12 +86,9 @@ def fold_constants(graph: Graph) -> Graph:
     The op's own forward runs on the device's array module, so the folded array is exactly
     what eager mode computes at every step.
     """
-    xp = graph.device.xp
-    mapping: dict = {}
-    nodes = []
-    constants = list(graph.constants)
+    xp, rw, constants = graph.device.xp, Rewrite(graph), list(graph.constants)
     for node in graph.nodes:
-        inputs = tuple(resolve(mapping, x) for x in node.inputs)
+        inputs = rw.resolved(node).inputs
         foldable = (
             not issubclass(node.op, Kernel)
             and isinstance(node.out, Value)
@@ -119,16 +98,14 @@ def fold_constants(graph: Graph) -> Graph:
             and not any(isinstance(a, RngKey) for a in node.attrs.values())
         )
         if not foldable:
-            nodes.append(
-                node if inputs == node.inputs else Node(node.op, inputs, node.attrs, node.out)
-            )
+            rw.nodes.append(node)
             continue
         arrays = [x.array if isinstance(x, Value) else x for x in inputs]
         result = xp.asarray(node.op.forward(xp, *arrays, **node.attrs))
         folded = Value(graph, Spec(result.shape, result.dtype), array=result)
         constants.append(folded)
-        mapping[node.out] = folded
-    out = rebuild(graph, nodes, mapping)
+        rw.mapping[node.out] = folded
+    out = rw.result()
     out.constants = constants
     return out
 
@@ -140,7 +117,8 @@ def fuse_elementwise(graph: Graph) -> Graph:
     shape and is its only reader (and the value is no output of the graph). On CuPy a fused node
     becomes one generated kernel; on NumPy a chain of in-place ufunc calls on one buffer.
     """
-    uses = _consumers(graph)
+    uses = Counter(x for node in graph.nodes for x in node.inputs if _is_ref(x))
+    uses.update(graph.outputs.values())
     member_of: dict[Node, Node] = {}  # member -> the node it is fused into (its root)
     producers = graph.producers()
     groups: dict[Node, list[Node]] = {}
@@ -167,13 +145,9 @@ def fuse_elementwise(graph: Graph) -> Graph:
         if body is None or len(body) == 1:
             nodes.append(node)
             continue
-        body = sorted(body, key=graph.nodes.index)
-        inner_values = {m.out for m in body}
-        leaves: list[Any] = []
-        for member in body:
-            for x in member.inputs:
-                if isinstance(x, (Value, HostScalar)) and x not in inner_values and x not in leaves:
-                    leaves.append(x)
+        body = body[::-1]  # gathered from the last member back
+        inner = {m.out for m in body}
+        leaves = dict.fromkeys(x for m in body for x in m.inputs if _is_ref(x) and x not in inner)
         nodes.append(Node(FUSED, tuple(leaves), {"body": tuple(body)}, node.out))
     return graph.with_nodes(nodes)
 
@@ -196,21 +170,13 @@ def flatten_updates(graph: Graph) -> Graph:
     return _Flattener(graph).run()
 
 
-@dataclass(eq=False)
-class _FlatSlot:
-    value: Value
-    members: list[Any]  # StateSlot of each member, in order
-    offsets: list[int]
-
-
 class _Flattener:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.nodes = list(graph.nodes)
         self.outputs = dict(graph.outputs)
         self.slots = {slot.value: slot for slot in graph.state}
-        self.flat_slots: dict[tuple, _FlatSlot] = {}
-        self.member_of: dict[Any, tuple[_FlatSlot, int]] = {}  # merged slot name -> position
+        self.flat_slots: dict[tuple, StateSlot] = {}  # the merged slots' values -> flat slot
         self.flat_outputs: dict[tuple, Value] = {}  # member outputs -> flat output
         self.concats: dict[tuple, Value] = {}
         self.prologue: list[Node] = []
@@ -227,33 +193,26 @@ class _Flattener:
         if not self.flat_slots:
             return self.graph
         self._close_outputs()
-        merged = {slot.name for flat in self.flat_slots.values() for slot in flat.members}
-        state = [slot for slot in self.graph.state if slot.name not in merged]
-        for flat in self.flat_slots.values():
-            members = [
-                FlatMember(slot.name, slot.source, slot.value.shape, offset)
-                for slot, offset in zip(flat.members, flat.offsets, strict=True)
-            ]
-            state.append(StateSlot(flat.value.name, flat.value, FlatState(tuple(members))))
+        merged = {x for column in self.flat_slots for x in column}
+        state = [slot for slot in self.graph.state if slot.value not in merged]
         out = self.graph.with_nodes(self.prologue + self.nodes, self.outputs)
-        out.state = state
+        out.state = state + list(self.flat_slots.values())
         return dead_code(out)
 
     def _flatten(self, members: list[Node]) -> None:
-        signature = _update_signature(members[0])
-        arrays = [kind[0] == "array" for kind in signature[1]]
+        shapes = _update_signature(members[0])[1]
         columns = list(zip(*(_leaves(node) for node in members), strict=True))
+        arrays = [shape[0] == "array" for shape in shapes]
         kinds = [self._kind(column, array) for column, array in zip(columns, arrays, strict=True)]
-        if None in kinds or not any(kind[0] in ("state", "new_state") for kind in kinds):
+        if None in kinds or not any(kind == "state" for kind, _ in kinds):
             return
-        index = {node: i for i, node in enumerate(self.nodes)}
         outs = {node.out for node in members}
         inputs = {x for column in columns for x in column}
-        inputs |= {kind[1] for kind in kinds if kind[0] == "flat"}
-        inputs |= {self.concats[k[1]] for k in kinds if k[0] == "computed" and k[1] in self.concats}
-        made = [index[n] for n in self.nodes if n.out in inputs]
-        ready = max(made, default=-1)  # the flat node goes right after its last input...
+        inputs |= {x for kind, x in kinds if kind == "flat"}
+        inputs |= {self.concats[x] for kind, x in kinds if kind == "computed" and x in self.concats}
+        made = [i for i, n in enumerate(self.nodes) if n.out in inputs]
         readers = [i for i, n in enumerate(self.nodes) if n not in members and outs & set(n.inputs)]
+        ready = max(made, default=-1)  # the flat node goes right after its last input...
         if ready >= min(readers, default=len(self.nodes)) or any(
             self.nodes[i] in members for i in made
         ):
@@ -261,21 +220,12 @@ class _Flattener:
         target = self._target(members, kinds)
         if target is False:
             return
-        kinds = [
-            ("state", self._flat_slot(kind[1])) if kind[0] == "new_state" else kind
-            for kind in kinds
-        ]
+        flat = {x: self._flat_slot(x).value for kind, x in kinds if kind == "state"}
         before: list[Node] = []
-        flat_leaves = []
-        for kind in kinds:
-            if kind[0] == "state":
-                flat_leaves.append(kind[1].value)
-            elif kind[0] == "computed":
-                flat_leaves.append(self._concat(kind[1], before))
-            else:
-                flat_leaves.append(kind[1])
+        flat |= {x: self._concat(x, before) for kind, x in kinds if kind == "computed"}
+        leaves = [flat[x] if kind in ("state", "computed") else x for kind, x in kinds]
         size = sum(node.out.size for node in members)
-        flat_out = self._flat_node(members[0], flat_leaves, (size,), before)
+        flat_out = self._flat_node(members[0], leaves, (size,), before)
         offset = 0
         for node in members:
             before += _slice_views(self.graph, flat_out, offset, node.out)
@@ -286,50 +236,49 @@ class _Flattener:
         self.nodes[at:at] = before
         self.flat_outputs[tuple(node.out for node in members)] = flat_out
         if target is not None:
-            flat = kinds[target][1]
-            for slot in flat.members:
-                self.outputs.pop(slot.name, None)
-            self.outputs[flat.value.name] = flat_out
+            column = kinds[target][1]
+            for x in column:
+                self.outputs.pop(self.slots[x].name, None)
+            self.outputs[self.flat_slots[column].name] = flat_out
 
     def _kind(self, column: tuple, array: bool) -> tuple | None:
         """How a leaf position becomes flat: the same value for all ("same"), a flat state
-        slot ("state", or "new_state" to create), an earlier group's flat output ("flat"),
-        or a concatenation of computed values ("computed")."""
+        slot over the column ("state"), an earlier group's flat output ("flat"), or a
+        concatenation of computed values ("computed"); None when it cannot."""
         if not array:
             return ("same", column[0])
-        if all(x in self.slots or self._merged(x) for x in column):
-            for flat in self.flat_slots.values():
-                values = [slot.value for slot in flat.members]
-                if list(column) == values:
-                    return ("state", flat)
-                if any(x in values for x in column):
+        if all(x in self.slots for x in column):
+            for merged in self.flat_slots:
+                if merged == column:
+                    return ("state", column)
+                if set(merged) & set(column):
                     return None  # merged before, in another grouping
             if len(set(column)) != len(column) or len({x.dtype for x in column}) != 1:
                 return None
-            return ("new_state", column)
-        previous = self.flat_outputs.get(tuple(column))
+            return ("state", column)
+        previous = self.flat_outputs.get(column)
         if previous is not None:
             return ("flat", previous)
         produced = {node.out for node in self.nodes}
         if all(x in produced for x in column):
-            return ("computed", tuple(column))
+            return ("computed", column)
         return None
 
-    def _merged(self, x: Value) -> bool:
-        return any(x is slot.value for flat in self.flat_slots.values() for slot in flat.members)
-
-    def _flat_slot(self, column: tuple) -> _FlatSlot:
-        slots = [self.slots[x] for x in column]
-        offsets, total = [], 0
-        for slot in slots:
-            offsets.append(total)
-            total += slot.value.size
-        name = f"flat:{slots[0].name}..{slots[-1].name}"
+    def _flat_slot(self, column: tuple) -> StateSlot:
+        """The flat state slot over the slots of `column`, made (with views of it for its
+        members, in the prologue) the first time."""
+        if column in self.flat_slots:
+            return self.flat_slots[column]
+        members, total = [], 0
+        for x in column:
+            slot = self.slots[x]
+            members.append(FlatMember(slot.name, slot.source, x.shape, total))
+            total += x.size
+        name = f"flat:{members[0].name}..{members[-1].name}"
         value = Value(self.graph, Spec((total,), column[0].dtype), name=name)
-        flat = _FlatSlot(value, slots, offsets)
-        self.flat_slots[tuple(column)] = flat
-        for slot, offset in zip(slots, offsets, strict=True):
-            self.prologue += _slice_views(self.graph, value, offset, slot.value)
+        for x, member in zip(column, members, strict=True):
+            self.prologue += _slice_views(self.graph, value, member.offset, x)
+        flat = self.flat_slots[column] = StateSlot(name, value, FlatState(tuple(members)))
         return flat
 
     def _target(self, members: list[Node], kinds: list[tuple]) -> int | None | bool:
@@ -339,33 +288,15 @@ class _Flattener:
         produced = [names.get(id(node.out)) for node in members]
         if all(name is None for name in produced):
             return None
-        for position, kind in enumerate(kinds):
-            if kind[0] == "state":
-                names = [slot.name for slot in kind[1].members]
-            elif kind[0] == "new_state":
-                names = [self.slots[x].name for x in kind[1]]
-            else:
-                continue
-            if produced == names:
+        for position, (kind, column) in enumerate(kinds):
+            if kind == "state" and produced == [self.slots[x].name for x in column]:
                 return position
         return False
 
     def _concat(self, column: tuple, before: list[Node]) -> Value:
-        flat = self.concats.get(column)
-        if flat is None:
-            parts = []
-            for x in column:
-                if len(x.shape) == 1:
-                    parts.append(x)
-                    continue
-                part = Value(self.graph, Spec((x.size,), x.dtype))
-                before.append(Node(ops.Reshape, (x,), {"shape": (x.size,)}, part))
-                parts.append(part)
-            size = sum(x.size for x in column)
-            flat = Value(self.graph, Spec((size,), column[0].dtype))
-            before.append(Node(ops.Concatenate, tuple(parts), {"axis": 0}, flat))
-            self.concats[column] = flat
-        return flat
+        if column not in self.concats:
+            self.concats[column] = _concatenate(self.graph, column, before)
+        return self.concats[column]
 
     def _flat_node(self, model: Node, leaves: list, shape: tuple, before: list) -> Value:
         """`model`'s computation over the flat leaves, appended to `before`."""
@@ -385,25 +316,28 @@ class _Flattener:
     def _close_outputs(self) -> None:
         """A merged slot whose new value no flattened node computes: assemble the flat slot's
         new contents from the members' new (or unchanged) values."""
-        for flat in self.flat_slots.values():
-            if flat.value.name in self.outputs:
+        for column, flat in self.flat_slots.items():
+            names = [self.slots[x].name for x in column]
+            if flat.name in self.outputs or not any(name in self.outputs for name in names):
                 continue
-            pending = [slot for slot in flat.members if slot.name in self.outputs]
-            if not pending:
-                continue
-            parts = []
+            parts = [self.outputs.pop(name, x) for name, x in zip(names, column, strict=True)]
             tail: list[Node] = []
-            for slot in flat.members:
-                new = self.outputs.pop(slot.name, slot.value)
-                if len(new.shape) != 1:
-                    part = Value(self.graph, Spec((new.size,), new.dtype))
-                    tail.append(Node(ops.Reshape, (new,), {"shape": (new.size,)}, part))
-                    new = part
-                parts.append(new)
-            out = Value(self.graph, Spec(flat.value.shape, flat.value.dtype))
-            tail.append(Node(ops.Concatenate, tuple(parts), {"axis": 0}, out))
+            self.outputs[flat.name] = _concatenate(self.graph, parts, tail)
             self.nodes += tail
-            self.outputs[flat.value.name] = out
+
+
+def _concatenate(graph: Graph, values: Sequence[Value], nodes: list[Node]) -> Value:
+    """`values` flattened and concatenated, by nodes appended to `nodes`."""
+    parts = []
+    for x in values:
+        if len(x.shape) != 1:
+            part = Value(graph, Spec((x.size,), x.dtype))
+            nodes.append(Node(ops.Reshape, (x,), {"shape": (x.size,)}, part))
+            x = part
+        parts.append(x)
+    out = Value(graph, Spec((sum(x.size for x in values),), values[0].dtype))
+    nodes.append(Node(ops.Concatenate, tuple(parts), {"axis": 0}, out))
+    return out
 
 
 def _is_ref(x: Any) -> bool:
@@ -411,13 +345,8 @@ def _is_ref(x: Any) -> bool:
 
 
 def _leaves(node: Node) -> tuple:
-    if node.op is FUSED:
-        return node.inputs
-    seen: list = []
-    for x in node.inputs:
-        if _is_ref(x) and x not in seen:
-            seen.append(x)
-    return tuple(seen)
+    """The values and host scalars a node reads, each once, in order."""
+    return tuple(dict.fromkeys(x for x in node.inputs if _is_ref(x)))
 
 
 def _update_signature(node: Node) -> tuple | None:
@@ -440,14 +369,10 @@ def _update_signature(node: Node) -> tuple | None:
             shape_of.append(("array", str(leaf.dtype)))
     parts = []
     for position, member in enumerate(body):
-        refs = []
-        for x in member.inputs:
-            if x in index:
-                refs.append(index[x])
-            elif _is_ref(x):
-                refs.append(("member", [m.out for m in body].index(x)))
-            else:
-                refs.append(("literal", type(x).__name__, repr(x)))
+        refs = [
+            index[x] if _is_ref(x) else ("literal", type(x).__name__, repr(x))
+            for x in member.inputs
+        ]
         index[member.out] = ("member", position)
         parts.append((member.op.name, repr(sorted(member.attrs.items())), tuple(refs)))
     return (str(out.dtype), tuple(shape_of), tuple(parts))
@@ -477,8 +402,7 @@ def jit_loops(graph: Graph) -> Graph:
     for node in graph.nodes:
         candidate = node.op in (FUSED, SELECT, ops.Where)
         if candidate and isinstance(node.out, Value) and loop_supports(node):
-            leaves = [x for x in node.inputs if isinstance(x, (Value, HostScalar))]
-            node = Node(LOOP, tuple(dict.fromkeys(leaves)), {"body": body_of(node)}, node.out)
+            node = Node(LOOP, _leaves(node), {"body": body_of(node)}, node.out)
         nodes.append(node)
     return graph.with_nodes(nodes)
 
@@ -517,13 +441,11 @@ def check_pass_names(names: Sequence[str]) -> None:
         raise PassError(f"unknown passes {listed}: expected some of {', '.join(PASSES)}")
 
 
-def optimize(
-    graph: Graph, disabled: Sequence[str] = (), pipeline: Sequence[str] = PIPELINE
-) -> tuple[Graph, list[PassRecord]]:
+def optimize(graph: Graph, disabled: Sequence[str] = ()) -> tuple[Graph, list[PassRecord]]:
     """Run the pipeline, skipping the passes named in `disabled`; report node counts."""
     check_pass_names(disabled)
     records = []
-    for name in pipeline:
+    for name in PIPELINE:
         if name in disabled:
             continue
         start = time.perf_counter()

@@ -36,26 +36,17 @@ class StepError(TrainctlError):
 
 @dataclass(frozen=True)
 class StepOptions:
-    """How a step runs beyond model, loss and optimizer; the last five are graph mode's.
-
-    `check_numerics` stops at the first op (node) whose output holds NaN or Inf, naming it.
-    `loss_scaler` scales the loss of a float16 mixed-precision model. `disabled_passes` and
-    `plan_memory=False` switch graph-mode optimizations off for debugging. `cuda_graphs`
-    replays the compiled steps as CUDA graphs on a GPU (ignored elsewhere); `device_scalars`
-    keeps the host numbers in device arrays, as CUDA graphs need: it follows `cuda_graphs`
-    unless set (the tests set it to check that code on the CPU). `max_traces` bounds the
-    traces kept per input signature for models that branch on values (`guards.py`); a step
-    that would need one more runs eagerly.
-    """
+    """How a step runs beyond model, loss and optimizer; the last five are graph mode's."""
 
     grad_clip: float | None = None
-    check_numerics: bool = False
-    loss_scaler: Any = None
-    disabled_passes: tuple[str, ...] = ()
+    check_numerics: bool = False  # stop at the first op whose output holds NaN or Inf, naming it
+    loss_scaler: Any = None  # scales the loss of a float16 mixed-precision model
+    disabled_passes: tuple[str, ...] = ()  # these and plan_memory off: for debugging
     plan_memory: bool = True
-    cuda_graphs: bool = False
+    cuda_graphs: bool = False  # replay as CUDA graphs on a GPU (ignored elsewhere)
+    # Host numbers in device arrays, as CUDA graphs need; None: as cuda_graphs (tests set it).
     device_scalars: bool | None = None
-    max_traces: int = 8
+    max_traces: int = 8  # guarded traces kept per signature (`guards.py`); more run eagerly
 
     def __post_init__(self) -> None:
         clip = self.grad_clip
@@ -133,8 +124,7 @@ class StepDefinition:
         model, optimizer, scaler = self.model, self.optimizer, self.options.loss_scaler
         with self._tracing(batch) as tracer:
             graph = tracer.graph
-            x = graph.add_input("inputs", inputs)
-            y = graph.add_input("targets", targets)
+            x, y = graph.add_input("inputs", inputs), graph.add_input("targets", targets)
             params = [
                 tracer.add_parameter(f"optimizer.{i}", p) for i, p in enumerate(optimizer.params)
             ]
@@ -151,28 +141,22 @@ class StepDefinition:
             scaled = loss if scaler is None else loss * scalars["loss_scale"]
             grads = gradients(scaled, params)
             graph.origin = UPDATE_ORIGIN
-            active = [
-                (i, p, g)
-                for i, (p, g) in enumerate(zip(params, grads, strict=True))
-                if g is not None
-            ]
+            active = [i for i, g in enumerate(grads) if g is not None]
+            grads = [grads[i] for i in active]
             if self.gradient_reducer is not None:
-                loss, reduced = self.gradient_reducer.reduce(loss, [g for _, _, g in active])
+                loss, grads = self.gradient_reducer.reduce(loss, grads)
                 graph.outputs["loss"] = loss
-                active = [(i, p, g) for (i, p, _), g in zip(active, reduced, strict=True)]
             with no_grad():
                 finite = None
-                if scaler is not None and active:
-                    inverse = scalars["inverse_loss_scale"]
-                    active = [(i, p, g * inverse) for i, p, g in active]
-                    finite = graph.outputs["finite"] = _all_finite([g for _, _, g in active])
-                if self.options.grad_clip is not None and active:
-                    clipped = clip_by_global_norm([g for _, _, g in active], self.options.grad_clip)
-                    active = [(i, p, g) for (i, p, _), g in zip(active, clipped, strict=True)]
+                if scaler is not None and grads:
+                    grads = [g * scalars["inverse_loss_scale"] for g in grads]
+                    finite = graph.outputs["finite"] = _all_finite(grads)
+                if self.options.grad_clip is not None and grads:
+                    grads = clip_by_global_norm(grads, self.options.grad_clip)
                 rule_scalars = {name: scalars[name] for name in optimizer.step_scalars()}
-                for index, param, grad in active:
-                    self._append_update(graph, index, param, grad, rule_scalars, finite)
-        return graph, [index for index, _, _ in active]
+                for index, grad in zip(active, grads, strict=True):
+                    self._append_update(graph, index, params[index], grad, rule_scalars, finite)
+        return graph, active
 
     def _append_update(
         self, graph: Graph, index: int, param: Value, grad: Value, scalars: dict, finite: Any

@@ -11,7 +11,6 @@ source is a `FlatState`, and the arrays of its members become views of the flat 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,15 +36,6 @@ class FlatState:
     def describe(self) -> str:
         """The layout as the IR text shows it: 'param:w[12, 8]@0, param:b[8]@96'."""
         return ", ".join(f"{m.name}{list(m.shape)}@{m.offset}" for m in self.members)
-
-
-def state_sources(slots: list[Any]) -> Iterator[tuple[str, Any]]:
-    """(name, source) of every state slot, the members of flat slots one by one."""
-    for slot in slots:
-        if isinstance(slot.source, FlatState):
-            yield from ((member.name, member.source) for member in slot.source.members)
-        else:
-            yield slot.name, slot.source
 
 
 @dataclass
@@ -96,16 +86,17 @@ class StateArrays:
     def bind(self, slots: list[Any]) -> StateBinding:
         """The owned arrays of `slots` (allocated), by where their state lives outside."""
         binding = StateBinding()
-        for name, source in state_sources(slots):
-            owned = self.arrays[name]
-            kind = name.split(":", 1)[0]
-            if kind == "param":
-                binding.params.append((source, owned))
-            elif kind == "buffer":
-                binding.buffers.append((source, owned))
-            else:
-                index, state_name = source
-                binding.optimizer_state.setdefault(index, {})[state_name] = owned
+        for slot in slots:  # a flat slot by its members (FlatMembers have a name and source too)
+            flat = isinstance(slot.source, FlatState)
+            for member in slot.source.members if flat else (slot,):
+                owned, kind = self.arrays[member.name], member.name.split(":", 1)[0]
+                if kind == "param":
+                    binding.params.append((member.source, owned))
+                elif kind == "buffer":
+                    binding.buffers.append((member.source, owned))
+                else:
+                    index, state_name = member.source
+                    binding.optimizer_state.setdefault(index, {})[state_name] = owned
         return binding
 
     def copy_in(self, binding: StateBinding, optimizer: Any) -> None:
