@@ -1,0 +1,67 @@
+"""BatchNorm's Numba loops give the ufunc path's bits (tests/graph/test_graph_batch_norm.py
+checks eager and graph agree through each path)."""
+
+import numpy as np
+import pytest
+from gradcheck import gradcheck
+
+from trainctl.autograd import Tensor, norm_loops, ops
+from trainctl.nn import functional
+
+
+def on_path(monkeypatch, path, compute):
+    """`compute()` on the ufuncs or on the Numba loops (`path`: "ufuncs" or "loops")."""
+    monkeypatch.setattr(norm_loops, "MIN_NORM_ELEMENTS", 0 if path == "loops" else 10**12)
+    return compute()
+
+
+def assert_same_bits(a, b):
+    assert a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+SHAPES = {"channels_1": (3, 5, 4, 1), "channels_7": (2, 3, 5, 7), "channels_64": (2, 4, 4, 64)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+def test_the_loops_give_the_ufunc_paths_bits(monkeypatch, shape, dtype):
+    rng = np.random.default_rng(shape[-1])
+    g, c = (rng.standard_normal(shape).astype(dtype) * 3 for _ in range(2))
+    g.flat[0] = -0.0  # signed zeros come out the same way too
+    mean_g, k, a, weight, bias = (rng.standard_normal(shape[-1]).astype(dtype) for _ in range(5))
+    var = np.abs(k)
+
+    def compute():
+        scaled = ops.BatchNormTrain.forward(np, c, var, weight, bias, 1e-5)
+        in_place = c.copy()
+        ops.BatchNormTrain.forward(np, in_place, var, weight, bias, 1e-5, out=in_place)
+        grad = ops.BatchNormTrainGrad.forward(np, g, c, mean_g, k, a)
+        return scaled, in_place, grad
+
+    ufuncs, loops = (on_path(monkeypatch, path, compute) for path in ("ufuncs", "loops"))
+    for by_ufuncs, by_loop in zip(ufuncs, loops, strict=True):
+        assert_same_bits(by_loop, by_ufuncs)
+
+
+def test_mixed_dtypes_and_small_arrays_keep_the_ufuncs(monkeypatch):
+    x = np.ones((4, 3), np.float32)
+    assert not norm_loops.runs_loop(np, x, np.ones(3, np.float32))
+    monkeypatch.setattr(norm_loops, "MIN_NORM_ELEMENTS", 0)
+    assert norm_loops.runs_loop(np, x, np.ones(3, np.float32))
+    assert not norm_loops.runs_loop(np, x, np.ones(3, np.float64))
+    assert not norm_loops.runs_loop(np, x.astype(np.float16))
+
+
+def test_batch_norm_gradients_on_the_loops_match_finite_differences(monkeypatch):
+    monkeypatch.setattr(norm_loops, "MIN_NORM_ELEMENTS", 0)
+    rng = np.random.default_rng(1)
+    x = Tensor(rng.standard_normal((2, 3, 2, 4)), requires_grad=True)
+    w = Tensor(rng.random(4) + 0.5, requires_grad=True)
+    b = Tensor(rng.standard_normal(4), requires_grad=True)
+    stats = Tensor(np.zeros(4))
+
+    def fn():
+        y = functional.batch_norm(x, w, b, stats, stats + 1.0, True)[0]
+        return y * y
+
+    assert gradcheck(fn, [x, w, b]) < 1e-6
