@@ -36,11 +36,15 @@ def test_the_loops_give_the_ufunc_paths_bits(monkeypatch, shape, dtype):
         in_place = c.copy()
         ops.BatchNormTrain.forward(np, in_place, var, weight, bias, 1e-5, out=in_place)
         grad = ops.BatchNormTrainGrad.forward(np, g, c, mean_g, k, a)
-        return scaled, in_place, grad
+        centered = ops.ChannelCenter.forward(np, g, mean_g)
+        centered_in_place = g.copy()
+        ops.ChannelCenter.forward(np, centered_in_place, mean_g, out=centered_in_place)
+        return scaled, in_place, grad, centered, centered_in_place
 
     ufuncs, loops = (on_path(monkeypatch, path, compute) for path in ("ufuncs", "loops"))
     for by_ufuncs, by_loop in zip(ufuncs, loops, strict=True):
         assert_same_bits(by_loop, by_ufuncs)
+    assert_same_bits(ufuncs[3], g - mean_g)  # as the broadcast subtraction it replaces
 
 
 def test_mixed_dtypes_and_small_arrays_keep_the_ufuncs(monkeypatch):

@@ -76,6 +76,31 @@ class ChannelSum(Op):
         return (lambda: ops.broadcast_to(g, tuple(x.shape)),)
 
 
+class ChannelCenter(Op):
+    """x minus a per-channel vector (BatchNorm's batch mean): one Numba loop on large NumPy
+    arrays (`norm_loops`), else over rows of many channels (see `_rows`); in place when x dies."""
+
+    overwrites = frozenset({0})
+
+    @staticmethod
+    def forward(xp, x, mean, out=None):
+        out = empty(xp, x) if out is None else out
+        if norm_loops.runs_loop(xp, x, mean, out):
+            norm_loops.subtract(x, mean, out)
+            return out
+        rows, mean_row = _rows(xp, x, mean)
+        return xp.subtract(rows, mean_row, out=out.reshape(rows.shape)).reshape(out.shape)
+
+    @staticmethod
+    def infer(x, mean):
+        _channels_check(x, mean)
+        return Spec(tuple(x.shape), dtype_of(x, mean))
+
+    @staticmethod
+    def vjp(g, out, x, mean):
+        return (lambda: g, lambda: -channel_sum(g))
+
+
 class ChannelDot(Op):
     """The sum of a * b over every axis but the last, without the product's temporary."""
 
@@ -178,6 +203,10 @@ class BatchNormTrainGrad(Op):
 
 def channel_sum(x):
     return apply(ChannelSum, x)
+
+
+def channel_center(x, mean):
+    return apply(ChannelCenter, x, mean)
 
 
 def channel_dot(a, b):
