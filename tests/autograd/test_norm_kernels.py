@@ -39,12 +39,33 @@ def test_the_loops_give_the_ufunc_paths_bits(monkeypatch, shape, dtype):
         centered = ops.ChannelCenter.forward(np, g, mean_g)
         centered_in_place = g.copy()
         ops.ChannelCenter.forward(np, centered_in_place, mean_g, out=centered_in_place)
-        return scaled, in_place, grad, centered, centered_in_place
+        dots = [ops.ChannelDot.forward(np, g, c), ops.ChannelDot.forward(np, c, c)]
+        return scaled, in_place, grad, centered, centered_in_place, *dots
 
     ufuncs, loops = (on_path(monkeypatch, path, compute) for path in ("ufuncs", "loops"))
     for by_ufuncs, by_loop in zip(ufuncs, loops, strict=True):
         assert_same_bits(by_loop, by_ufuncs)
     assert_same_bits(ufuncs[3], g - mean_g)  # as the broadcast subtraction it replaces
+
+
+@pytest.mark.parametrize("rows", [1, 17, 4096])
+@pytest.mark.parametrize("channels", [2, 3, 8, 64])
+def test_the_dot_loop_adds_as_einsum_does(monkeypatch, rows, channels):
+    """Row by row from +0.0, so the sums of 4096 float32 products agree to the last bit."""
+    rng = np.random.default_rng(rows + channels)
+    a, b = (rng.standard_normal((rows, channels)).astype(np.float32) for _ in range(2))
+    monkeypatch.setattr(norm_loops, "MIN_NORM_ELEMENTS", 0)
+    for x, y in ((a, b), (a, a)):
+        assert_same_bits(ops.ChannelDot.forward(np, x, y), np.einsum("ij,ij->j", x, y))
+
+
+def test_a_single_channel_keeps_einsum(monkeypatch):
+    """einsum sums one column in another order than a loop would: no loop there."""
+    monkeypatch.setattr(norm_loops, "MIN_NORM_ELEMENTS", 0)
+    a = np.ones((5, 1), np.float32)
+    assert not norm_loops.runs_dot_loop(np, a, a, None)
+    assert norm_loops.runs_dot_loop(np, np.ones((5, 2), np.float32), np.ones((5, 2)), None) is False
+    assert norm_loops.runs_dot_loop(np, np.ones((5, 2)), np.ones((5, 2)), None)
 
 
 def test_mixed_dtypes_and_small_arrays_keep_the_ufuncs(monkeypatch):

@@ -37,10 +37,16 @@ def runs_loop(xp: Any, x: Any, *others: Any) -> bool:
     """Whether BatchNorm's arithmetic on `x` (and the arrays and vectors `others`) runs as a
     Numba loop: NumPy float32 or float64 arrays all of one dtype (a loop would compute a mixed
     expression in the wider type throughout, where the ufuncs round each step to the output's),
-    `x` of at least MIN_NORM_ELEMENTS elements."""
+    `x` of at least MIN_NORM_ELEMENTS elements. An output still to be made (None) passes."""
     if xp is not np or x.dtype not in _DTYPES or math.prod(x.shape) < MIN_NORM_ELEMENTS:
         return False
-    return all(other.dtype == x.dtype for other in others)
+    return all(other is None or other.dtype == x.dtype for other in others)
+
+
+def runs_dot_loop(xp: Any, a: Any, b: Any, out: Any) -> bool:
+    """Whether a per-channel dot product runs as a Numba loop: as `runs_loop`, over two
+    channels or more (einsum reduces a single channel in another order)."""
+    return len(a.shape) > 1 and a.shape[-1] > 1 and runs_loop(xp, a, b, out)
 
 
 def _subtract(x, v, out):  # pragma: no cover (runs compiled)
@@ -79,7 +85,28 @@ def _input_grad(g, centered, mean_g, k, a, out):  # pragma: no cover (runs compi
             out[i, j] = ((g[i, j] - centered[i, j] * k[j]) - mean_g[j]) * a[j]
 
 
+def _dot(a, b, out):  # pragma: no cover (runs compiled)
+    """einsum("ij,ij->j")'s order: from +0.0, each row's products added in turn."""
+    n, c = a.shape
+    for j in range(c):
+        out[j] = 0.0
+    for i in range(n):
+        for j in range(c):
+            out[j] += a[i, j] * b[i, j]
+
+
+def _dot_self(a, out):  # pragma: no cover (runs compiled)
+    n, c = a.shape
+    for j in range(c):
+        out[j] = 0.0
+    for i in range(n):
+        for j in range(c):
+            out[j] += a[i, j] * a[i, j]
+
+
 _SOURCES = {
+    "dot": _dot,
+    "dot_self": _dot_self,
     "subtract": _subtract,
     "subtract_in_place": _subtract_in_place,
     "scale_shift": _scale_shift,
@@ -98,6 +125,16 @@ def _loop(name: str) -> Callable[..., None]:
 def rows(x: Any) -> Any:
     """`x` as (pixels, channels): a view of a C-ordered array."""
     return x.reshape(-1, x.shape[-1])
+
+
+def dot(a: Any, b: Any, out: Any) -> None:
+    """out = the sum of a * b over every axis but the last, as NumPy's einsum adds it (row by
+    row from +0.0) when there are two channels or more: one channel, einsum takes another
+    order, and `runs_dot_loop` says no."""
+    if a is b:
+        _loop("dot_self")(rows(a), out)
+    else:
+        _loop("dot")(rows(a), rows(b), out)
 
 
 def subtract(x: Any, v: Any, out: Any) -> None:
