@@ -95,18 +95,8 @@ def _dot(a, b, out):  # pragma: no cover (runs compiled)
             out[j] += a[i, j] * b[i, j]
 
 
-def _dot_self(a, out):  # pragma: no cover (runs compiled)
-    n, c = a.shape
-    for j in range(c):
-        out[j] = 0.0
-    for i in range(n):
-        for j in range(c):
-            out[j] += a[i, j] * a[i, j]
-
-
 _SOURCES = {
     "dot": _dot,
-    "dot_self": _dot_self,
     "subtract": _subtract,
     "subtract_in_place": _subtract_in_place,
     "scale_shift": _scale_shift,
@@ -131,10 +121,7 @@ def dot(a: Any, b: Any, out: Any) -> None:
     """out = the sum of a * b over every axis but the last, as NumPy's einsum adds it (row by
     row from +0.0) when there are two channels or more: one channel, einsum takes another
     order, and `runs_dot_loop` says no."""
-    if a is b:
-        _loop("dot_self")(rows(a), out)
-    else:
-        _loop("dot")(rows(a), rows(b), out)
+    _loop("dot")(rows(a), rows(b), out)
 
 
 def subtract(x: Any, v: Any, out: Any) -> None:
