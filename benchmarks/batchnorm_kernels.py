@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from eager_step import interleaved  # noqa: E402
+from kernel_timing import print_timings, start_run  # noqa: E402
 
 from trainctl import nn, optim  # noqa: E402
 from trainctl.backend import CPU, manual_seed  # noqa: E402
@@ -71,23 +70,8 @@ def torch_step(shape: tuple[int, ...], torch, channels_last: bool) -> Callable[[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1, help="of BLAS and PyTorch")
-    args = parser.parse_args()
-    pinned = threadpool_limits(limits=args.threads)  # noqa: F841 (held for the whole run)
-    try:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    except ImportError:
-        torch = None
-    peer = f"PyTorch {torch.__version__}" if torch else "PyTorch not installed"
-    print(f"NumPy {np.__version__}, {peer}, {platform.processor() or platform.machine()}")
-    print(f"every engine on {args.threads} thread(s); load average {os.getloadavg()}")
-    print(f"{args.steps} timed steps per engine after {args.warmup} warm-up, {args.rounds} rounds")
-    print(f"{'shape (NHWC)':<18} {'engine':<22} {'median ms':>10} {'p90 ms':>8} {'/ torch':>8}")
+    args, limiter, torch = start_run(parser)  # the limiter holds the thread pools for the run
+    print(f"{'shape (NHWC)':<18} {'engine':<22} {'median ms':>9} {'p90 ms':>8} {'/ torch':>8}")
     for name in args.shapes.split(","):
         shape = SHAPES[name]
         steps = {
@@ -98,16 +82,7 @@ def main() -> None:
             steps["pytorch NCHW"] = torch_step(shape, torch, channels_last=False)
             steps["pytorch channels_last"] = torch_step(shape, torch, channels_last=True)
         timings = interleaved(steps, args.steps, args.warmup, args.rounds)
-        best_torch = min(
-            (t.median for label, t in timings.items() if label.startswith("pytorch")),
-            default=None,
-        )
-        for label, timing in timings.items():
-            ratio = f"{timing.median / best_torch:>7.2f}x" if best_torch else ""
-            print(
-                f"{'x'.join(map(str, shape)):<18} {label:<22} {timing.median:>10.3f} "
-                f"{timing.p90:>8.3f} {ratio:>8}"
-            )
+        print_timings(f"{'x'.join(map(str, shape)):<18}", timings)
     print(f"load average after: {os.getloadavg()}; '/ torch': against the faster PyTorch layout")
 
 

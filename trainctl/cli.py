@@ -31,6 +31,8 @@ class _App(HelpGroup):
             return super().make_context(info_name, args, *a, **kw)
         except _UsageError as exc:
             raise _usage_exit(exc) from None
+        except BrokenPipeError:  # `trainctl --help | head -3`
+            raise _closed_stdout_exit() from None
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -38,10 +40,7 @@ class _App(HelpGroup):
         except _UsageError as exc:  # a command's: a missing argument, a bad value
             raise _usage_exit(exc) from None
         except BrokenPipeError:  # stdout's reader went away (`trainctl runs | head -3`)
-            from trainctl.closed_stdout import EXIT_CLOSED_STDOUT, silence_stdout
-
-            silence_stdout()
-            raise typer.Exit(EXIT_CLOSED_STDOUT) from None
+            raise _closed_stdout_exit() from None
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
@@ -53,6 +52,14 @@ class _App(HelpGroup):
                 raise
             typer.echo(_printable(str(exc)), err=True)
             raise typer.Exit(getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
+
+
+def _closed_stdout_exit() -> Exception:
+    """Exit status 141, as SIGPIPE would end the process, with nothing more written."""
+    from trainctl.closed_stdout import EXIT_CLOSED_STDOUT, silence_stdout
+
+    silence_stdout()
+    return typer.Exit(EXIT_CLOSED_STDOUT)
 
 
 def _usage_exit(exc: Any) -> Exception:

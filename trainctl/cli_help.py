@@ -42,6 +42,15 @@ class _NamedValues:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self.help = reflowed(self.help)
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """Rich ends a help text whose reader went away (`trainctl --help | head -3`) with
+        SystemExit(1), the exit status of a failed run; the only SystemExit help rendering
+        raises, it is handed on as the BrokenPipeError the CLI turns into exit status 141."""
+        try:
+            super().format_help(ctx, formatter)  # type: ignore[misc]
+        except SystemExit:
+            raise BrokenPipeError("the reader of the help text went away") from None
+
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)  # type: ignore[misc]
         for param in params:

@@ -452,7 +452,10 @@ for _label, (_x, _w, _stride, _pad) in {
     "k3_s2_p1": ((1, 5, 6, 3), (3, 3, 3, 2), 2, 1),
     "k2_s1_p0_one_channel": ((2, 4, 4, 1), (2, 2, 1, 4), 1, 0),
 }.items():
-    _g = (_x[0], *ops.Conv2d.infer(np.empty(_x), np.empty(_w), _stride, _pad).shape[1:])
+    _g = (
+        _x[0],
+        *ops.Conv2d.infer(np.empty(_x), np.empty(_w), stride=_stride, padding=_pad).shape[1:],
+    )
     grad_case(
         "conv2d",
         _label,
@@ -474,6 +477,14 @@ for _label, (_x, _w, _stride, _pad) in {
         lambda x, g, k=_w[:2], s=_stride, p=_pad: ops.conv2d_weight_grad(x, g, *k, s, p),
         lambda x, g, k=_w[:2], s=_stride, p=_pad: conv2d_weight_grad_reference(x, g, *k, s, p),
     )
+
+grad_case(
+    "conv2d",
+    "k3_s1_p1_bias",
+    (normal(3, 4, 4, 2), normal(3, 3, 2, 3), normal(3)),
+    lambda x, w, b: ops.conv2d(x, w, 1, 1, bias=b),
+    lambda x, w, b: conv2d_reference(x, w, 1, 1) + b,
+)
 
 for _label, (_shape, _kernel, _stride) in {
     "k2_s2": ((2, 4, 4, 3), 2, 2),

@@ -101,10 +101,38 @@ def test_the_maxpool_grad_runs_loop_gives_the_ufunc_paths_bits(monkeypatch, kern
     assert np.array_equal(loop, ufuncs) and np.array_equal(np.signbit(loop), np.signbit(ufuncs))
 
 
+@pytest.mark.parametrize(("kernel", "stride"), [(2, 2), (3, 2), (3, 3), (2, 1)])
+def test_the_maxpool_loop_gives_the_ufunc_paths_bits(monkeypatch, kernel, stride):
+    """Ties of 0.0 and -0.0 (np.maximum keeps the later one), NaN and inf, overlapping
+    windows included."""
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = np.round(rng.standard_normal((3, 9, 9, 5)), 0).astype(np.float32)
+    x[x == 0] = rng.choice([0.0, -0.0], int((x == 0).sum()))
+    x[0, 0, 0, 0], x[1, 2, 3, 1], x[2, 4, 4, 2] = np.nan, np.nan, np.inf
+    ufuncs, loop = both_paths(
+        monkeypatch, lambda: ops.max_pool2d(Tensor(x), kernel, stride).numpy()
+    )
+    assert np.array_equal(loop, ufuncs, equal_nan=True)
+    assert np.array_equal(np.signbit(loop), np.signbit(ufuncs)) and (ufuncs == 0).any()
+
+
 def test_overlapping_pool_windows_keep_the_ufunc_path(monkeypatch):
     monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", 0)
-    assert not pool_grad_runs_loop(np, (1, 9, 9, 2), 3, 2)
-    assert pool_grad_runs_loop(np, (1, 9, 9, 2), 3, 3)
+    x = np.zeros((1, 9, 9, 2), np.float32)
+    assert not pool_grad_runs_loop(np, x, 3, 2)
+    assert pool_grad_runs_loop(np, x, 3, 3)
+
+
+def test_numba_loops_take_only_float32_and_float64(monkeypatch):
+    """Numba has no float16 (mixed precision pools and unfolds in it) or bfloat16."""
+    monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", 0)
+    assert [conv_loops.runs_loop(np, np.zeros(4, t)) for t in ("f4", "f8", "f2")] == [
+        True, True, False,
+    ]  # fmt: skip
+    x = np.arange(64, dtype=np.float16).reshape(1, 8, 8, 1)
+    pooled = ops.max_pool2d(Tensor(x), 2)
+    grad = ops.max_pool2d_grad(Tensor(np.ones_like(pooled.numpy())), Tensor(x), pooled, 2, 2)
+    assert pooled.numpy().dtype == np.float16 and grad.numpy()[0, 1, 1, 0] == 1
 
 
 def test_small_arrays_never_import_numba():
@@ -144,11 +172,13 @@ def chunking(request, monkeypatch):
 
 @pytest.mark.parametrize(("stride", "padding"), [(1, 1), (2, 0)])
 def test_conv_ops_match_finite_differences(kernel_path, chunking, stride, padding):
-    """float64, through the Numba and ufunc col2im, whole batch and in chunks."""
+    """float64, through the Numba and ufunc col2im, whole batch and in chunks (the bias added
+    chunk by chunk)."""
     rng = np.random.default_rng(4)
     x = Tensor(rng.standard_normal((5, 6, 6, 3)), requires_grad=True)
     w = Tensor(rng.standard_normal((3, 3, 3, 4)), requires_grad=True)
-    assert gradcheck(lambda: ops.conv2d(x, w, stride, padding), [x, w]) < 1e-6
+    b = Tensor(rng.standard_normal(4), requires_grad=True)
+    assert gradcheck(lambda: ops.conv2d(x, w, stride, padding, bias=b), [x, w, b]) < 1e-6
 
 
 torch_only = pytest.mark.skipif(
@@ -162,25 +192,30 @@ torch_only = pytest.mark.skipif(
     [(1, 8, 1, 1, 3), (3, 16, 2, 1, 2), (64, 8, 1, 0, 1), (8, 64, 1, 1, 5)],
 )
 def test_conv_ops_match_pytorch(kernel_path, chunking, cin, cout, stride, padding, batch):
-    """Forward, input and weight gradient in float32 against torch's conv2d (NCHW)."""
+    """Forward with bias, input, weight and bias gradient in float32 against torch's conv2d
+    (NCHW)."""
     import torch
 
     rng = np.random.default_rng(cin)
     x = rng.standard_normal((batch, 6, 6, cin)).astype(np.float32)
     w = (rng.standard_normal((3, 3, cin, cout)) / np.sqrt(9 * cin)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
     tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
     tw = torch.tensor(w.transpose(3, 2, 0, 1), requires_grad=True)
-    ty = torch.nn.functional.conv2d(tx, tw, stride=stride, padding=padding)
+    tb = torch.tensor(b, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=stride, padding=padding)
     g = rng.standard_normal(ty.shape).astype(np.float32)
     ty.backward(torch.tensor(g))
     g = g.transpose(0, 2, 3, 1)
-    y = ops.conv2d(Tensor(x), Tensor(w), stride, padding).numpy()
+    y = ops.conv2d(Tensor(x), Tensor(w), stride, padding, bias=Tensor(b)).numpy()
     dx = ops.conv2d_input_grad(Tensor(g), Tensor(w), x.shape, stride, padding).numpy()
     dw = ops.conv2d_weight_grad(Tensor(x), Tensor(g), 3, 3, stride, padding).numpy()
+    db = ops.channel_sum(Tensor(g)).numpy()  # the bias gradient conv2d's vjp gives
     tol = {"rtol": 1e-5, "atol": 1e-5}
     np.testing.assert_allclose(y, ty.detach().numpy().transpose(0, 2, 3, 1), **tol)
     np.testing.assert_allclose(dx, tx.grad.numpy().transpose(0, 2, 3, 1), **tol)
     np.testing.assert_allclose(dw, tw.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-5, atol=1e-4)
 
 
 @torch_only

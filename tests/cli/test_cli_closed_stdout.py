@@ -80,3 +80,13 @@ def test_other_commands_into_a_closed_pipe_exit_141_quietly(head_three, tmp_path
     result = _closed_pipe_run(args, tmp_path)
     assert result.returncode == 141, result.stderr
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["train", "--help"], []], ids=["top", "train", "bare"]
+)
+def test_help_into_a_closed_pipe_exits_141_quietly(tmp_path, args):
+    """Rich would end it with status 1, that of a failed run (`trainctl --help | true`)."""
+    result = _closed_pipe_run(args, tmp_path)
+    assert result.returncode == 141, result.stderr
+    assert result.stderr == ""

@@ -22,10 +22,13 @@ def image_batches(count, n, size, channels, classes):
 
 
 @pytest.mark.parametrize("threshold", [10**12, 0], ids=["ufuncs", "loops"])
-def test_graph_agrees_bit_for_bit_through_every_conv_path(monkeypatch, threshold):
-    """conv 1->4 (one-channel im2col), 4->16 (col2im of 4 channels, transposed), 16->3
-    (col2im of 16 channels, direct)."""
+@pytest.mark.parametrize("chunk_bytes", [2 << 20, 14400], ids=["whole_batch", "chunks"])
+def test_graph_agrees_bit_for_bit_through_every_conv_path(monkeypatch, threshold, chunk_bytes):
+    """conv 1->4 (one-channel patches, tap by tap), 4->16 (col2im of 4 channels, transposed),
+    16->3 (col2im of 16 channels, direct). 14400 bytes: the first conv in chunks of 4 images
+    and 2, the third of 1."""
     monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", threshold)
+    monkeypatch.setattr(conv_ops, "CHUNK_BYTES", chunk_bytes)
 
     def build():
         return nn.Sequential(

@@ -35,13 +35,13 @@ def conv2d(
     """NHWC convolution (cross-correlation) with a (KH, KW, Cin, Cout) weight.
 
     On the CPU (float32, float64) it is the chunked `conv2d` op (patches made per chunk of
-    images, in cache); elsewhere im2col + one GEMM, which cuBLAS runs fast on a whole batch
-    and a CUDA graph can capture. docs/engine.md, "Convolutions", says why.
+    images, in cache, the bias added there); elsewhere im2col + one GEMM, which cuBLAS runs
+    fast on a whole batch and a CUDA graph can capture. docs/engine.md, "Convolutions", says
+    why.
     """
     kh, kw, cin, cout = weight.shape
     if x.device.name == "cpu" and str(x.dtype) in CHUNKED_DTYPES:
-        y = ops.conv2d(x, weight, stride, padding)
-        return y if bias is None else y + bias
+        return ops.conv2d(x, weight, stride, padding, bias=bias)
     patches = ops.im2col(x, kh, kw, stride, padding)  # (N, OH, OW, KH, KW, Cin)
     n, oh, ow = patches.shape[:3]
     y = patches.reshape(n * oh * ow, kh * kw * cin) @ weight.reshape(kh * kw * cin, cout)

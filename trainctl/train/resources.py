@@ -3,15 +3,18 @@
 `check_resources` runs once the data is loaded and before the model is built. It walks the
 config's layer list with the shape of one sample (arithmetic on shapes, no arrays; a Python
 model, whose code alone knows its parameters, is built once to count them) and adds up what
-a training step holds at once: the parameters, their gradients and the optimizer's
-state, and for one batch every layer's output (kept for the backward pass) plus the unfolded
-patches of each convolution and BatchNorm's centred input, and, at the backward pass's
-peak, the gradient of the largest convolution's patches and two activation gradients in
-flight. Measured against the peak a step allocates (tests/faults/test_resources.py), the
-estimate of the digits and CIFAR-10 CNNs comes within 1.5x of it, from below; op
-temporaries are left out, so it stays a lower bound: a run it refuses would not have fitted.
-A run also must not plan more steps than anyone could wait for. `--force` turns both
-refusals into notices.
+a training step holds at once: the parameters, their gradients and the optimizer's state,
+and for one batch every layer's output (kept for the backward pass) plus BatchNorm's
+centred input, and, at the backward pass's peak, one chunk of the largest convolution's
+unfolded patches (convolutions unfold a few images at a time and keep no patches from
+forward to backward: `autograd/ops/conv.py`) with that convolution's input and output
+gradients, or the two largest activation gradients in flight, whichever is larger (the
+largest gradients come after the largest patches are freed).
+Measured against the peak a step allocates (tests/faults/test_resources.py), the estimate
+of the digits and CIFAR-10 CNNs comes within 1.5x of it, from below; op temporaries are
+left out, so it stays a lower bound: a run it refuses would not have fitted. A run also
+must not plan more steps than anyone could wait for. `--force` turns both refusals into
+notices.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from trainctl import backend
+from trainctl.autograd.ops.conv import CHUNK_BYTES
 from trainctl.autograd.tensor import Tensor
 from trainctl.backend import Device
 from trainctl.config import Config
@@ -90,8 +94,9 @@ def format_bytes(count: float) -> str:
 class _Tally:
     parameters: int = 0
     activations: int = 0  # values per sample a training step keeps for the backward pass
-    patches: int = 0  # the largest convolution's patches: its gradient is one at the peak
+    patches: int = 0  # values per sample of the largest convolution's patches
     largest: int = 0  # the largest layer output: gradients in flight are that size
+    patch_grads: int = 0  # values per sample of that convolution's input and output gradients
 
 
 def _linear(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
@@ -109,8 +114,8 @@ def _conv2d(shape: Shape, args: dict, tally: _Tally) -> Shape | None:
     if oh < 1 or ow < 1:
         return None
     tally.parameters += k * k * c * args["out"] + (args["out"] if args.get("bias") else 0)
-    tally.activations += oh * ow * k * k * c  # the im2col patches the GEMM reads
-    tally.patches = max(tally.patches, oh * ow * k * k * c)
+    if oh * ow * k * k * c > tally.patches:  # its input and output gradients come with them
+        tally.patches, tally.patch_grads = oh * ow * k * k * c, h * w * c + oh * ow * args["out"]
     return (oh, ow, args["out"])
 
 
@@ -277,8 +282,13 @@ def estimate_memory(config: Config, data: DataSplits) -> MemoryEstimate:
     evaluated = max((len(split) for split in (data.val, data.test) if split is not None), default=0)
     eval_batch = min(config.data.eval_batch_size or config.data.batch_size, evaluated)
     # every layer's output stays on the tape (or in a planned buffer) until the backward pass
-    held = tally.activations + math.prod(sample) + tally.patches + 2 * tally.largest
-    activations = held * max(batch, eval_batch) * itemsize
+    rows = max(batch, eval_batch)
+    held = (tally.activations + math.prod(sample)) * rows * itemsize
+    patch_bytes = tally.patches * itemsize
+    chunk = min(rows, max(1, CHUNK_BYTES // patch_bytes)) if patch_bytes else 0
+    # the patches' chunk and the two largest gradients are never in flight at once
+    at_patches = chunk * patch_bytes + tally.patch_grads * rows * itemsize
+    activations = held + max(2 * tally.largest * rows * itemsize, at_patches)
     parameter_bytes = tally.parameters * itemsize
     return MemoryEstimate(
         tally.parameters,

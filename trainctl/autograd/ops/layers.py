@@ -191,7 +191,7 @@ class Col2im(Op):
 
     @classmethod
     def scratch_of(cls, node, xp, alias):
-        if conv_loops.runs_loop(xp, node.inputs[0].shape):
+        if conv_loops.runs_loop(xp, node.inputs[0]):
             return []  # the loop needs none
         return super().scratch_of(node, xp, alias)
 
@@ -199,7 +199,7 @@ class Col2im(Op):
     def forward(xp, cols, x_shape, kh, kw, stride, padding, out=None, scratch=None):
         given = out is not None
         out = out if given else xp.zeros(_padded_shape(x_shape, padding), dtype=cols.dtype)
-        if conv_loops.runs_loop(xp, cols.shape):  # writes every pixel; the border is never read
+        if conv_loops.runs_loop(xp, cols):  # writes every pixel; the border is never read
             conv_loops.kernel("col2im")(cols, _interior(out, padding), stride, padding)
             return _interior(out, padding)
         if given:
@@ -234,6 +234,9 @@ class MaxPool2d(Op):
         n, h, w, c = x.shape
         oh, ow = _conv_out(h, kernel, stride, 0), _conv_out(w, kernel, stride, 0)
         out = xp.empty((n, oh, ow, c), dtype=x.dtype) if out is None else out
+        if conv_loops.runs_loop(xp, x):
+            conv_loops.kernel("max_pool")(x, kernel, stride, out)
+            return out
         slices = _pool_slices(kernel, stride, oh, ow)
         xp.copyto(out, x[next(slices)])
         for window in slices:
@@ -265,10 +268,10 @@ def mask_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(f"int{8 * np.dtype(dtype).itemsize}")
 
 
-def pool_grad_runs_loop(xp, x_shape, kernel, stride) -> bool:
+def pool_grad_runs_loop(xp, x, kernel, stride) -> bool:
     """Whether max-pool backward runs as one loop: large, and windows that do not overlap
     (overlapping ones would add in another order than the ufunc path)."""
-    return stride >= kernel and conv_loops.runs_loop(xp, x_shape)
+    return stride >= kernel and conv_loops.runs_loop(xp, x)
 
 
 class MaxPool2dGrad(Op):
@@ -287,14 +290,14 @@ class MaxPool2dGrad(Op):
     @classmethod
     def scratch_of(cls, node, xp, alias):
         attrs = node.attrs
-        if pool_grad_runs_loop(xp, node.inputs[1].shape, attrs["kernel"], attrs["stride"]):
+        if pool_grad_runs_loop(xp, node.inputs[1], attrs["kernel"], attrs["stride"]):
             return []  # the loop needs none
         return super().scratch_of(node, xp, alias)
 
     @staticmethod
     def forward(xp, g, x, pooled, kernel, stride, out=None, scratch=None):
         out = empty(xp, x) if out is None else out
-        if pool_grad_runs_loop(xp, x.shape, kernel, stride):
+        if pool_grad_runs_loop(xp, x, kernel, stride):
             conv_loops.kernel("max_pool_grad")(g, x, pooled, kernel, stride, out)
             return out
         unclaimed, hit, mask, routed = scratch or scratch_arrays(
