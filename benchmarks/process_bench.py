@@ -11,11 +11,16 @@ Rows (issue 13):
   step in a fresh process, as the run's summary.json reports them;
 - concurrent: the median step time of one MNIST MLP run (784-128-64-10, batch 64, on
   stand-in data of MNIST's format, `stand_in_data.py`) alone and of each of two identical
-  runs started at once, with the thread settings of this environment.
+  runs started at once, for each `threads` setting asked for (`--threads`: by default
+  `auto`, the default of the config key, 1, and one thread per usable CPU, which is what
+  OpenBLAS takes when nobody limits it), so the default is chosen on figures.
+
+The load average is printed before and after every row: figures from a shared machine mean
+little without it.
 
     python benchmarks/process_bench.py                 # every row, 5 runs each
     python benchmarks/process_bench.py --rows quickstart --runs 9
-    OPENBLAS_NUM_THREADS=1 python benchmarks/process_bench.py --rows concurrent
+    python benchmarks/process_bench.py --rows concurrent --threads auto,1
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from trainctl.train.threads import usable_cpus
 
 ROOT = Path(__file__).resolve().parent.parent
 MLP = ROOT / "configs" / "digits_mlp.yaml"
@@ -112,7 +119,7 @@ def compile_times(runs: int, scratch: Path) -> None:
         print(f"  {config.name:16} {figures(total)}  ({graph[0]['traces']} traces per run)")
 
 
-def concurrent(runs: int, scratch: Path) -> None:
+def concurrent(runs: int, scratch: Path, settings: list[str]) -> None:
     data = scratch / "stand-in"
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "stand_in_data.py"), str(data)]
@@ -120,29 +127,42 @@ def concurrent(runs: int, scratch: Path) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    threads = {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}
+    variables = {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")}
     print(
         f"two trainings at once ({MNIST_MLP.name}, 103 steps, {runs} runs; "
-        f"{threads or 'threads unset'}), median step ms"
+        f"{variables or 'no thread variables set'}), median step ms"
     )
-    for mode in ("eager", "graph"):
-        settings = (f"mode={mode}", f"data.path={data / 'mnist'}", "data.download=false")
-        settings += ("train.max_steps=103", "train.epochs=null")
-        alone, shared = [], []
-        for _ in range(runs):
-            alone.append(train(MNIST_MLP, scratch, *settings).summary["step_time_ms"]["median"])
-            pair = train_two_at_once(MNIST_MLP, scratch, *settings)
-            shared += [f.summary["step_time_ms"]["median"] for f in pair]
-        print(f"  {mode:6} alone        {figures(alone)}")
-        print(f"  {mode:6} two at once  {figures(shared)}")
-        slowdown = np.median(shared) / np.median(alone)
-        print(f"  {mode:6} slowdown {slowdown:.1f}x (target at most 2x)")
+    for threads in settings:
+        for mode in ("eager", "graph"):
+            overrides = (f"mode={mode}", f"data.path={data / 'mnist'}", "data.download=false")
+            overrides += ("train.max_steps=103", "train.epochs=null", f"threads={threads}")
+            alone, shared = [], []
+            for _ in range(runs):
+                found = train(MNIST_MLP, scratch, *overrides)
+                alone.append(found.summary["step_time_ms"]["median"])
+                pair = train_two_at_once(MNIST_MLP, scratch, *overrides)
+                shared += [f.summary["step_time_ms"]["median"] for f in pair]
+            label = f"threads={threads} {mode}"
+            print(f"  {label:20} alone        {figures(alone)}")
+            print(f"  {label:20} two at once  {figures(shared)}")
+            slowdown = np.median(shared) / np.median(alone)
+            print(f"  {label:20} slowdown {slowdown:.1f}x (target at most 2x)")
+
+
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average: {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"some of {', '.join(ROWS)}")
+    parser.add_argument(
+        "--threads",
+        default=f"auto,1,{usable_cpus()}",
+        help="`threads` settings of the concurrent row (default: auto, 1, the usable CPUs)",
+    )
     args = parser.parse_args()
     rows = args.rows.split(",")
     if unknown := set(rows) - set(ROWS):
@@ -156,10 +176,12 @@ def main() -> None:
         for row, run in (
             ("quickstart", quickstart),
             ("compile", compile_times),
-            ("concurrent", concurrent),
+            ("concurrent", lambda runs, at: concurrent(runs, at, args.threads.split(","))),
         ):
             if row in rows:
+                print(load_line())
                 run(args.runs, scratch)
+        print(load_line())
 
 
 if __name__ == "__main__":

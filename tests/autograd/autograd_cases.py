@@ -661,6 +661,13 @@ for _label, _shape in {"2d": (5, 3), "nhwc": (2, 3, 2, 4)}.items():
         lambda x: x.reshape(-1, x.shape[-1]).sum(axis=0),
     )
     grad_case(
+        "channel_center",
+        _label,
+        (normal(*_shape), normal(_shape[-1])),
+        ops.channel_center,
+        lambda x, mean: x - mean,
+    )
+    grad_case(
         "channel_dot",
         _label,
         (normal(*_shape), normal(*_shape)),

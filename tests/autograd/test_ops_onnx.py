@@ -23,7 +23,8 @@ from trainctl.export.onnx_export import OPSET, lower_graph  # noqa: E402
 TRAINING_ONLY = {
     "col2im", "conv2d_input_grad", "conv2d_weight_grad", "unslice", "max_pool2d_grad",
     "scatter_add_rows", "one_hot", "softmax_cross_entropy", "dropout", "allreduce_mean",
-    "allreduce_sum", "channel_sum", "channel_dot", "batch_norm_train", "batch_norm_train_grad",
+    "allreduce_sum", "channel_sum", "channel_center", "channel_dot", "batch_norm_train",
+    "batch_norm_train_grad",
 }  # fmt: skip
 
 CASES = [case for table in (GRAD_CASES, FORWARD_CASES) for cases in table.values()

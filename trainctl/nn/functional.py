@@ -94,7 +94,7 @@ def batch_norm(
         mean = ops.channel_sum(x) * (1.0 / count)
         if across is not None:
             mean = across.mean(mean)
-    centered = x - mean
+    centered = ops.channel_center(x, mean)
     with no_grad():
         var = ops.channel_dot(centered, centered) * (1.0 / count)
         if across is not None:

@@ -26,8 +26,8 @@ from trainctl.autograd.ops.layers import (
     dropout, im2col, mask_dtype, matmul, max_pool2d, max_pool2d_grad,
 )
 from trainctl.autograd.ops.normalization import (
-    BatchNormTrain, BatchNormTrainGrad, ChannelDot, ChannelSum, batch_norm_train,
-    batch_norm_train_grad, channel_dot, channel_sum,
+    BatchNormTrain, BatchNormTrainGrad, ChannelCenter, ChannelDot, ChannelSum, batch_norm_train,
+    batch_norm_train_grad, channel_center, channel_dot, channel_sum,
 )
 from trainctl.autograd.ops.shaping import (
     BroadcastTo, Concatenate, GatherRows, Getitem, Max, Reduction, Reshape, ScatterAddRows, Sum,

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from trainctl.autograd import ops
+from trainctl.autograd import norm_loops, ops
 from trainctl.autograd.ops.base import Op, Spec, apply, dtype_of, empty, into, same
 from trainctl.errors import ShapeError
 
@@ -76,11 +76,40 @@ class ChannelSum(Op):
         return (lambda: ops.broadcast_to(g, tuple(x.shape)),)
 
 
+class ChannelCenter(Op):
+    """x minus a per-channel vector (BatchNorm's batch mean): one Numba loop on large NumPy
+    arrays (`norm_loops`), else over rows of many channels (see `_rows`); in place when x dies."""
+
+    overwrites = frozenset({0})
+
+    @staticmethod
+    def forward(xp, x, mean, out=None):
+        out = empty(xp, x) if out is None else out
+        if norm_loops.runs_loop(xp, x, mean, out):
+            norm_loops.subtract(x, mean, out)
+            return out
+        rows, mean_row = _rows(xp, x, mean)
+        return xp.subtract(rows, mean_row, out=out.reshape(rows.shape)).reshape(out.shape)
+
+    @staticmethod
+    def infer(x, mean):
+        _channels_check(x, mean)
+        return Spec(tuple(x.shape), dtype_of(x, mean))
+
+    @staticmethod
+    def vjp(g, out, x, mean):
+        return (lambda: g, lambda: -channel_sum(g))
+
+
 class ChannelDot(Op):
     """The sum of a * b over every axis but the last, without the product's temporary."""
 
     @staticmethod
     def forward(xp, a, b, out=None):
+        if norm_loops.runs_dot_loop(xp, a, b, out):
+            out = xp.empty(a.shape[-1], a.dtype) if out is None else out
+            norm_loops.dot(a, b, out)
+            return out
         channels = a.shape[-1]
         a2, b2 = a.reshape(-1, channels), b.reshape(-1, channels)
         if xp is not np:  # CuPy's einsum takes no out= and may call cuBLAS: a product, a sum
@@ -114,6 +143,9 @@ class BatchNormTrain(Op):
     def forward(xp, centered, var, weight, bias, eps, across=None, out=None):
         scale = weight / xp.sqrt(var + eps)
         out = empty(xp, centered) if out is None else out
+        if norm_loops.runs_loop(xp, centered, scale, bias, out):
+            norm_loops.scale_shift(centered, scale, bias, out)
+            return out
         rows, scale_row = _rows(xp, centered, scale)
         out_rows, bias_row = _rows(xp, out, bias)
         xp.multiply(rows, scale_row, out=out_rows)
@@ -156,6 +188,9 @@ class BatchNormTrainGrad(Op):
     @staticmethod
     def forward(xp, g, centered, mean_g, k, a, out=None):
         out = empty(xp, g) if out is None else out
+        if norm_loops.runs_loop(xp, g, centered, mean_g, k, a, out):
+            norm_loops.input_grad(g, centered, mean_g, k, a, out)
+            return out
         out_rows, k_row = _rows(xp, out, k)
         c_rows, mean_row = _rows(xp, centered, mean_g)
         g_rows, a_row = _rows(xp, g, a)
@@ -172,6 +207,10 @@ class BatchNormTrainGrad(Op):
 
 def channel_sum(x):
     return apply(ChannelSum, x)
+
+
+def channel_center(x, mean):
+    return apply(ChannelCenter, x, mean)
 
 
 def channel_dot(a, b):
