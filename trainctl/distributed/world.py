@@ -27,6 +27,9 @@ _SIZE_VARIABLES = (
 )
 INSTALL_HINT = "pip install 'trainctl[distributed]' (mpi4py and MPICH)"
 FAILURE_WAIT_S = 5.0  # how long a failing rank waits for the others before aborting the job
+# mpiexec relays a rank's stderr through its proxy in the background, and an abort tears the
+# proxy down: without a pause the line naming the cause was lost now and then (seen in CI).
+ABORT_GRACE_S = 0.5
 
 
 class DistributedError(TrainctlError):
@@ -82,6 +85,7 @@ class World:
                 return
             time.sleep(0.01)
         print(f"rank {self.rank}: {message}; aborting the job", file=sys.stderr, flush=True)
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(exit_code)
 
 
