@@ -251,3 +251,38 @@ def test_col2im_matches_pytorch_fold(kernel_path):
     )  # fmt: skip
     image = ops.col2im(Tensor(cols), shape, 3, 3, 2, 1).numpy()
     np.testing.assert_allclose(image, folded.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("threshold", [10**12, 0], ids=["ufuncs", "loops"])
+@pytest.mark.parametrize("channels", [4, 16])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_chunks_on_two_threads_give_one_threads_bits(monkeypatch, padding, channels, threshold):
+    """Each chunk's GEMM runs on one BLAS thread however many threads share the chunks, so
+    forward, input gradient and weight gradient (its chunk products added in chunk order)
+    do not depend on the thread count; called twice, as a second thread's scratch is kept
+    (and the input gradient's col2im must not write a border the forward reads as zero)."""
+    from threadpoolctl import threadpool_limits
+
+    from trainctl.autograd import chunk_threads
+
+    monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", threshold)
+    monkeypatch.setattr(conv_ops, "CHUNK_BYTES", 9216)  # 1-2 images a chunk: 5 chunks or more
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 9, 9, channels)).astype(np.float32)
+    w = rng.standard_normal((3, 3, channels, 6)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    n, oh, ow = conv_ops.Conv2d.infer(Tensor(x), Tensor(w), stride=1, padding=padding).shape[:3]
+    g = rng.standard_normal((n, oh, ow, 6)).astype(np.float32)
+    results = {}
+    for threads in (1, 2, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            chunks = conv_ops.chunk_size(x.shape, 3, 3, 1, padding, 4)
+            assert chunk_threads.threads_for(np, -(-7 // chunks)) == threads
+            results[threads] = (
+                conv_ops.Conv2d.forward(np, x, w, b, stride=1, padding=padding),
+                conv_ops.Conv2dInputGrad.forward(np, g, w, x.shape, 1, padding),
+                conv_ops.Conv2dWeightGrad.forward(np, x, g, 3, 3, 1, padding),
+            )
+            if threads == 2:
+                for one, two in zip(results[1], results[2], strict=True):
+                    np.testing.assert_array_equal(one, two)

@@ -115,5 +115,5 @@ def kernel(name: str) -> Callable[..., None]:
     if loop is None:
         import numba
 
-        loop = _compiled[name] = numba.njit(error_model="numpy")(_SOURCES[name])
+        loop = _compiled[name] = numba.njit(error_model="numpy", nogil=True)(_SOURCES[name])
     return loop

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from trainctl.autograd import conv_loops
+from trainctl.autograd import chunk_threads, conv_loops
 from trainctl.autograd.ops.base import Op, Scratch, Spec, apply, dtype_of, empty
 from trainctl.autograd.ops.layers import (
     Col2im,
@@ -131,12 +131,18 @@ class Conv2d(Op):
         scratch = scratch or _new_scratch(Conv2d, xp, out, x, w, stride=stride, padding=padding)
         weight = w.reshape(kh * kw * cin, cout)
         size = chunk_size(x.shape, kh, kw, stride, padding, out.dtype.itemsize)
-        for start, stop in _chunks(x.shape[0], size):
+        chunks = list(_chunks(x.shape[0], size))
+
+        def work(index, start, stop, scratch):
             patches = _patches(xp, x, start, stop, kh, kw, stride, padding, scratch)
             xp.matmul(patches, weight, out=out[start:stop].reshape(-1, cout))
             if bias is not None:
                 rows, bias_row = _rows(xp, out[start:stop], bias)
                 xp.add(rows, bias_row, out=rows)
+
+        chunk_threads.run_chunks(
+            "conv2d", chunks, chunk_threads.threads_for(xp, len(chunks)), scratch, work
+        )
         return out
 
     @staticmethod
@@ -185,18 +191,24 @@ class Conv2dInputGrad(Op):
         loop = conv_loops.runs_loop(xp, scratch[0])  # by the whole chunk: as scratch_of
         weight_t = w.reshape(kh * kw * cin, cout).T
         size = chunk_size(x_shape, kh, kw, stride, padding, out.dtype.itemsize)
-        for start, stop in _chunks(x_shape[0], size):
+        chunks = list(_chunks(x_shape[0], size))
+
+        def work(index, start, stop, scratch):
             cols = scratch[0][: stop - start]
             rows = g[start:stop].reshape(-1, cout)
             xp.matmul(rows, weight_t, out=cols.reshape(-1, kh * kw * cin))
             if loop:
                 conv_loops.kernel("col2im")(cols, out[start:stop], stride, padding)
-                continue
+                return
             chunk = (stop - start, *x_shape[1:])
             padded = scratch[1][: stop - start]
             pieces = [s[:, :, : stop - start] for s in scratch[2:]]  # (kh, kw, n, ...)
             Col2im.forward(xp, cols, chunk, kh, kw, stride, padding, out=padded, scratch=pieces)
             xp.copyto(out[start:stop], _interior(padded, padding))
+
+        chunk_threads.run_chunks(
+            "conv2d_input_grad", chunks, chunk_threads.threads_for(xp, len(chunks)), scratch, work
+        )
         return out
 
     @staticmethod
@@ -229,14 +241,32 @@ class Conv2dWeightGrad(Op):
         scratch = scratch or _new_scratch(Conv2dWeightGrad, xp, out, x, g, **attrs)
         total, product = out.reshape(-1, cout), scratch[-1].reshape(-1, cout)
         size = chunk_size(x.shape, kh, kw, stride, padding, out.dtype.itemsize)
-        for start, stop in _chunks(x.shape[0], size):
-            patches = _patches(xp, x, start, stop, kh, kw, stride, padding, scratch[:-1])
+        chunks = list(_chunks(x.shape[0], size))
+        threads = chunk_threads.threads_for(xp, len(chunks))
+        # On several threads each chunk's product has its own slot, added in chunk order
+        # afterwards: the same sum, in the same order, as one thread's.
+        products = (
+            chunk_threads.kept_array((len(chunks), *total.shape), total.dtype)
+            if threads > 1
+            else None
+        )
+
+        def work(index, start, stop, scratch):
+            patches = _patches(xp, x, start, stop, kh, kw, stride, padding, scratch)
             rows = g[start:stop].reshape(-1, cout)
-            if start == 0:
+            if products is not None:
+                xp.matmul(patches.T, rows, out=products[index])
+            elif index == 0:
                 xp.matmul(patches.T, rows, out=total)
             else:
                 xp.matmul(patches.T, rows, out=product)
                 xp.add(total, product, out=total)
+
+        chunk_threads.run_chunks("conv2d_weight_grad", chunks, threads, scratch[:-1], work)
+        if products is not None:
+            xp.copyto(total, products[0])
+            for index in range(1, len(chunks)):
+                xp.add(total, products[index], out=total)
         return out
 
     @staticmethod

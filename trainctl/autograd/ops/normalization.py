@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from trainctl.autograd import norm_loops, ops
+from trainctl.autograd import chunk_threads, norm_loops, ops
 from trainctl.autograd.ops.base import Op, Spec, apply, dtype_of, empty, into, same
 from trainctl.errors import ShapeError
 
@@ -63,7 +63,8 @@ class ChannelSum(Op):
         if xp is not np:  # CuPy: a reduction kernel, which a CUDA graph can capture
             return xp.sum(rows, axis=0, out=out)
         ones = xp.ones(len(rows), dtype=x.dtype) if ones is None else ones
-        return xp.matmul(ones, rows, out=out)
+        with chunk_threads.one_blas_thread(xp):
+            return xp.matmul(ones, rows, out=out)
 
     @staticmethod
     def infer(x):

@@ -1,0 +1,110 @@
+"""The chunks of a convolution kernel shared out over threads, each GEMM on one BLAS thread.
+
+A chunked convolution (`ops/conv.py`) alternates a small GEMM with a memory-bound copy of the
+next chunk's patches. Letting BLAS split each small GEMM over its threads left the second
+core idle during the copies, and OpenBLAS's workers spin between GEMMs, which on the 2-core
+machine made the copies up to 7x slower: the cifar10_cnn graph step took 870 ms on 2 threads
+against 500 ms on 1. Here each of N threads (N: the BLAS threads the run allows) takes every
+N-th chunk, with BLAS held to one thread meanwhile: 128 chunks of a 32-channel CIFAR
+convolution ran in 18 ms against 30 ms on 2 BLAS threads and 35 ms on one.
+
+Every chunk's GEMM runs on one BLAS thread either way, so the bits do not depend on the
+thread count, and eager and graph mode (which call the same op) agree. Thread k > 0 works in
+its own copy of the op's scratch, made once per shape and kept, so a planned graph step
+allocates nothing in its steady state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+_state: dict[str, Any] = {}  # the BLAS controller, and the pool with the pid that made it
+_scratch_copies: dict[tuple, list] = {}
+
+
+def _blas():
+    """threadpoolctl's view of the BLAS libraries (made once: it scans the loaded ones)."""
+    if "blas" not in _state:
+        from threadpoolctl import ThreadpoolController
+
+        _state["blas"] = ThreadpoolController().select(user_api="blas")
+    return _state["blas"]
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The worker threads, made again in a forked child (whose copy has no threads)."""
+    pool, pid, size = _state.get("pool", (None, None, 0))
+    if pool is None or pid != os.getpid() or size < workers:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trainctl-chunks")
+        _state["pool"] = (pool, os.getpid(), workers)
+    return pool
+
+
+@contextlib.contextmanager
+def one_blas_thread(xp: Any) -> Iterator[None]:
+    """BLAS held to one thread (NumPy only): for a memory-bound product that gains nothing from
+    a second thread and would leave OpenBLAS's workers spinning against the work after it."""
+    if xp is not np:
+        yield
+        return
+    with _blas().limit(limits=1):
+        yield
+
+
+def threads_for(xp: Any, chunks: int) -> int:
+    """How many threads the chunks of one kernel call get: on NumPy, the BLAS threads allowed
+    now (at most one per chunk); elsewhere (CuPy) one."""
+    if xp is not np or chunks < 2:
+        return 1
+    allowed = [lib.num_threads for lib in _blas().lib_controllers]
+    return max(1, min(chunks, min(allowed, default=1)))
+
+
+def _scratch_of(owner: str, thread: int, scratch: Sequence) -> list:
+    """Thread `thread`'s copy of the scratch of kernel `owner`, zeroed when made, and the same
+    arrays on every later call. Kept per kernel: a padded image's border, zero for the
+    forward, is written by the input gradient's col2im."""
+    if thread == 0:
+        return list(scratch)
+    key = (owner, thread, *((a.shape, a.dtype.str) for a in scratch))
+    if key not in _scratch_copies:
+        _scratch_copies[key] = [np.zeros(a.shape, a.dtype) for a in scratch]
+    return _scratch_copies[key]
+
+
+def kept_array(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An array made once per shape and dtype and handed out again on every later call (the
+    per-chunk products of a weight gradient summed on several threads)."""
+    key = ("kept", shape, np.dtype(dtype).str)
+    if key not in _scratch_copies:
+        _scratch_copies[key] = [np.empty(shape, dtype)]
+    return _scratch_copies[key][0]
+
+
+def run_chunks(
+    owner: str,
+    chunks: list[tuple[int, int]],
+    threads: int,
+    scratch: Sequence,
+    work: Callable[..., None],
+) -> None:
+    """`work(index, start, stop, scratch)` for every chunk: in order when `threads` is 1,
+    otherwise chunk i on thread i % threads, each GEMM on one BLAS thread."""
+    if threads == 1:
+        for index, (start, stop) in enumerate(chunks):
+            work(index, start, stop, scratch)
+        return
+
+    def share(thread: int) -> None:
+        own = _scratch_of(owner, thread, scratch)
+        for index in range(thread, len(chunks), threads):
+            work(index, *chunks[index], own)
+
+    with _blas().limit(limits=1):
+        list(_pool(threads).map(share, range(threads)))  # re-raises a thread's error
