@@ -267,6 +267,7 @@ def test_chunks_on_two_threads_give_one_threads_bits(monkeypatch, padding, chann
 
     monkeypatch.setattr(conv_loops, "MIN_KERNEL_ELEMENTS", threshold)
     monkeypatch.setattr(conv_ops, "CHUNK_BYTES", 9216)  # 1-2 images a chunk: 5 chunks or more
+    monkeypatch.setattr(chunk_threads, "MIN_CHUNKS_PER_THREAD", 1)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((7, 9, 9, channels)).astype(np.float32)
     w = rng.standard_normal((3, 3, channels, 6)).astype(np.float32)

@@ -24,6 +24,15 @@ from typing import Any
 
 import numpy as np
 
+# Sharing out pays only with several chunks per thread: each call costs ~0.1 ms (the pool's
+# hand-off, BLAS's limit set and reset), and a chunk on one BLAS thread loses the GEMM's own
+# split. The small CNN's 8 -> 16 channel conv at batch 64 (2 chunks) made its graph step
+# 4.2 -> 5.1 ms when its chunks were shared out; cifar10_cnn's (16-128 chunks) gain 3x.
+MIN_CHUNKS_PER_THREAD = 4
+# A matrix-vector product smaller than this is left to BLAS as it is: limiting BLAS costs
+# ~18 us a call, more than a small product takes.
+MIN_ONE_THREAD_ELEMENTS = 1 << 20
+
 _state: dict[str, Any] = {}  # the BLAS controller, and the pool with the pid that made it
 _scratch_copies: dict[tuple, list] = {}
 
@@ -47,10 +56,11 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 @contextlib.contextmanager
-def one_blas_thread(xp: Any) -> Iterator[None]:
-    """BLAS held to one thread (NumPy only): for a memory-bound product that gains nothing from
-    a second thread and would leave OpenBLAS's workers spinning against the work after it."""
-    if xp is not np:
+def one_blas_thread(xp: Any, elements: int) -> Iterator[None]:
+    """BLAS held to one thread (NumPy, from MIN_ONE_THREAD_ELEMENTS): for a memory-bound
+    product that gains nothing from a second thread and would leave OpenBLAS's workers
+    spinning against the work after it."""
+    if xp is not np or elements < MIN_ONE_THREAD_ELEMENTS:
         yield
         return
     with _blas().limit(limits=1):
@@ -59,11 +69,11 @@ def one_blas_thread(xp: Any) -> Iterator[None]:
 
 def threads_for(xp: Any, chunks: int) -> int:
     """How many threads the chunks of one kernel call get: on NumPy, the BLAS threads allowed
-    now (at most one per chunk); elsewhere (CuPy) one."""
-    if xp is not np or chunks < 2:
+    now, with MIN_CHUNKS_PER_THREAD chunks each; elsewhere (CuPy) one."""
+    if xp is not np or chunks < 2 * MIN_CHUNKS_PER_THREAD:
         return 1
     allowed = [lib.num_threads for lib in _blas().lib_controllers]
-    return max(1, min(chunks, min(allowed, default=1)))
+    return max(1, min(chunks // MIN_CHUNKS_PER_THREAD, min(allowed, default=1)))
 
 
 def _scratch_of(owner: str, thread: int, scratch: Sequence) -> list:

@@ -63,7 +63,7 @@ class ChannelSum(Op):
         if xp is not np:  # CuPy: a reduction kernel, which a CUDA graph can capture
             return xp.sum(rows, axis=0, out=out)
         ones = xp.ones(len(rows), dtype=x.dtype) if ones is None else ones
-        with chunk_threads.one_blas_thread(xp):
+        with chunk_threads.one_blas_thread(xp, rows.size):
             return xp.matmul(ones, rows, out=out)
 
     @staticmethod
