@@ -101,6 +101,24 @@ def test_the_maxpool_grad_runs_loop_gives_the_ufunc_paths_bits(monkeypatch, kern
     assert np.array_equal(loop, ufuncs) and np.array_equal(np.signbit(loop), np.signbit(ufuncs))
 
 
+def test_the_maxpool_grad_loop_takes_a_broadcast_gradient(monkeypatch):
+    """A global average pool's gradient arrives as a broadcast view (zero strides), which
+    the loop reads once a row (10x slower read at every window offset)."""
+    rng = np.random.default_rng(7)
+    x = np.round(rng.standard_normal((3, 8, 8, 4)), 0).astype(np.float32)
+    pooled = ops.max_pool2d(Tensor(x), 2).numpy()
+    per_image = rng.standard_normal((3, 1, 1, 4)).astype(np.float32)
+    per_image[0, 0, 0, 0] = -0.0
+    g = np.broadcast_to(per_image, pooled.shape)
+
+    def grad():
+        return ops.max_pool2d_grad(Tensor(g), Tensor(x), Tensor(pooled), 2, 2).numpy()
+
+    ufuncs, loop = both_paths(monkeypatch, grad)
+    assert np.array_equal(loop, ufuncs) and np.array_equal(np.signbit(loop), np.signbit(ufuncs))
+    assert (loop != 0).sum() == (g != 0).sum()  # every window routes its gradient once
+
+
 @pytest.mark.parametrize(("kernel", "stride"), [(2, 2), (3, 2), (3, 3), (2, 1)])
 def test_the_maxpool_loop_gives_the_ufunc_paths_bits(monkeypatch, kernel, stride):
     """Ties of 0.0 and -0.0 (np.maximum keeps the later one), NaN and inf, overlapping

@@ -92,9 +92,13 @@ def _max_pool_grad(g, x, pooled, kernel, stride, out):  # pragma: no cover (runs
     if oh * stride != out.shape[1] or ow * stride != out.shape[2] or stride != kernel:
         out[...] = 0.0  # pixels no window covers
     unclaimed = np.empty((ow, c), np.bool_)
+    row = np.empty((ow, c), g.dtype)  # g's row, read once: g may be a broadcast view
     for b in range(n):
         for r in range(oh):
             unclaimed[...] = True
+            for q in range(ow):
+                for ch in range(c):
+                    row[q, ch] = 0.0 + g[b, r, q, ch]
             for k in range(kernel * kernel):
                 y, j = r * stride + k // kernel, k % kernel
                 for q in range(ow):
@@ -102,7 +106,7 @@ def _max_pool_grad(g, x, pooled, kernel, stride, out):  # pragma: no cover (runs
                         hit = (
                             unclaimed[q, ch] and x[b, y, q * stride + j, ch] == pooled[b, r, q, ch]
                         )
-                        out[b, y, q * stride + j, ch] = (0.0 + g[b, r, q, ch]) if hit else 0.0
+                        out[b, y, q * stride + j, ch] = row[q, ch] if hit else 0.0
                         unclaimed[q, ch] = unclaimed[q, ch] and not hit
 
 
