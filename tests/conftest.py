@@ -15,11 +15,13 @@ settings.load_profile(profile_for(os.environ))
 
 @pytest.fixture(autouse=True)
 def loops_at_every_size(monkeypatch):
-    """The tests' models are small: compile their Numba loops anyway, so graph mode's loops
-    are checked against eager mode everywhere (the size threshold has its own test)."""
-    from trainctl.autograd import loops
+    """The tests' models are small: compile their Numba loops anyway, and share large kernels
+    out over threads at every size, so graph mode's loops and the shared kernels are checked
+    against eager mode everywhere (the size thresholds have their own tests)."""
+    from trainctl.autograd import chunk_threads, loops
 
     monkeypatch.setattr(loops, "MIN_LOOP_ELEMENTS", 0)
+    monkeypatch.setattr(chunk_threads, "MIN_SHARED_ELEMENTS", 0)
 
 
 @pytest.fixture(params=DEVICES)

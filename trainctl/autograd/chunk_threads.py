@@ -1,4 +1,5 @@
-"""The chunks of a convolution kernel shared out over threads, each GEMM on one BLAS thread.
+"""CPU kernels shared out over the run's threads: a convolution's chunks (each GEMM on one BLAS
+thread), and the large elementwise loops cut in parts.
 
 A chunked convolution (`ops/conv.py`) alternates a small GEMM with a memory-bound copy of the
 next chunk's patches. Letting BLAS split each small GEMM over its threads left the second
@@ -11,7 +12,12 @@ convolution ran in 18 ms against 30 ms on 2 BLAS threads and 35 ms on one.
 Every chunk's GEMM runs on one BLAS thread either way, so the bits do not depend on the
 thread count, and eager and graph mode (which call the same op) agree. Thread k > 0 works in
 its own copy of the op's scratch, made once per shape and kept, so a planned graph step
-allocates nothing in its steady state.
+allocates nothing in its steady state. Those copies assume one kernel call at a time in a
+process, as a training step and serve's batcher (one forward at a time) make them.
+
+Large elementwise kernels (BatchNorm's loops, ReLU, the fused chains, max-pooling) compute
+each element (or channel) on its own, in Numba loops or ufuncs that release the GIL; `share`
+cuts them in one contiguous part per thread, which gives the bits of a single call.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ import numpy as np
 # split. The small CNN's 8 -> 16 channel conv at batch 64 (2 chunks) made its graph step
 # 4.2 -> 5.1 ms when its chunks were shared out; cifar10_cnn's (16-128 chunks) gain 3x.
 MIN_CHUNKS_PER_THREAD = 4
+# An elementwise kernel is cut in parts for threads from this size: a part costs ~40 us to
+# hand to a worker; a 1M-element BatchNorm pass takes ~0.5-1 ms.
+MIN_SHARED_ELEMENTS = 1 << 20
 # A matrix-vector product smaller than this is left to BLAS as it is: limiting BLAS costs
 # ~18 us a call, more than a small product takes.
 MIN_ONE_THREAD_ELEMENTS = 1 << 20
@@ -67,13 +76,42 @@ def one_blas_thread(xp: Any, elements: int) -> Iterator[None]:
         yield
 
 
+def _allowed_threads() -> int:
+    """The BLAS threads allowed now: the run's `threads`, as threadpoolctl set them."""
+    return max(1, min((lib.num_threads for lib in _blas().lib_controllers), default=1))
+
+
 def threads_for(xp: Any, chunks: int) -> int:
     """How many threads the chunks of one kernel call get: on NumPy, the BLAS threads allowed
     now, with MIN_CHUNKS_PER_THREAD chunks each; elsewhere (CuPy) one."""
     if xp is not np or chunks < 2 * MIN_CHUNKS_PER_THREAD:
         return 1
-    allowed = [lib.num_threads for lib in _blas().lib_controllers]
-    return max(1, min(chunks // MIN_CHUNKS_PER_THREAD, min(allowed, default=1)))
+    return max(1, min(chunks // MIN_CHUNKS_PER_THREAD, _allowed_threads()))
+
+
+def share(xp: Any, n: int, elements: int, work: Callable[[int, int], None]) -> None:
+    """`work(start, stop)` over range(n) cut in one contiguous part per thread allowed, from
+    MIN_SHARED_ELEMENTS elements on NumPy (else one call over it all). For kernels that
+    compute each element (or channel) on its own, in a loop that releases the GIL: the parts
+    then give the bits of one call."""
+    threads = _allowed_threads() if xp is np and elements >= MIN_SHARED_ELEMENTS else 1
+    threads = min(threads, n)
+    if threads <= 1:
+        work(0, n)
+        return
+    bounds = [n * thread // threads for thread in range(threads + 1)]
+    _on_threads(threads, lambda thread: work(bounds[thread], bounds[thread + 1]))
+
+
+def _on_threads(threads: int, task: Callable[[int], None]) -> None:
+    """task(0) on the calling thread, task(1..threads-1) on the pool's, all finished (and a
+    worker's error raised) on return."""
+    futures = [_pool(threads - 1).submit(task, thread) for thread in range(1, threads)]
+    try:
+        task(0)
+    finally:
+        for future in futures:
+            future.result()
 
 
 def _scratch_of(owner: str, thread: int, scratch: Sequence) -> list:
@@ -111,10 +149,10 @@ def run_chunks(
             work(index, start, stop, scratch)
         return
 
-    def share(thread: int) -> None:
+    def take_share(thread: int) -> None:
         own = _scratch_of(owner, thread, scratch)
         for index in range(thread, len(chunks), threads):
             work(index, *chunks[index], own)
 
     with _blas().limit(limits=1):
-        list(_pool(threads).map(share, range(threads)))  # re-raises a thread's error
+        _on_threads(threads, take_share)

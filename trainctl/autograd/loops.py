@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from trainctl.autograd import chunk_threads
 from trainctl.autograd.expressions import PYTHON, concrete, dtype_of, member_expression, promote
 from trainctl.autograd.graph import HostScalar, Node, Value
 from trainctl.autograd.kernels import body_of
@@ -94,7 +95,22 @@ def compile_loop(node: Node, slots: list[int], arguments: list[Any]) -> Callable
     if dispatcher is None:
         namespace: dict[str, Any] = {"np": np}
         exec(compile(source, "<trainctl loop>", "exec"), namespace)  # noqa: S102
-        dispatcher = _compiled[source] = numba.njit(error_model="numpy")(namespace["loop"])
+        dispatcher = _compiled[source] = numba.njit(error_model="numpy", nogil=True)(
+            namespace["loop"]
+        )
     types = [numba.float64 if isinstance(a, float) else numba.typeof(a) for a in arguments]
     dispatcher.compile(tuple(types))
-    return dispatcher
+    if arguments[0].size < chunk_threads.MIN_SHARED_ELEMENTS:
+        return dispatcher
+    arrays = [not isinstance(a, float) for a in arguments]  # each shaped as the output
+
+    def on_threads(*args: Any) -> None:
+        """The loop over a share of the output's first axis per thread (same bits)."""
+
+        def part(start: int, stop: int) -> None:
+            pairs = zip(args, arrays, strict=True)
+            dispatcher(*(a[start:stop] if array else a for a, array in pairs))
+
+        chunk_threads.share(np, len(args[0]), args[0].size, part)
+
+    return on_threads

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainctl.autograd import ops
+from trainctl.autograd import chunk_threads, ops
 from trainctl.autograd.ops.base import (
     ANY,
     Op,
@@ -185,9 +185,17 @@ class Abs(Elementwise):
 class Relu(Elementwise):
     onnx = onnx_op("Relu")
     expression = "lambda x: maximum(x, 0)"
-    forward = staticmethod(lambda xp, x, out=None: xp.maximum(x, 0, out=out))
     # relu'(0) = 0, as in PyTorch.
     vjp = staticmethod(lambda g, out, x: (lambda: where(x > 0, g, 0.0),))
+
+    @staticmethod
+    def forward(xp, x, out=None):
+        """np.maximum, over a share of the first axis per thread when large (`chunk_threads`)."""
+        if not x.ndim:
+            return xp.maximum(x, 0, out=out)
+        out = empty(xp, x) if out is None else out
+        chunk_threads.share(xp, len(x), x.size, lambda a, b: xp.maximum(x[a:b], 0, out=out[a:b]))
+        return out
 
 
 class Sigmoid(Elementwise):

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from trainctl.autograd import conv_loops, ops
+from trainctl.autograd import chunk_threads, conv_loops, ops
 from trainctl.autograd.ops.base import (
     Op,
     Scratch,
@@ -235,7 +235,8 @@ class MaxPool2d(Op):
         oh, ow = _conv_out(h, kernel, stride, 0), _conv_out(w, kernel, stride, 0)
         out = xp.empty((n, oh, ow, c), dtype=x.dtype) if out is None else out
         if conv_loops.runs_loop(xp, x):
-            conv_loops.kernel("max_pool")(x, kernel, stride, out)
+            loop = conv_loops.kernel("max_pool")
+            chunk_threads.share(xp, n, x.size, lambda a, b: loop(x[a:b], kernel, stride, out[a:b]))
             return out
         slices = _pool_slices(kernel, stride, oh, ow)
         xp.copyto(out, x[next(slices)])
@@ -298,7 +299,11 @@ class MaxPool2dGrad(Op):
     def forward(xp, g, x, pooled, kernel, stride, out=None, scratch=None):
         out = empty(xp, x) if out is None else out
         if pool_grad_runs_loop(xp, x, kernel, stride):
-            conv_loops.kernel("max_pool_grad")(g, x, pooled, kernel, stride, out)
+            loop = conv_loops.kernel("max_pool_grad")
+            chunk_threads.share(
+                xp, len(x), x.size,
+                lambda a, b: loop(g[a:b], x[a:b], pooled[a:b], kernel, stride, out[a:b]),
+            )  # fmt: skip
             return out
         unclaimed, hit, mask, routed = scratch or scratch_arrays(
             MaxPool2dGrad, xp, out, g, x, pooled, kernel=kernel, stride=stride
