@@ -210,6 +210,13 @@ class StateSlot:
     value: Value
     source: Any
 
+    def current(self) -> Any:
+        """The array a parameter or buffer slot stands for, where its owner holds it now."""
+        if self.name.startswith("param:"):
+            return self.source.data
+        module, key = self.source[0]  # a buffer, by the places the module keeps it
+        return module.__dict__[key].data
+
 
 @dataclass(eq=False)
 class Graph:

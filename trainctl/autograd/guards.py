@@ -159,13 +159,9 @@ class GuardProgram:
         graph_inputs = {}
         for name, (read, value) in zip(self.program.input_names, self.reads, strict=True):
             if isinstance(read, int):
-                array = _batch_array(self.graph, value, batch[read])
-            elif read.name.startswith("param:"):
-                array = read.source.data
-            else:  # a buffer, by the places the module keeps it
-                module, key = read.source[0]
-                array = module.__dict__[key].data
-            graph_inputs[name] = array
+                graph_inputs[name] = _batch_array(self.graph, value, batch[read])
+            else:
+                graph_inputs[name] = read.current()
         with np.errstate(all="ignore"):
             values = self.program.function(*self.graph.keys_now(), **graph_inputs)
         return all(g.holds(v) for g, v in zip(self.guards, values, strict=True))

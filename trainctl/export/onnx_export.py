@@ -175,7 +175,7 @@ def lower_graph(
     `scopes` names the layer of each value, for messages."""
     # Both by value id: what each value is called in the ONNX graph, and the arrays of the
     # values that read only weights (computed here, stored as initializers where used).
-    folded: dict[int, Any] = {slot.value.id: _state_array(slot) for slot in graph.state}
+    folded: dict[int, Any] = {slot.value.id: to_host(slot.current()) for slot in graph.state}
     folded.update({c.id: to_host(c.array) for c in graph.constants})
     for node, other in zip(graph.nodes, twin.nodes, strict=True):
         layer = scopes.get(node.out) or "the model"
@@ -210,14 +210,6 @@ def _operand(b: OnnxBuilder, x: Any, names, folded, dtype) -> str:
             names[x.id] = b.const(folded[x.id], name=b.fresh("weight"))
         return names[x.id]
     return b.const(x, dtype)
-
-
-def _state_array(slot) -> np.ndarray:
-    kind = slot.name.split(":", 1)[0]
-    if kind == "param":
-        return to_host(slot.source.data)
-    module, key = slot.source[0]
-    return to_host(module.__dict__[key].data)
 
 
 def _batch_attrs(attrs: dict, twin: dict, op: str, layer: str) -> dict:
