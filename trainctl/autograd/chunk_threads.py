@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -55,10 +54,13 @@ def _blas():
     return _state["blas"]
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """The worker threads, made again in a forked child (whose copy has no threads)."""
+def _pool(workers: int) -> Any:
+    """The worker threads (a ThreadPoolExecutor, imported on first use: 4 ms), made again in
+    a forked child (whose copy has no threads)."""
     pool, pid, size = _state.get("pool", (None, None, 0))
     if pool is None or pid != os.getpid() or size < workers:
+        from concurrent.futures import ThreadPoolExecutor
+
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trainctl-chunks")
         _state["pool"] = (pool, os.getpid(), workers)
     return pool
