@@ -3,6 +3,9 @@ graph mode renders CuPy kernels and Numba loops for fused chains."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 from trainctl.autograd import chunk_threads, ops
@@ -116,14 +119,69 @@ class Equal(Comparison):
     ufunc, onnx, expression = "equal", onnx_op("Equal"), "lambda a, b: a == b"
 
 
+# From this many elements `where(cond, a, scalar)` runs as bit masks on NumPy. np.where and a
+# masked copyto branch on every element: with a random condition (ReLU's backward) 3.8 ms for
+# 1M float32 elements against 0.38 ms as masks, 184 against 27 us at 64k, 10 against 6 us at
+# 8k; at 1k all take 3-4 us.
+MIN_MASK_ELEMENTS = 4096
+
+
+def _by_masks(xp: Any, out: Any, cond: Any, a: Any, b: Any) -> bool:
+    """Whether Where computes with masks: NumPy, a large output of 2, 4 or 8 bytes an element,
+    a boolean condition, `a` an array of the output's dtype and `b` a number (the same bits
+    as the branching copy: `a`'s where the condition holds, b cast to the dtype elsewhere)."""
+    return (
+        xp is np
+        and math.prod(out.shape) >= MIN_MASK_ELEMENTS
+        and np.dtype(out.dtype).itemsize in (2, 4, 8)
+        and np.dtype(getattr(cond, "dtype", None)) == np.bool_
+        and getattr(a, "dtype", None) == out.dtype
+        and isinstance(b, (int, float, np.number))
+    )
+
+
+def _where_by_masks(cond: Any, a: Any, b: Any, out: Any, mask: Any) -> None:
+    """out = (a & m) | (b & ~m) on the bits, m = 0 - cond: all ones where it holds."""
+    np.subtract(0, cond, dtype=mask.dtype, out=mask)
+    bits = out.view(mask.dtype)
+    np.bitwise_and(a.view(mask.dtype), mask, out=bits)
+    b_bits = np.array(b, out.dtype).view(mask.dtype)
+    if b_bits:
+        np.invert(mask, out=mask)
+        np.bitwise_and(mask, b_bits, out=mask)
+        np.bitwise_or(bits, mask, out=bits)
+
+
 class Where(Elementwise):
+    """cond ? a : b. With a number b on large NumPy arrays, as bit masks (`_by_masks`): the
+    same bits as np.where, without its branch per element."""
+
     onnx = onnx_op("Where")
     overwrites = frozenset({2})  # b is copied first, then a where the condition holds
     exact_loop = ANY
     expression = "lambda cond, a, b: a if cond else b"
 
+    @classmethod
+    def scratch_of(cls, node, xp, alias):
+        if not _by_masks(xp, node.out, *node.inputs):
+            return []
+        return [Scratch(node.out.shape, ops.mask_dtype(node.out.dtype))]
+
     @staticmethod
-    def forward(xp, cond, a, b, out=None):
+    def forward(xp, cond, a, b, out=None, scratch=None):
+        spec = Where.infer(cond, a, b) if out is None else out
+        if _by_masks(xp, spec, cond, a, b):
+            out = empty(xp, spec) if out is None else out
+            mask = scratch[0] if scratch else xp.empty(out.shape, ops.mask_dtype(out.dtype))
+            if cond.shape == a.shape == out.shape and out.ndim:  # each row on its own
+
+                def rows(i: int, j: int) -> None:
+                    _where_by_masks(cond[i:j], a[i:j], b, out[i:j], mask[i:j])
+
+                chunk_threads.share(xp, len(out), out.size, rows)
+            else:
+                _where_by_masks(cond, a, b, out, mask)
+            return out
         if out is None:
             return xp.where(cond, a, b)
         if b is not out:
