@@ -42,6 +42,7 @@ from numpy_mlp import numpy_mlp_step  # noqa: E402
 
 from trainctl import nn, optim  # noqa: E402
 from trainctl.backend import CPU, manual_seed  # noqa: E402
+from trainctl.host_memory import keep_freed_memory  # noqa: E402
 from trainctl.train.step import make_step  # noqa: E402
 from trainctl.train.threads import usable_cpus  # noqa: E402
 
@@ -148,6 +149,8 @@ def main() -> None:
     args = parser.parse_args()
     pinned = threadpool_limits(limits=args.threads)  # noqa: F841 (held for the whole run)
     print(f"every engine on {args.threads} CPU thread(s)")
+    # As the trainctl command does for every engine in its process (trainctl/host_memory.py).
+    print(f"freed host memory kept for reuse: {'yes' if keep_freed_memory() else 'no'}")
     print(load_line("at start"))
     if args.configs:
         time_configs(args.configs, args)

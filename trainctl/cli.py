@@ -144,6 +144,9 @@ def main(
     Example: [bold]trainctl train configs/digits_mlp.yaml[/bold], then [bold]trainctl
     runs[/bold]
     """
+    from trainctl.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # eager steps reuse their activations' memory (see host_memory)
 
 
 @app.command(cls=HelpCommand)
