@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-# Sharing out pays only with several chunks per thread: each call costs ~0.1 ms (the pool's
-# hand-off, BLAS's limit set and reset), and a chunk on one BLAS thread loses the GEMM's own
-# split. The small CNN's 8 -> 16 channel conv at batch 64 (2 chunks) made its graph step
+# Sharing out pays only with several chunks per thread: each call costs ~50 us (the hand-off
+# to a worker, BLAS's limit set and reset), and a chunk on one BLAS thread loses the GEMM's
+# own split. The small CNN's 8 -> 16 channel conv at batch 64 (2 chunks) made its graph step
 # 4.2 -> 5.1 ms when its chunks were shared out; cifar10_cnn's (16-128 chunks) gain 3x.
 MIN_CHUNKS_PER_THREAD = 4
-# An elementwise kernel is cut in parts for threads from this size: a part costs ~40 us to
-# hand to a worker; a 1M-element BatchNorm pass takes ~0.5-1 ms.
+# An elementwise kernel is cut in parts for threads from this size: handing a part to a worker
+# and waiting for it costs ~30 us; a 1M-element BatchNorm pass takes ~0.5-1 ms.
 MIN_SHARED_ELEMENTS = 1 << 20
 # A matrix-vector product smaller than this is left to BLAS as it is: limiting BLAS costs
 # ~18 us a call, more than a small product takes.
@@ -60,6 +60,9 @@ def _pool(workers: int) -> Any:
     pool, pid, size = _state.get("pool", (None, None, 0))
     if pool is None or pid != os.getpid() or size < workers:
         from concurrent.futures import ThreadPoolExecutor
+
+        if pool is not None and pid == os.getpid():
+            pool.shutdown(wait=False)  # a larger one replaces it
 
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trainctl-chunks")
         _state["pool"] = (pool, os.getpid(), workers)
