@@ -14,6 +14,7 @@ CPU eager; (issue 13) the cifar step at most 1.25x PyTorch's.
     python benchmarks/graph_vs_eager.py --cases mlp:64 --steps 1000
     python benchmarks/graph_vs_eager.py --cases cifar:128 --steps 30 --warmup 3 --threads 1
     python benchmarks/graph_vs_eager.py --cases mlp:64 --disable jit   # without Numba loops
+    python benchmarks/graph_vs_eager.py --cases cifar:128 --glibc-defaults  # freed memory not kept
     python benchmarks/graph_vs_eager.py --configs configs/*.yaml --steps 60   # each config
 
 With --configs, every config's model, loss, optimizer and batch size are timed in both modes
@@ -146,11 +147,18 @@ def main() -> None:
         default=usable_cpus(),
         help="CPU threads of every engine: BLAS and OpenMP pools, PyTorch (default: usable CPUs)",
     )
+    parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave glibc's malloc as it is (the trainctl command keeps freed memory for reuse,"
+        " trainctl/host_memory.py; this shows what that buys each engine)",
+    )
     args = parser.parse_args()
     pinned = threadpool_limits(limits=args.threads)  # noqa: F841 (held for the whole run)
     print(f"every engine on {args.threads} CPU thread(s)")
     # As the trainctl command does for every engine in its process (trainctl/host_memory.py).
-    print(f"freed host memory kept for reuse: {'yes' if keep_freed_memory() else 'no'}")
+    kept = not args.glibc_defaults and keep_freed_memory()
+    print(f"freed host memory kept for reuse: {'yes' if kept else 'no'}")
     print(load_line("at start"))
     if args.configs:
         time_configs(args.configs, args)
