@@ -108,6 +108,22 @@ def share(xp: Any, n: int, elements: int, work: Callable[[int, int], None]) -> N
     _on_threads(threads, lambda thread: work(bounds[thread], bounds[thread + 1]))
 
 
+def share_rows(xp: Any, work: Callable[..., None], *args: Any, whole: Sequence[int] = ()) -> None:
+    """`work(*args)` as `share` cuts it: every array argument (the first gives the rows) cut to
+    the part's rows of its first axis, but numbers and the arguments at the positions in
+    `whole` (per-channel vectors) passed as they are; one call on the whole when not shared."""
+    rows = args[0]
+    if xp is not np or rows.size < MIN_SHARED_ELEMENTS:
+        work(*args)
+        return
+    cut = [getattr(a, "ndim", 0) > 0 and i not in whole for i, a in enumerate(args)]
+
+    def part(start: int, stop: int) -> None:
+        work(*(a[start:stop] if by_rows else a for a, by_rows in zip(args, cut, strict=True)))
+
+    share(xp, len(rows), rows.size, part)
+
+
 def _on_threads(threads: int, task: Callable[[int], None]) -> None:
     """task(0) on the calling thread, task(1..threads-1) on the pool's, all finished (and a
     worker's error raised) on return."""

@@ -102,15 +102,5 @@ def compile_loop(node: Node, slots: list[int], arguments: list[Any]) -> Callable
     dispatcher.compile(tuple(types))
     if arguments[0].size < chunk_threads.MIN_SHARED_ELEMENTS:
         return dispatcher
-    arrays = [not isinstance(a, float) for a in arguments]  # each shaped as the output
-
-    def on_threads(*args: Any) -> None:
-        """The loop over a share of the output's first axis per thread (same bits)."""
-
-        def part(start: int, stop: int) -> None:
-            pairs = zip(args, arrays, strict=True)
-            dispatcher(*(a[start:stop] if array else a for a, array in pairs))
-
-        chunk_threads.share(np, len(args[0]), args[0].size, part)
-
-    return on_threads
+    # The arrays are shaped as the output (`loop_supports`): a share of their rows per thread.
+    return lambda *args: chunk_threads.share_rows(np, dispatcher, *args)

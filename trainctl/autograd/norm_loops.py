@@ -133,13 +133,9 @@ def dot(a: Any, b: Any, out: Any) -> None:
 def _by_rows(name: str, x: Any, *arrays_and_vectors: Any) -> None:
     """Loop `name` over x's rows (and those of the other arrays as large as x), in a share of
     the rows per thread; (C,) vectors pass whole."""
-    loop = _loop(name)
-    args = [(rows(a), True) if a.shape == x.shape else (a, False) for a in (x, *arrays_and_vectors)]
-
-    def part(start: int, stop: int) -> None:
-        loop(*(a[start:stop] if by_rows else a for a, by_rows in args))
-
-    chunk_threads.share(np, args[0][0].shape[0], x.size, part)
+    args = [rows(a) if a.shape == x.shape else a for a in (x, *arrays_and_vectors)]
+    vectors = [i for i, a in enumerate((x, *arrays_and_vectors)) if a.shape != x.shape]
+    chunk_threads.share_rows(np, _loop(name), *args, whole=vectors)
 
 
 def subtract(x: Any, v: Any, out: Any) -> None:

@@ -124,6 +124,7 @@ class Equal(Comparison):
 # 1M float32 elements against 0.38 ms as masks, 184 against 27 us at 64k, 10 against 6 us at
 # 8k; at 1k all take 3-4 us.
 MIN_MASK_ELEMENTS = 4096
+_NUMBER = (int, float, np.number)  # a `b` the masks take
 
 
 def _by_masks(xp: Any, out: Any, cond: Any, a: Any, b: Any) -> bool:
@@ -136,11 +137,11 @@ def _by_masks(xp: Any, out: Any, cond: Any, a: Any, b: Any) -> bool:
         and np.dtype(out.dtype).itemsize in (2, 4, 8)
         and np.dtype(getattr(cond, "dtype", None)) == np.bool_
         and getattr(a, "dtype", None) == out.dtype
-        and isinstance(b, (int, float, np.number))
+        and isinstance(b, _NUMBER)
     )
 
 
-def _where_by_masks(cond: Any, a: Any, b: Any, out: Any, mask: Any) -> None:
+def _where_by_masks(out: Any, cond: Any, a: Any, b: Any, mask: Any) -> None:
     """out = (a & m) | (b & ~m) on the bits, m = 0 - cond: all ones where it holds."""
     np.subtract(0, cond, dtype=mask.dtype, out=mask)
     bits = out.view(mask.dtype)
@@ -169,18 +170,16 @@ class Where(Elementwise):
 
     @staticmethod
     def forward(xp, cond, a, b, out=None, scratch=None):
-        spec = Where.infer(cond, a, b) if out is None else out
-        if _by_masks(xp, spec, cond, a, b):
+        spec = out
+        if spec is None and xp is np and isinstance(b, _NUMBER):  # infer takes as long as a
+            spec = Where.infer(cond, a, b)  # small np.where: only where masks may apply
+        if spec is not None and _by_masks(xp, spec, cond, a, b):
             out = empty(xp, spec) if out is None else out
             mask = scratch[0] if scratch else xp.empty(out.shape, ops.mask_dtype(out.dtype))
             if cond.shape == a.shape == out.shape and out.ndim:  # each row on its own
-
-                def rows(i: int, j: int) -> None:
-                    _where_by_masks(cond[i:j], a[i:j], b, out[i:j], mask[i:j])
-
-                chunk_threads.share(xp, len(out), out.size, rows)
+                chunk_threads.share_rows(xp, _where_by_masks, out, cond, a, b, mask)
             else:
-                _where_by_masks(cond, a, b, out, mask)
+                _where_by_masks(out, cond, a, b, mask)
             return out
         if out is None:
             return xp.where(cond, a, b)
@@ -252,7 +251,7 @@ class Relu(Elementwise):
         if not x.ndim:
             return xp.maximum(x, 0, out=out)
         out = empty(xp, x) if out is None else out
-        chunk_threads.share(xp, len(x), x.size, lambda a, b: xp.maximum(x[a:b], 0, out=out[a:b]))
+        chunk_threads.share_rows(xp, lambda x, out: xp.maximum(x, 0, out=out), x, out)
         return out
 
 

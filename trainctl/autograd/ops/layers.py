@@ -235,8 +235,7 @@ class MaxPool2d(Op):
         oh, ow = _conv_out(h, kernel, stride, 0), _conv_out(w, kernel, stride, 0)
         out = xp.empty((n, oh, ow, c), dtype=x.dtype) if out is None else out
         if conv_loops.runs_loop(xp, x):
-            loop = conv_loops.kernel("max_pool")
-            chunk_threads.share(xp, n, x.size, lambda a, b: loop(x[a:b], kernel, stride, out[a:b]))
+            chunk_threads.share_rows(xp, conv_loops.kernel("max_pool"), x, kernel, stride, out)
             return out
         slices = _pool_slices(kernel, stride, oh, ow)
         xp.copyto(out, x[next(slices)])
@@ -300,10 +299,11 @@ class MaxPool2dGrad(Op):
         out = empty(xp, x) if out is None else out
         if pool_grad_runs_loop(xp, x, kernel, stride):
             loop = conv_loops.kernel("max_pool_grad")
-            chunk_threads.share(
-                xp, len(x), x.size,
-                lambda a, b: loop(g[a:b], x[a:b], pooled[a:b], kernel, stride, out[a:b]),
-            )  # fmt: skip
+
+            def by_images(x, g, pooled, out):  # x first: its size decides the sharing
+                loop(g, x, pooled, kernel, stride, out)
+
+            chunk_threads.share_rows(xp, by_images, x, g, pooled, out)
             return out
         unclaimed, hit, mask, routed = scratch or scratch_arrays(
             MaxPool2dGrad, xp, out, g, x, pooled, kernel=kernel, stride=stride
