@@ -23,6 +23,10 @@ update to a traced training step without running any of the eager code:
   host in both modes and never promotes float32 parameters. Hyperparameters (momentum, betas,
   eps, weight_decay, nesterov...) are attributes read at trace time, i.e. frozen into a
   compiled step.
+- `opt.step()` applies the rule once per dtype, to the parameters (and gradients and state)
+  of that dtype laid out in one flat array (`flat.py`): elementwise, so the same bits as one
+  update per parameter. Afterwards `param.data` and the state entries are views of the flat
+  arrays; anything rebound in between is concatenated in again at the next step.
 - After running an update, graph mode writes the results back the way `opt.step()` does:
   `param.data = new_param`, `opt.state[index] = {name: Tensor}` for the parameter's index in
   `opt.params`, then `opt.step_count += 1`. `state_dict()`, `lr` and the schedule then stay

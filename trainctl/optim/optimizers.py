@@ -25,6 +25,7 @@ import numpy as np
 from trainctl.autograd import Tensor, no_grad, zeros
 from trainctl.errors import OptimizerError, StateDictError
 from trainctl.optim.checks import check_arguments, check_names, real_in
+from trainctl.optim.flat import FlatGroup, group_by_storage
 from trainctl.optim.schedules import ConstantLR, Schedule
 
 State = dict[str, Any]  # state name -> operand shaped like its parameter
@@ -41,6 +42,7 @@ class Optimizer:
         self.schedule = self._resolve_schedule(lr, schedule)
         self.step_count = 0
         self.state: dict[int, State] = {}
+        self._flat_groups: dict[tuple[int, ...], FlatGroup] = {}  # by parameter indices
 
     @property
     def _owner(self) -> str:
@@ -92,17 +94,40 @@ class Optimizer:
     # ------------------------------------------------------------ eager use
 
     def step(self) -> None:
-        """Apply the rule to every parameter that has a gradient, then advance the clock."""
+        """Apply the rule to every parameter that has a gradient, then advance the clock.
+
+        The parameters of each dtype are updated as one flat array (`flat.py`): the same
+        bits as one update per parameter, in a fixed number of array calls."""
         active = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
         for index, param in active:
             _check_grad(self._owner, index, param)
         scalars = self.step_scalars()
         with no_grad():
-            for index, param in active:
-                state = self.state[index] if index in self.state else self.init_state(param)
-                new_param, self.state[index] = self.update_rule(param, param.grad, state, **scalars)
-                param.data = new_param.data
+            for members in group_by_storage(active):
+                self._update_flat(members, scalars)
         self.step_count += 1
+
+    def _update_flat(self, members: list[tuple[int, Tensor]], scalars: dict[str, float]) -> None:
+        indices = tuple(index for index, _ in members)
+        group = self._flat_groups.get(indices)
+        if group is None:
+            group = self._flat_groups[indices] = FlatGroup([p for _, p in members])
+        states = [self.state[i] if i in self.state else self.init_state(p) for i, p in members]
+        param = group.gather("param", [p.data for _, p in members])
+        grad = group.concatenate([p.grad.data for _, p in members])
+        state = {
+            name: group.gather(name, [entry[name].data for entry in states])
+            for name in self.state_names
+        }
+        new_param, new_state = self.update_rule(param, grad, state, **scalars)
+        for (_, p), view in zip(members, group.scatter("param", new_param), strict=True):
+            p.data = view
+        entries: list[State] = [{} for _ in members]
+        for name, value in new_state.items():
+            for entry, view in zip(entries, group.scatter(name, value), strict=True):
+                entry[name] = Tensor._wrap(view, group.device)
+        for index, entry in zip(indices, entries, strict=True):
+            self.state[index] = entry
 
     def zero_grad(self) -> None:
         for param in self.params:
