@@ -24,7 +24,8 @@ class FlatGroup:
     """The flat arrays of one set of parameters (same dtype and device), by name: "param" and
     each of the optimizer's state names, with the member views handed out last time."""
 
-    def __init__(self, params: list[Tensor]) -> None:
+    def __init__(self, indices: tuple[int, ...], params: list[Tensor]) -> None:
+        self.indices = indices  # the parameters' places in the optimizer's list
         self.shapes = [p.shape for p in params]
         self.sizes = [math.prod(shape) for shape in self.shapes]
         self.device = params[0].device
@@ -54,9 +55,9 @@ class FlatGroup:
         return views
 
 
-def group_by_storage(params: list[tuple[int, Tensor]]) -> list[list[tuple[int, Tensor]]]:
-    """(index, parameter) pairs grouped by dtype and device, each group in index order."""
+def group_by_storage(params: list[tuple[int, Tensor]]) -> dict[tuple, list[tuple[int, Tensor]]]:
+    """(index, parameter) pairs grouped by (dtype, device name), each group in index order."""
     groups: dict[tuple, list[tuple[int, Tensor]]] = {}
     for index, param in params:
         groups.setdefault((param.dtype, param.device.name), []).append((index, param))
-    return list(groups.values())
+    return groups

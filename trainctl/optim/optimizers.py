@@ -42,7 +42,7 @@ class Optimizer:
         self.schedule = self._resolve_schedule(lr, schedule)
         self.step_count = 0
         self.state: dict[int, State] = {}
-        self._flat_groups: dict[tuple[int, ...], FlatGroup] = {}  # by parameter indices
+        self._flat_groups: dict[tuple, FlatGroup] = {}  # by dtype and device
 
     @property
     def _owner(self) -> str:
@@ -103,15 +103,17 @@ class Optimizer:
             _check_grad(self._owner, index, param)
         scalars = self.step_scalars()
         with no_grad():
-            for members in group_by_storage(active):
-                self._update_flat(members, scalars)
+            for storage, members in group_by_storage(active).items():
+                self._update_flat(storage, members, scalars)
         self.step_count += 1
 
-    def _update_flat(self, members: list[tuple[int, Tensor]], scalars: dict[str, float]) -> None:
+    def _update_flat(
+        self, storage: tuple, members: list[tuple[int, Tensor]], scalars: dict[str, float]
+    ) -> None:
         indices = tuple(index for index, _ in members)
-        group = self._flat_groups.get(indices)
-        if group is None:
-            group = self._flat_groups[indices] = FlatGroup([p for _, p in members])
+        group = self._flat_groups.get(storage)
+        if group is None or group.indices != indices:  # one kept per dtype: the latest set
+            group = self._flat_groups[storage] = FlatGroup(indices, [p for _, p in members])
         states = [self.state[i] if i in self.state else self.init_state(p) for i, p in members]
         param = group.gather("param", [p.data for _, p in members])
         grad = group.concatenate([p.grad.data for _, p in members])
