@@ -327,23 +327,32 @@ def test_optimize_rejects_unknown_pass_names():
         optimize(graph, disabled=("fusion",))
 
 
-# ---------------------------------------------------------------- horizontal fusion
+# ---------------------------------------------------------------- flat state
 
 
-def _update_graph(shapes, steps=(0.5,), readers_first=False):
-    """p_i <- p_i - step * g_i for state slots p_i of `shapes`, with g_i = x_i.sum(axis=0)
-    (a reduction, as gradients are: not fused into the update)."""
+def _flat(values):
+    return ops.concatenate([ops.reshape(v, (v.size,)) for v in values])
+
+
+def _update_graph(shapes, order=None, unchanged=False):
+    """As step_graph traces an update: p <- p - 0.5 * g over the concatenation p of state slots
+    p_i of `shapes`, and g of the gradients g_i = x_i.sum(axis=0) (reductions, as gradients
+    are), each p_i's new value the slice of the result at its place (`order` permutes which
+    slice goes to which slot); an unchanging state slot m_i too when `unchanged`."""
     graph = Graph(CPU)
     xs = [graph.add_input(f"x{i}", Spec((2, *shape), F32)) for i, shape in enumerate(shapes)]
     params = [graph.add_state(f"param:p{i}", Spec(s, F32), None) for i, s in enumerate(shapes)]
-    grads = [] if readers_first else [x.sum(axis=0) for x in xs]
-    for i, (p, x) in enumerate(zip(params, xs, strict=True)):
-        g = x.sum(axis=0) if readers_first else grads[i]
-        new = p - steps[i % len(steps)] * g
-        graph.outputs[f"param:p{i}"] = new
-        if readers_first and i == 0:  # read before the next gradient exists
-            graph.outputs["early"] = ops.exp(new)
-    return fuse_elementwise(graph)
+    flat = _flat(params)
+    new = flat - 0.5 * _flat([x.sum(axis=0) for x in xs])
+    if unchanged:
+        ms = [graph.add_state(f"opt:{i}.m", Spec(s, F32), None) for i, s in enumerate(shapes)]
+        new = new * _flat(ms)
+    offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+    order = order or range(len(shapes))
+    for i, j in enumerate(order):
+        part = new[int(offsets[j]) : int(offsets[j + 1])]
+        graph.outputs[f"param:p{i}"] = ops.reshape(part, params[i].shape)
+    return graph
 
 
 def _run_with_state(graph, arrays, state):
@@ -368,7 +377,7 @@ def _run_with_state(graph, arrays, state):
     return slots, program
 
 
-def test_flatten_makes_one_update_over_flat_state():
+def test_flatten_keeps_a_flat_update_flat_between_steps():
     shapes = [(3, 4), (4,), (2, 2)]
     graph = _update_graph(shapes)
     after = flatten_updates(graph)
@@ -378,29 +387,29 @@ def test_flatten_makes_one_update_over_flat_state():
     assert [m.name for m in members] == ["param:p0", "param:p1", "param:p2"]
     assert [m.offset for m in members] == [0, 12, 16]
     assert set(after.outputs) == {flat_slots[0].name}
-    assert [n.op.name for n in after.nodes].count("concatenate") == 1
-    updates = [n for n in after.nodes if n.op is FUSED]
-    assert len(updates) == 1 and updates[0].out.shape == (20,)
+    assert [n.op.name for n in after.nodes].count("concatenate") == 1  # the gradients'
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal((2, *s)).astype(np.float32) for s in shapes]
     state = {f"param:p{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
     before, _ = _run_with_state(graph, arrays, state)
-    flat, program = _run_with_state(after, arrays, state)
+    flat, program = _run_with_state(fuse_elementwise(after), arrays, state)
     for m in members:
         got = flat[flat_slots[0].name][m.offset : m.offset + int(np.prod(m.shape))]
         np.testing.assert_array_equal(got.reshape(m.shape), before[m.name])
     assert "concatenate" not in program.source  # each sum wrote into its slice
 
 
-def test_flatten_keeps_different_updates_apart():
-    graph = _update_graph([(3, 4), (4,)], steps=(0.5, 0.25))
-    assert flatten_updates(graph).nodes == graph.nodes
-
-
-def test_flatten_gives_up_when_a_result_is_read_too_early():
-    graph = _update_graph([(3, 4), (4,)], readers_first=True)
+def test_flatten_keeps_state_no_update_changes_flat_without_writing_it():
+    graph = _update_graph([(3, 4), (4,)], unchanged=True)
     after = flatten_updates(graph)
-    assert not any(slot.name.startswith("flat:") for slot in after.state)
+    names = sorted(slot.name for slot in after.state)
+    assert names == ["flat:opt:0.m..opt:1.m", "flat:param:p0..param:p1"]
+    assert set(after.outputs) == {"flat:param:p0..param:p1"}
+
+
+def test_flatten_leaves_a_layout_whose_new_values_are_elsewhere():
+    graph = _update_graph([(3, 4), (4,), (4,)], order=(0, 2, 1))  # p1 gets p2's slice
+    assert flatten_updates(graph) is graph
 
 
 def test_a_concatenation_copies_the_parts_it_cannot_place():

@@ -82,6 +82,10 @@ def test_code_is_the_generated_python():
     assert "def step(s_lr, s_grad_factor, seed0, counter0, input0=input0, input1=input1):" in code
     assert "xp.matmul(" in code and "out=" in code
     compile(code, "<rendered>", "exec")  # a valid module
+    # The update is traced over concatenations (as eager opt.step() runs it), but the flat
+    # state stays flat, each gradient is computed into its slice and the update is written in
+    # place: nothing is copied.
+    assert "concatenate" not in code and "copyto" not in code
     traced = _render(fmt="code", stage="traced")
     assert "Matmul.forward(xp, " in traced and "out=" not in traced.split("def step")[1]
 

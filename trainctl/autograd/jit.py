@@ -245,12 +245,7 @@ class TracedStep:
     def compile(self, graph: Graph) -> tuple[Graph, list[PassRecord], Program]:
         """The optimized graph, its pass records and its program over the step's state."""
         options = self.definition.options
-        disabled = options.disabled_passes
-        if graph.guards:
-            # Traces of other guard outcomes may update other parameters: flat arrays laid out
-            # per trace would claim the same parameters twice, so their updates stay apart.
-            disabled = (*disabled, "flatten")
-        optimized, records = optimize(graph, disabled)
+        optimized, records = optimize(graph, options.disabled_passes)
         if self.storage.allocate(optimized.state):  # flat arrays took over existing ones
             self._compiled.clear()
             self._by_key.clear()

@@ -157,187 +157,93 @@ def _fusible(node: Node) -> bool:
 
 
 def flatten_updates(graph: Graph) -> Graph:
-    """Horizontal fusion: the same elementwise update applied to every parameter (momentum,
-    Adam's moments, the parameter itself) becomes one node over flat arrays.
+    """Flat state kept flat: the optimizer's update is traced over the concatenation of each
+    dtype's parameters (and of each kind of its state), as eager `opt.step()` runs it; this
+    pass keeps those arrays flat between steps instead of concatenating them every step.
 
-    Nodes that compute the same chain (same ops, numbers and host scalars) on arrays of
-    different shapes form a group. Their state inputs are merged into one flat state slot whose
-    members are views, so the forward and backward read the same memory; values computed by
-    other nodes (the gradients) are concatenated, which the planner does in place by placing
-    each gradient in its slice. One ufunc call then updates every parameter, exactly as the
-    separate calls would element by element.
+    A concatenation of distinct state slots (each flattened) whose new values are the slices
+    of one value, in the same layout, becomes one flat state slot whose members are views of
+    it: the forward and backward read the same memory the update writes, and one ufunc call
+    (or loop) updates every parameter. The gradients' concatenation stays; the planner
+    computes each gradient straight into its slice.
     """
-    return _Flattener(graph).run()
-
-
-class _Flattener:
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        self.nodes = list(graph.nodes)
-        self.outputs = dict(graph.outputs)
-        self.slots = {slot.value: slot for slot in graph.state}
-        self.flat_slots: dict[tuple, StateSlot] = {}  # the merged slots' values -> flat slot
-        self.flat_outputs: dict[tuple, Value] = {}  # member outputs -> flat output
-        self.concats: dict[tuple, Value] = {}
-        self.prologue: list[Node] = []
-
-    def run(self) -> Graph:
-        groups: dict[tuple, list[Node]] = {}
-        for node in self.nodes:
-            signature = _update_signature(node)
-            if signature is not None:
-                groups.setdefault(signature, []).append(node)
-        for members in groups.values():
-            if len(members) > 1:
-                self._flatten(members)
-        if not self.flat_slots:
-            return self.graph
-        self._close_outputs()
-        merged = {x for column in self.flat_slots for x in column}
-        state = [slot for slot in self.graph.state if slot.value not in merged]
-        out = self.graph.with_nodes(self.prologue + self.nodes, self.outputs)
-        out.state = state + list(self.flat_slots.values())
-        return dead_code(out)
-
-    def _flatten(self, members: list[Node]) -> None:
-        shapes = _update_signature(members[0])[1]
-        columns = list(zip(*(_leaves(node) for node in members), strict=True))
-        arrays = [shape[0] == "array" for shape in shapes]
-        kinds = [self._kind(column, array) for column, array in zip(columns, arrays, strict=True)]
-        if None in kinds or not any(kind == "state" for kind, _ in kinds):
-            return
-        outs = {node.out for node in members}
-        inputs = {x for column in columns for x in column}
-        inputs |= {x for kind, x in kinds if kind == "flat"}
-        inputs |= {self.concats[x] for kind, x in kinds if kind == "computed" and x in self.concats}
-        made = [i for i, n in enumerate(self.nodes) if n.out in inputs]
-        readers = [i for i, n in enumerate(self.nodes) if n not in members and outs & set(n.inputs)]
-        ready = max(made, default=-1)  # the flat node goes right after its last input...
-        if ready >= min(readers, default=len(self.nodes)) or any(
-            self.nodes[i] in members for i in made
-        ):
-            return  # ...which must come before the first reader of a result
-        target = self._target(members, kinds)
-        if target is False:
-            return
-        flat = {x: self._flat_slot(x).value for kind, x in kinds if kind == "state"}
-        before: list[Node] = []
-        flat |= {x: self._concat(x, before) for kind, x in kinds if kind == "computed"}
-        leaves = [flat[x] if kind in ("state", "computed") else x for kind, x in kinds]
-        size = sum(node.out.size for node in members)
-        flat_out = self._flat_node(members[0], leaves, (size,), before)
-        offset = 0
-        for node in members:
-            before += _slice_views(self.graph, flat_out, offset, node.out)
-            offset += node.out.size
-        anchor = self.nodes[ready] if ready >= 0 else None
-        self.nodes = [node for node in self.nodes if node not in members]
-        at = self.nodes.index(anchor) + 1 if anchor is not None else 0
-        self.nodes[at:at] = before
-        self.flat_outputs[tuple(node.out for node in members)] = flat_out
-        if target is not None:
-            column = kinds[target][1]
-            for x in column:
-                self.outputs.pop(self.slots[x].name, None)
-            self.outputs[self.flat_slots[column].name] = flat_out
-
-    def _kind(self, column: tuple, array: bool) -> tuple | None:
-        """How a leaf position becomes flat: the same value for all ("same"), a flat state
-        slot over the column ("state"), an earlier group's flat output ("flat"), or a
-        concatenation of computed values ("computed"); None when it cannot."""
-        if not array:
-            return ("same", column[0])
-        if all(x in self.slots for x in column):
-            for merged in self.flat_slots:
-                if merged == column:
-                    return ("state", column)
-                if set(merged) & set(column):
-                    return None  # merged before, in another grouping
-            if len(set(column)) != len(column) or len({x.dtype for x in column}) != 1:
-                return None
-            return ("state", column)
-        previous = self.flat_outputs.get(column)
-        if previous is not None:
-            return ("flat", previous)
-        produced = {node.out for node in self.nodes}
-        if all(x in produced for x in column):
-            return ("computed", column)
-        return None
-
-    def _flat_slot(self, column: tuple) -> StateSlot:
-        """The flat state slot over the slots of `column`, made (with views of it for its
-        members, in the prologue) the first time."""
-        if column in self.flat_slots:
-            return self.flat_slots[column]
-        members, total = [], 0
-        for x in column:
-            slot = self.slots[x]
-            members.append(FlatMember(slot.name, slot.source, x.shape, total))
-            total += x.size
+    slots = {slot.value: slot for slot in graph.state}
+    made = {node.out: node for node in graph.nodes}
+    outputs = dict(graph.outputs)
+    replaced: dict[Value, Value] = {}  # a concatenation -> its flat slot's value
+    flat_slots: list[StateSlot] = []
+    prologue: list[Node] = []
+    for node in graph.nodes:
+        if node.op is not ops.Concatenate or len(node.out.shape) != 1:
+            continue
+        members = [_flattened_slot(x, made, slots) for x in node.inputs]
+        if None in members or len(set(members)) != len(members):
+            continue
+        new = _flat_update(members, outputs, made)
+        if new is False:
+            continue
+        layout, offset = [], 0
+        for slot in members:
+            layout.append(FlatMember(slot.name, slot.source, slot.value.shape, offset))
+            offset += slot.value.size
         name = f"flat:{members[0].name}..{members[-1].name}"
-        value = Value(self.graph, Spec((total,), column[0].dtype), name=name)
-        for x, member in zip(column, members, strict=True):
-            self.prologue += _slice_views(self.graph, value, member.offset, x)
-        flat = self.flat_slots[column] = StateSlot(name, value, FlatState(tuple(members)))
-        return flat
+        value = Value(graph, Spec((offset,), node.out.dtype), name=name)
+        flat_slots.append(StateSlot(name, value, FlatState(tuple(layout))))
+        for slot, member in zip(members, layout, strict=True):
+            prologue += _slice_views(graph, value, member.offset, slot.value)
+            outputs.pop(slot.name, None)
+        if new is not None:
+            outputs[name] = new
+        replaced[node.out] = value
+    if not flat_slots:
+        return graph
+    nodes = [
+        Node(node.op, tuple(replaced.get(x, x) for x in node.inputs), node.attrs, node.out)
+        for node in graph.nodes
+        if node.out not in replaced
+    ]
+    merged = {member.name for slot in flat_slots for member in slot.source.members}
+    out = graph.with_nodes(prologue + nodes, outputs)
+    out.state = [slot for slot in graph.state if slot.name not in merged] + flat_slots
+    return dead_code(out)
 
-    def _target(self, members: list[Node], kinds: list[tuple]) -> int | None | bool:
-        """The state position whose slots the members' outputs are the new values of (None
-        when the outputs are no state), or False when the outputs fit no position."""
-        names = {id(v): name for name, v in self.outputs.items()}
-        produced = [names.get(id(node.out)) for node in members]
-        if all(name is None for name in produced):
-            return None
-        for position, (kind, column) in enumerate(kinds):
-            if kind == "state" and produced == [self.slots[x].name for x in column]:
-                return position
-        return False
 
-    def _concat(self, column: tuple, before: list[Node]) -> Value:
-        if column not in self.concats:
-            self.concats[column] = _concatenate(self.graph, column, before)
-        return self.concats[column]
+def _flattened_slot(x: Value, made: dict[Value, Node], slots: dict[Value, StateSlot]) -> Any:
+    """The state slot `x` is the value of (1-d) or a reshape to 1-d of; else None."""
+    if x in slots:
+        return slots[x] if len(x.shape) == 1 else None
+    node = made.get(x)
+    if node is not None and node.op is ops.Reshape and node.inputs[0] in slots:
+        return slots[node.inputs[0]]
+    return None
 
-    def _flat_node(self, model: Node, leaves: list, shape: tuple, before: list) -> Value:
-        """`model`'s computation over the flat leaves, appended to `before`."""
-        mapping = dict(zip(_leaves(model), leaves, strict=True))
-        flat_body = []
-        for member in body_of(model):
-            out = Value(self.graph, Spec(shape, member.out.dtype))
-            inputs = tuple(mapping.get(x, x) if _is_ref(x) else x for x in member.inputs)
-            flat_body.append(Node(member.op, inputs, member.attrs, out))
-            mapping[member.out] = out
-        if model.op is FUSED:
-            before.append(Node(FUSED, tuple(leaves), {"body": tuple(flat_body)}, out))
+
+def _flat_update(members: list[StateSlot], outputs: dict, made: dict) -> Value | None | bool:
+    """The value whose slices are the `members`' new values, each at its place in the
+    concatenation and shaped as the member; None when no member is updated; False when
+    neither (some are updated otherwise: the layout cannot stay)."""
+    found, offset = set(), 0
+    for slot in members:
+        new = outputs.get(slot.name)
+        node = made.get(new)
+        if node is not None and node.op is ops.Reshape and new.shape == slot.value.shape:
+            node = made.get(node.inputs[0])
+        end = offset + slot.value.size
+        if new is None:
+            found.add(None)
+        elif (
+            node is not None
+            and node.op is ops.Getitem
+            and node.attrs["index"] == (slice(offset, end),)
+        ):
+            found.add(node.inputs[0])
         else:
-            before.append(flat_body[0])
-        return out
-
-    def _close_outputs(self) -> None:
-        """A merged slot whose new value no flattened node computes: assemble the flat slot's
-        new contents from the members' new (or unchanged) values."""
-        for column, flat in self.flat_slots.items():
-            names = [self.slots[x].name for x in column]
-            if flat.name in self.outputs or not any(name in self.outputs for name in names):
-                continue
-            parts = [self.outputs.pop(name, x) for name, x in zip(names, column, strict=True)]
-            tail: list[Node] = []
-            self.outputs[flat.name] = _concatenate(self.graph, parts, tail)
-            self.nodes += tail
-
-
-def _concatenate(graph: Graph, values: Sequence[Value], nodes: list[Node]) -> Value:
-    """`values` flattened and concatenated, by nodes appended to `nodes`."""
-    parts = []
-    for x in values:
-        if len(x.shape) != 1:
-            part = Value(graph, Spec((x.size,), x.dtype))
-            nodes.append(Node(ops.Reshape, (x,), {"shape": (x.size,)}, part))
-            x = part
-        parts.append(x)
-    out = Value(graph, Spec((sum(x.size for x in values),), values[0].dtype))
-    nodes.append(Node(ops.Concatenate, tuple(parts), {"axis": 0}, out))
-    return out
+            return False
+        offset = end
+    if len(found) != 1:
+        return False
+    (new,) = found
+    return new if new is None or new.shape == (offset,) else False
 
 
 def _is_ref(x: Any) -> bool:
@@ -347,35 +253,6 @@ def _is_ref(x: Any) -> bool:
 def _leaves(node: Node) -> tuple:
     """The values and host scalars a node reads, each once, in order."""
     return tuple(dict.fromkeys(x for x in node.inputs if _is_ref(x)))
-
-
-def _update_signature(node: Node) -> tuple | None:
-    """What must be equal for two nodes to be one flat node: the chain's ops, attributes,
-    numbers and host scalars; arrays of the node's own shape may differ, others (a clipping
-    scale) must be the same value."""
-    out = node.out
-    if not isinstance(out, Value) or (not _fusible(node) and node.op is not FUSED):
-        return None
-    body = body_of(node)
-    if any(member.out.shape != out.shape for member in body):
-        return None
-    leaves = _leaves(node)
-    index = {x: ("leaf", i) for i, x in enumerate(leaves)}
-    shape_of = []
-    for leaf in leaves:
-        if isinstance(leaf, HostScalar) or leaf.shape != out.shape:
-            shape_of.append(("same", id(leaf)))
-        else:
-            shape_of.append(("array", str(leaf.dtype)))
-    parts = []
-    for position, member in enumerate(body):
-        refs = [
-            index[x] if _is_ref(x) else ("literal", type(x).__name__, repr(x))
-            for x in member.inputs
-        ]
-        index[member.out] = ("member", position)
-        parts.append((member.op.name, repr(sorted(member.attrs.items())), tuple(refs)))
-    return (str(out.dtype), tuple(shape_of), tuple(parts))
 
 
 def _slice_views(graph: Graph, flat: Value, offset: int, value: Value) -> list[Node]:
@@ -421,7 +298,7 @@ PASSES: dict[str, Pass] = {
 }
 PIPELINE = (
     "dce", "simplify", "fold", "lower_dropout", "lower_softmax", "cse", "simplify", "dce",
-    "lower_select", "dce", "fuse", "flatten", "jit",
+    "lower_select", "dce", "flatten", "fuse", "jit",
 )  # fmt: skip
 
 

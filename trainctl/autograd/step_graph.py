@@ -154,28 +154,47 @@ class StepDefinition:
                 if self.options.grad_clip is not None and grads:
                     grads = clip_by_global_norm(grads, self.options.grad_clip)
                 rule_scalars = {name: scalars[name] for name in optimizer.step_scalars()}
+                # As eager `opt.step()` does: the parameters of each dtype updated as one flat
+                # array (the `flatten` pass keeps that layout between steps). Per parameter
+                # when the model branched on values: traces of other outcomes may update
+                # other parameters, and their flat layouts would claim the same ones twice.
+                guarded = graph.recorder is not None and bool(graph.recorder.guards)
+                groups: dict[Any, list[tuple[int, Value, Value]]] = {}
                 for index, grad in zip(active, grads, strict=True):
-                    self._append_update(graph, index, params[index], grad, rule_scalars, finite)
+                    key = (index,) if guarded else params[index].dtype
+                    groups.setdefault(key, []).append((index, params[index], grad))
+                for members in groups.values():
+                    self._append_update(graph, members, rule_scalars, finite)
         return graph, active
 
     def _append_update(
-        self, graph: Graph, index: int, param: Value, grad: Value, scalars: dict, finite: Any
+        self, graph: Graph, members: list[tuple[int, Value, Value]], scalars: dict, finite: Any
     ) -> None:
-        """The optimizer's update rule for one parameter; its results are graph outputs."""
-        spec = ops.Spec(param.shape, param.dtype)
-        state = {
-            name: graph.add_state(f"opt:{index}.{name}", spec, (index, name))
-            for name in self.optimizer.state_names
-        }
+        """The optimizer's update rule over the (index, parameter, gradient) `members`, laid
+        out flat when there are several; the results are graph outputs, one per state slot."""
+        states = [
+            {
+                name: graph.add_state(
+                    f"opt:{index}.{name}", ops.Spec(param.shape, param.dtype), (index, name)
+                )
+                for name in self.optimizer.state_names
+            }
+            for index, param, _ in members
+        ]
+        param = _flat([p for _, p, _ in members])
+        state = {name: _flat([s[name] for s in states]) for name in self.optimizer.state_names}
+        grad = _flat([g for _, _, g in members])
         new_param, new_state = self.optimizer.update_rule(param, grad, state, **scalars)
         if finite is not None:  # an overflowed float16 step changes nothing
             new_param = ops.where(finite, new_param, param)
             new_state = {
                 name: ops.where(finite, value, state[name]) for name, value in new_state.items()
             }
-        _set_output(graph, param.name, param, new_param)
+        _set_flat_outputs(graph, [(p.name, p) for _, p, _ in members], param, new_param)
+        indices = [index for index, _, _ in members]
         for name, value in new_state.items():
-            _set_output(graph, f"opt:{index}.{name}", state[name], value)
+            slots = [(f"opt:{i}.{name}", s[name]) for i, s in zip(indices, states, strict=True)]
+            _set_flat_outputs(graph, slots, state[name], value)
 
     def trace_evaluation(self, inputs: ops.Spec, batch: Sequence[Any] | None = None) -> Graph:
         """The model's forward pass in eval mode, its output in the parameters' dtype."""
@@ -190,15 +209,42 @@ class StepDefinition:
         return tracer.graph
 
 
+def _flat(values: list[Value]) -> Value:
+    """One value as it is; several flattened and concatenated, in order."""
+    if len(values) == 1:
+        return values[0]
+    return ops.concatenate([ops.reshape(v, (v.size,)) for v in values])
+
+
+def _set_flat_outputs(graph: Graph, slots: list[tuple[str, Value]], old: Value, new: Any) -> None:
+    """The new values of the state `slots` (name, value), `_flat` of which is `old`: `new`
+    itself for one slot, else `new`'s slices shaped as the slots' values."""
+    if len(slots) == 1:
+        _set_output(graph, *slots[0], new)
+        return
+    if new is old:
+        return
+    _check_update(f"{slots[0][0]}..{slots[-1][0]}", old, new)
+    offset = 0
+    for name, value in slots:
+        part = ops.reshape(new[offset : offset + value.size], value.shape)
+        _set_output(graph, name, value, part)
+        offset += value.size
+
+
 def _set_output(graph: Graph, name: str, old: Value, new: Any) -> None:
     if new is old:
         return
+    _check_update(name, old, new)
+    graph.outputs[name] = new
+
+
+def _check_update(name: str, old: Value, new: Any) -> None:
     if not isinstance(new, Value) or new.shape != old.shape or new.dtype != old.dtype:
         found = f"{new.dtype}{list(new.shape)}" if isinstance(new, Value) else repr(new)
         raise TracingError(
             f"the update of {name} must keep {old.dtype}{list(old.shape)}, got {found}"
         )
-    graph.outputs[name] = new
 
 
 def _all_finite(grads: Sequence[Operand]) -> Operand:

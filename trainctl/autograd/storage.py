@@ -3,9 +3,9 @@
 Graph mode gives every state slot one array that each compiled signature of the same model
 and optimizer reads and updates in place. Before a replay, state that someone else rebound (a
 checkpoint load, an eager step) is copied in; after it, the model and the optimizer point at
-these arrays, exactly as `opt.step()` would have left them. The `flatten` pass may lay several
-slots out in one flat array, so that one ufunc call updates every parameter: that slot's
-source is a `FlatState`, and the arrays of its members become views of the flat one.
+these arrays, exactly as `opt.step()` would have left them. The update runs over each dtype's
+parameters and state laid out flat, and the `flatten` pass keeps such a layout as one flat
+slot: its source is a `FlatState`, and the arrays of its members become views of the flat one.
 """
 
 from __future__ import annotations

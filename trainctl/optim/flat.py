@@ -9,7 +9,8 @@ when nothing rebound them in between; a member someone rebound (a checkpoint loa
 taking over, `param.data = ...`) is copied in again by concatenating. Gradients are always
 concatenated: backward makes each one separately.
 
-Graph mode's `flatten` pass lays the update out flat in the same way (`autograd/passes.py`).
+Graph mode traces the update in the same layout (`autograd/step_graph.py`), and its `flatten`
+pass keeps the flat arrays flat between steps (`autograd/passes.py`).
 """
 
 from __future__ import annotations
