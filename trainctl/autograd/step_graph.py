@@ -5,8 +5,9 @@ by op (`train/step.py`); `trace_training` records the same arithmetic as a `Grap
 loss, gradients from the ops' vjp rules, clipping, loss scaling and the optimizer's update
 rule appended, its new state as graph outputs. Everything is duck-typed: the model is called
 and has `train()`, `eval()`, `compute_dtype` and `named_modules()`; the optimizer has
-`params`, `state_names`, `step_scalars()` and `update_rule()`; so are the loss scaler's
-`step_scalars()` and the optional `scopes` (`recording(graph)`, for `check_numerics`).
+`params`, `state_names`, `step_scalars()` and `update_rule()`, and may have `flat_groups()`
+(without it each parameter is updated on its own); so are the loss scaler's `step_scalars()`
+and the optional `scopes` (`recording(graph)`, for `check_numerics`).
 """
 
 from __future__ import annotations
@@ -154,18 +155,21 @@ class StepDefinition:
                 if self.options.grad_clip is not None and grads:
                     grads = clip_by_global_norm(grads, self.options.grad_clip)
                 rule_scalars = {name: scalars[name] for name in optimizer.step_scalars()}
-                # As eager `opt.step()` does: the parameters of each dtype updated as one flat
-                # array (the `flatten` pass keeps that layout between steps). Per parameter
-                # when the model branched on values: traces of other outcomes may update
-                # other parameters, and their flat layouts would claim the same ones twice.
-                guarded = graph.recorder is not None and bool(graph.recorder.guards)
-                groups: dict[Any, list[tuple[int, Value, Value]]] = {}
-                for index, grad in zip(active, grads, strict=True):
-                    key = (index,) if guarded else params[index].dtype
-                    groups.setdefault(key, []).append((index, params[index], grad))
-                for members in groups.values():
+                grad_of = dict(zip(active, grads, strict=True))
+                for group in self._update_groups(graph, active):
+                    members = [(i, params[i], grad_of[i]) for i in group]
                     self._append_update(graph, members, rule_scalars, finite)
         return graph, active
+
+    def _update_groups(self, graph: Graph, active: list[int]) -> list[list[int]]:
+        """The parameters each update covers as one flat array: the optimizer's groups, as
+        eager `opt.step()` uses them (the `flatten` pass keeps their layout between steps).
+        One parameter each when the model branched on values: traces of other outcomes may
+        update other parameters, and their flat layouts would claim the same ones twice."""
+        flat_groups = getattr(self.optimizer, "flat_groups", None)
+        if flat_groups is None or (graph.recorder is not None and graph.recorder.guards):
+            return [[index] for index in active]
+        return flat_groups(active)
 
     def _append_update(
         self, graph: Graph, members: list[tuple[int, Value, Value]], scalars: dict, finite: Any

@@ -54,11 +54,3 @@ class FlatGroup:
             offset += size
         self.flat[name], self.views[name] = flat.data, views
         return views
-
-
-def group_by_storage(params: list[tuple[int, Tensor]]) -> dict[tuple, list[tuple[int, Tensor]]]:
-    """(index, parameter) pairs grouped by (dtype, device name), each group in index order."""
-    groups: dict[tuple, list[tuple[int, Tensor]]] = {}
-    for index, param in params:
-        groups.setdefault((param.dtype, param.device.name), []).append((index, param))
-    return groups

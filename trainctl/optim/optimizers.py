@@ -25,7 +25,7 @@ import numpy as np
 from trainctl.autograd import Tensor, no_grad, zeros
 from trainctl.errors import OptimizerError, StateDictError
 from trainctl.optim.checks import check_arguments, check_names, real_in
-from trainctl.optim.flat import FlatGroup, group_by_storage
+from trainctl.optim.flat import FlatGroup
 from trainctl.optim.schedules import ConstantLR, Schedule
 
 State = dict[str, Any]  # state name -> operand shaped like its parameter
@@ -98,22 +98,30 @@ class Optimizer:
 
         The parameters of each dtype are updated as one flat array (`flat.py`): the same
         bits as one update per parameter, in a fixed number of array calls."""
-        active = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
-        for index, param in active:
-            _check_grad(self._owner, index, param)
+        active = [i for i, p in enumerate(self.params) if p.grad is not None]
+        for index in active:
+            _check_grad(self._owner, index, self.params[index])
         scalars = self.step_scalars()
         with no_grad():
-            for storage, members in group_by_storage(active).items():
-                self._update_flat(storage, members, scalars)
+            for indices in self.flat_groups(active):
+                self._update_flat(indices, scalars)
         self.step_count += 1
 
-    def _update_flat(
-        self, storage: tuple, members: list[tuple[int, Tensor]], scalars: dict[str, float]
-    ) -> None:
-        indices = tuple(index for index, _ in members)
+    def flat_groups(self, indices: list[int]) -> list[list[int]]:
+        """The parameters `indices` in the groups one update covers as one flat array (graph
+        mode traces the same groups): by dtype and device, each in index order."""
+        groups: dict[tuple, list[int]] = {}
+        for index in indices:
+            param = self.params[index]
+            groups.setdefault((param.dtype, param.device.name), []).append(index)
+        return list(groups.values())
+
+    def _update_flat(self, indices: list[int], scalars: dict[str, float]) -> None:
+        members = [(i, self.params[i]) for i in indices]
+        storage = (members[0][1].dtype, members[0][1].device.name)
         group = self._flat_groups.get(storage)
-        if group is None or group.indices != indices:  # one kept per dtype: the latest set
-            group = self._flat_groups[storage] = FlatGroup(indices, [p for _, p in members])
+        if group is None or group.indices != tuple(indices):  # one kept per dtype: the latest
+            group = self._flat_groups[storage] = FlatGroup(tuple(indices), [p for _, p in members])
         states = [self.state[i] if i in self.state else self.init_state(p) for i, p in members]
         param = group.gather("param", [p.data for _, p in members])
         grad = group.concatenate([p.grad.data for _, p in members])
