@@ -407,6 +407,19 @@ def test_flatten_keeps_state_no_update_changes_flat_without_writing_it():
     assert set(after.outputs) == {"flat:param:p0..param:p1"}
 
 
+def test_flatten_lays_a_slot_out_once_when_two_concatenations_read_it():
+    graph = Graph(CPU)
+    params = [
+        graph.add_state(f"param:p{i}", Spec(s, F32), None) for i, s in enumerate([(2, 3), (4,)])
+    ]
+    new = _flat(params) * 0.5 + _flat(params)  # two concatenation nodes of the same slots
+    graph.outputs["param:p0"] = ops.reshape(new[0:6], (2, 3))
+    graph.outputs["param:p1"] = new[6:10]
+    after = flatten_updates(graph)
+    assert [slot.name for slot in after.state] == ["flat:param:p0..param:p1"]
+    assert [n.op.name for n in after.nodes].count("concatenate") == 1  # of views of the flat one
+
+
 def test_flatten_leaves_a_layout_whose_new_values_are_elsewhere():
     graph = _update_graph([(3, 4), (4,), (4,)], order=(0, 2, 1))  # p1 gets p2's slice
     assert flatten_updates(graph) is graph

@@ -173,11 +173,12 @@ def flatten_updates(graph: Graph) -> Graph:
     replaced: dict[Value, Value] = {}  # a concatenation -> its flat slot's value
     flat_slots: list[StateSlot] = []
     prologue: list[Node] = []
+    claimed: set[StateSlot] = set()  # slots laid out flat already
     for node in graph.nodes:
         if node.op is not ops.Concatenate or len(node.out.shape) != 1:
             continue
         members = [_flattened_slot(x, made, slots) for x in node.inputs]
-        if None in members or len(set(members)) != len(members):
+        if None in members or len(set(members)) != len(members) or claimed & set(members):
             continue
         new = _flat_update(members, outputs, made)
         if new is False:
@@ -195,6 +196,7 @@ def flatten_updates(graph: Graph) -> Graph:
         if new is not None:
             outputs[name] = new
         replaced[node.out] = value
+        claimed.update(members)
     if not flat_slots:
         return graph
     nodes = [
