@@ -137,6 +137,47 @@ def test_flat_state_members_become_views_and_bring_their_values():
     assert not storage.allocate([slot("flat:w..b", (7,), layout)])  # already there
 
 
+class ShapeBranch(nn.Module):
+    """Uses `shift` only for batches of more than 3: the traces of the two batch sizes update
+    different sets of parameters, so each would lay out its own flat arrays."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 6), nn.Linear(6, 3)
+        self.shift = nn.Parameter(np.full(6, 0.1, np.float32))
+
+    def forward(self, x):
+        h = self.first(x)
+        if x.shape[0] > 3:
+            h = h + self.shift
+        return self.second(h.relu())
+
+
+@pytest.mark.parametrize("sizes", [(5, 2, 5, 2, 5), (2, 5, 2, 5, 2)])
+def test_traces_that_update_different_parameters_share_one_layout(sizes):
+    def run(mode):
+        manual_seed(0)
+        model = ShapeBranch()
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        step = make_step(mode, model, nn.cross_entropy, opt, device=CPU, dtype=np.float32)
+        rng = np.random.default_rng(0)
+        losses = [step.train(rng.standard_normal((n, 4)), rng.integers(0, 3, n)) for n in sizes]
+        return losses, model.state_dict(), opt.state_dict(), step
+
+    eager, graph = run("eager"), run("graph")
+    assert eager[0] == graph[0]
+    for name, value in eager[1].items():
+        assert graph[1][name].tobytes() == value.tobytes(), name
+    for index, entry in eager[2]["state"].items():
+        assert (
+            graph[2]["state"][index]["momentum_buffer"].tobytes()
+            == entry["momentum_buffer"].tobytes()
+        )
+    first, second = (c for c in graph[3].traced.compiled)
+    assert any(slot.name.startswith("flat:") for slot in first.graph.state)
+    assert not any(slot.name.startswith("flat:") for slot in second.graph.state)
+
+
 def test_render_graph_takes_the_step_options():
     manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3))

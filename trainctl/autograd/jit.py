@@ -246,6 +246,10 @@ class TracedStep:
         """The optimized graph, its pass records and its program over the step's state."""
         options = self.definition.options
         optimized, records = optimize(graph, options.disabled_passes)
+        if self.storage.conflicts(optimized.state):
+            # Another trace laid this state out flat otherwise (it updates other parameters):
+            # this one reads and writes the members where that one keeps them.
+            optimized, records = optimize(graph, (*options.disabled_passes, "flatten"))
         if self.storage.allocate(optimized.state):  # flat arrays took over existing ones
             self._compiled.clear()
             self._by_key.clear()

@@ -58,6 +58,19 @@ class StateArrays:
         self.device, self.xp = device, device.xp
         self.arrays: dict[str, Any] = {}
         self._installed: dict[int, dict[str, Tensor]] = {}  # optimizer entries made here
+        self._layout_of: dict[str, tuple] = {}  # a flat slot's member -> the slot's layout
+
+    def conflicts(self, slots: list[Any]) -> bool:
+        """Whether a flat slot among `slots` lays out a member that an earlier flat slot laid
+        out otherwise: traces of one model that update different sets of parameters (a
+        branch on the batch shape). Their members cannot be views of two flat arrays."""
+        for slot in slots:
+            if isinstance(slot.source, FlatState):
+                layout = _layout(slot.source)
+                for member in slot.source.members:
+                    if self._layout_of.get(member.name, layout) != layout:
+                        return True
+        return False
 
     def allocate(self, slots: list[Any]) -> bool:
         """Arrays for the slots that have none yet. True when members of a new flat slot
@@ -75,6 +88,7 @@ class StateArrays:
     def _share(self, flat: Any, layout: FlatState) -> bool:
         moved = False
         for member in layout.members:
+            self._layout_of[member.name] = _layout(layout)
             size = math.prod(member.shape)
             view = flat[member.offset : member.offset + size].reshape(member.shape)
             if member.name in self.arrays:
@@ -135,3 +149,8 @@ class StateArrays:
                 slots = binding.optimizer_state.get(index, {})
                 entry = {name: Tensor._wrap(owned, self.device) for name, owned in slots.items()}
                 optimizer.state[index] = self._installed[index] = entry
+
+
+def _layout(flat: FlatState) -> tuple:
+    """A flat slot's layout as comparable values: each member's name, shape and offset."""
+    return tuple((m.name, m.shape, m.offset) for m in flat.members)
